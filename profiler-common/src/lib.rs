@@ -1,0 +1,204 @@
+//! Plain types shared by the eBPF programs (`profiler-ebpf`) and user space (`profiler`).
+//!
+//! Everything here is `#[repr(C)]`, fixed size and free of pointers: these are the bytes of
+//! kernel map keys, values and ring-buffer records.
+#![no_std]
+
+/// Process slots: every watched process owns one index into the per-slot arrays.
+pub const MAX_SLOTS: u32 = 4096;
+/// Entries of the tgid -> [`ProcConfig`] filter map.
+pub const MAX_PROCS: u32 = MAX_SLOTS;
+/// Upper bound of CPUs the kernel side sums over (per-CPU counters are summed once per GC cycle).
+pub const MAX_CPUS: u32 = 256;
+/// Buckets of the STW pause histogram: bucket `i` counts pauses of `[2^i, 2^(i+1))` ns; the
+/// last bucket takes everything longer (2^31 ns is 2.1 s).
+pub const PAUSE_BUCKETS: usize = 32;
+/// Ring buffer size in bytes (a power of two, a multiple of the page size).
+pub const EVENTS_BYTES: u32 = 256 * 1024;
+
+/// Map names, as the eBPF object defines them and user space looks them up.
+pub mod maps {
+    pub const PROCS: &str = "PROCS";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const GC_STATE: &str = "GC_STATE";
+    pub const EVENTS: &str = "EVENTS";
+}
+
+/// Program names, one per probe kind.
+pub mod programs {
+    pub const NEWPROC1: &str = "go_newproc1";
+    pub const GFPUT: &str = "go_gfput";
+    pub const SCANSTACK: &str = "go_scanstack";
+    pub const STW_STOP: &str = "go_stw_stop";
+    pub const STW_START_RET: &str = "go_stw_start_ret";
+    pub const GC_MARK_TERMINATION: &str = "go_gc_mark_termination";
+}
+
+/// How the kernel side learns why the world stopped (differs between Go releases).
+pub mod stw_reason {
+    /// The reason is the first argument of `stopTheWorldWithSema` (Go 1.21+).
+    pub const FROM_ARG: u32 = 0;
+    /// Go 1.19 passes no reason: GC stops are told apart by `m.preemptoff`, which is empty
+    /// when `gcStart` stops the world and "gcing" when `gcMarkDone` does.
+    pub const FROM_PREEMPTOFF: u32 = 1;
+}
+
+/// Why the world stopped, as the runtime's `stwReason` enum numbers it (Go 1.21+). Go 1.19's
+/// stops are mapped onto the same values.
+pub mod stw_kind {
+    pub const UNKNOWN: u32 = 0;
+    pub const GC_MARK_TERM: u32 = 1;
+    pub const GC_SWEEP_TERM: u32 = 2;
+    /// Any stop that is not part of a GC cycle (ReadMemStats, GOMAXPROCS, tracing...). For
+    /// Go 1.19 the exact reason is unknown.
+    pub const OTHER: u32 = 255;
+
+    /// Whether the runtime counts this stop as a GC pause.
+    pub const fn is_gc(kind: u32) -> bool {
+        kind == GC_MARK_TERM || kind == GC_SWEEP_TERM
+    }
+}
+
+/// What the kernel needs to know about one watched process. Key: host tgid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcConfig {
+    /// Index into [`Counters`] and [`GcState`] arrays.
+    pub slot: u32,
+    /// One of [`stw_reason`].
+    pub stw_reason_source: u32,
+    /// Offset of `g.m` (the goroutine's M).
+    pub g_m: u32,
+    /// Offset of `m.preemptoff` (a Go string), used with [`stw_reason::FROM_PREEMPTOFF`].
+    pub m_preemptoff: u32,
+}
+
+/// Hot counters, one per slot and CPU. Cumulative since the slot was assigned.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// `runtime.newproc1` calls: goroutines created.
+    pub created: u64,
+    /// `runtime.gfput` calls: goroutines that exited into the free pool.
+    pub exited: u64,
+    /// `runtime.scanstack` calls: live goroutine stacks scanned by the GC.
+    pub stack_scans: u64,
+    /// Sum of `g.stack.hi - g.stack.lo` over those scans.
+    pub stack_scan_bytes: u64,
+}
+
+/// GC and stop-the-world state of one slot. Written only around stop-the-world and at the end
+/// of GC cycles, which the runtime serializes per process, so no per-CPU copies are needed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GcState {
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC, as Go's `nanotime`) when the current stop began;
+    /// 0 when the world is running.
+    pub stw_start_ns: u64,
+    /// [`stw_kind`] of the current stop.
+    pub stw_kind: u32,
+    pub _pad: u32,
+    /// Completed GC cycles (`runtime.gcMarkTermination` calls).
+    pub gc_cycles: u64,
+    /// GC stop-the-world pauses (sweep termination and mark termination).
+    pub gc_pauses: u64,
+    pub gc_pause_total_ns: u64,
+    pub gc_pause_max_ns: u64,
+    /// Log2 histogram of GC pauses, see [`PAUSE_BUCKETS`].
+    pub gc_pause_hist: [u64; PAUSE_BUCKETS],
+    /// Stops that are not part of a GC cycle.
+    pub other_pauses: u64,
+    pub other_pause_total_ns: u64,
+    /// Stack-scan totals (summed over CPUs) at the end of the previous GC cycle, so that each
+    /// cycle's figures can be reported on their own.
+    pub scans_at_last_cycle: u64,
+    pub scan_bytes_at_last_cycle: u64,
+}
+
+impl Default for GcState {
+    fn default() -> Self {
+        Self {
+            stw_start_ns: 0,
+            stw_kind: 0,
+            _pad: 0,
+            gc_cycles: 0,
+            gc_pauses: 0,
+            gc_pause_total_ns: 0,
+            gc_pause_max_ns: 0,
+            gc_pause_hist: [0; PAUSE_BUCKETS],
+            other_pauses: 0,
+            other_pause_total_ns: 0,
+            scans_at_last_cycle: 0,
+            scan_bytes_at_last_cycle: 0,
+        }
+    }
+}
+
+/// Ring-buffer record kinds.
+pub mod event_kind {
+    /// A stop-the-world pause ended: [`super::Event::a`] = duration ns, `b` = [`super::stw_kind`].
+    pub const PAUSE: u32 = 1;
+    /// A GC cycle completed: `a` = cycle number (since the slot was assigned), `b` = stacks
+    /// scanned in that cycle, `c` = stack bytes scanned in that cycle.
+    pub const GC_CYCLE: u32 = 2;
+}
+
+/// One low-rate record streamed to user space (per pause, per GC cycle).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// One of [`event_kind`].
+    pub kind: u32,
+    pub tgid: u32,
+    /// `bpf_ktime_get_ns` when the record was made.
+    pub ts_ns: u64,
+    pub a: u64,
+    pub b: u64,
+    pub c: u64,
+}
+
+/// The histogram bucket of a pause of `ns` nanoseconds.
+#[inline(always)]
+pub const fn pause_bucket(ns: u64) -> usize {
+    if ns == 0 {
+        return 0;
+    }
+    let b = 63 - ns.leading_zeros() as usize;
+    if b >= PAUSE_BUCKETS {
+        PAUSE_BUCKETS - 1
+    } else {
+        b
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` integers and arrays of integers, with explicit padding.
+    unsafe impl aya::Pod for super::ProcConfig {}
+    unsafe impl aya::Pod for super::Counters {}
+    unsafe impl aya::Pod for super::GcState {}
+    unsafe impl aya::Pod for super::Event {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pause_buckets_are_log2_and_capped() {
+        assert_eq!(pause_bucket(0), 0);
+        assert_eq!(pause_bucket(1), 0);
+        assert_eq!(pause_bucket(2), 1);
+        assert_eq!(pause_bucket(1023), 9);
+        assert_eq!(pause_bucket(1024), 10);
+        assert_eq!(pause_bucket(u64::MAX), PAUSE_BUCKETS - 1);
+    }
+
+    #[test]
+    fn layouts_have_no_hidden_padding() {
+        assert_eq!(core::mem::size_of::<ProcConfig>(), 16);
+        assert_eq!(core::mem::size_of::<Counters>(), 32);
+        assert_eq!(core::mem::size_of::<Event>(), 40);
+        assert_eq!(core::mem::size_of::<GcState>(), 8 * 11 + 8 * PAUSE_BUCKETS);
+    }
+}

@@ -1,0 +1,250 @@
+//! gprof's kernel side: uprobes on a Go program's runtime.
+//!
+//! Every program first looks the calling process up in `PROCS` (the in-kernel filter), then
+//! updates its slot. Hot probes (goroutine creation and exit, stack scans) only bump per-CPU
+//! counters; the once-per-pause and once-per-GC-cycle probes keep `GC_STATE` and stream one
+//! record each to user space through `EVENTS`.
+#![no_std]
+#![no_main]
+
+mod goabi;
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        generated::bpf_map_lookup_percpu_elem,
+    },
+    macros::{map, uprobe},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    programs::ProbeContext,
+};
+use aya_log_ebpf::warn;
+use profiler_common::{
+    Counters, EVENTS_BYTES, Event, GcState, MAX_CPUS, MAX_PROCS, MAX_SLOTS, ProcConfig,
+    event_kind, pause_bucket, stw_kind, stw_reason,
+};
+
+/// Watched processes, by host tgid. A process missing here is ignored by every probe.
+#[map(name = "PROCS")]
+static PROCS: HashMap<u32, ProcConfig> = HashMap::with_max_entries(MAX_PROCS, 0);
+
+#[map(name = "COUNTERS")]
+static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_SLOTS, 0);
+
+#[map(name = "GC_STATE")]
+static GC_STATE: Array<GcState> = Array::with_max_entries(MAX_SLOTS, 0);
+
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// Possible CPUs, set by the loader; bounds the per-CPU sums.
+#[unsafe(no_mangle)]
+static NR_CPUS: u32 = 1;
+
+/// Pauses longer than this are taken as a probe that missed the stop (attached mid-pause).
+const MAX_PLAUSIBLE_PAUSE_NS: u64 = 60_000_000_000;
+
+#[inline(always)]
+fn watched() -> Option<(u32, ProcConfig)> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: the value is copied out before the map can change it.
+    unsafe { PROCS.get(&tgid) }.map(|cfg| (tgid, *cfg))
+}
+
+#[inline(always)]
+fn counters(slot: u32) -> Option<&'static mut Counters> {
+    // SAFETY: per-CPU storage: no other program writes this CPU's copy while we run.
+    COUNTERS.get_ptr_mut(slot).map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+fn gc_state(slot: u32) -> Option<&'static mut GcState> {
+    // SAFETY: written only during stop-the-world and GC transitions, serialized by the runtime.
+    GC_STATE.get_ptr_mut(slot).map(|p| unsafe { &mut *p })
+}
+
+/// `runtime.newproc1`: a goroutine is being created (runs on g0, probe at the stack check's
+/// branch so that it fires exactly once per call).
+#[uprobe]
+pub fn go_newproc1(_ctx: ProbeContext) -> u32 {
+    if let Some((_, cfg)) = watched()
+        && let Some(c) = counters(cfg.slot)
+    {
+        c.created += 1;
+    }
+    0
+}
+
+/// `runtime.gfput`: an exited goroutine goes to the free pool (every release's one exit path).
+#[uprobe]
+pub fn go_gfput(_ctx: ProbeContext) -> u32 {
+    if let Some((_, cfg)) = watched()
+        && let Some(c) = counters(cfg.slot)
+    {
+        c.exited += 1;
+    }
+    0
+}
+
+/// `runtime.scanstack(gp, gcw)`: the GC scans one live goroutine's stack. `g.stack` (lo, hi)
+/// is at offset 0 in every release.
+#[uprobe]
+pub fn go_scanstack(ctx: ProbeContext) -> u32 {
+    if let Some((_, cfg)) = watched()
+        && let Some(c) = counters(cfg.slot)
+    {
+        let gp = goabi::arg(&ctx, 0);
+        let bytes = match unsafe { bpf_probe_read_user(gp as *const [u64; 2]) } {
+            Ok([lo, hi]) if hi > lo => hi - lo,
+            _ => 0,
+        };
+        c.stack_scans += 1;
+        c.stack_scan_bytes += bytes;
+    }
+    0
+}
+
+/// `runtime.stopTheWorldWithSema`: a stop-the-world begins.
+#[uprobe]
+pub fn go_stw_stop(ctx: ProbeContext) -> u32 {
+    let Some((_, cfg)) = watched() else { return 0 };
+    let Some(state) = gc_state(cfg.slot) else { return 0 };
+    state.stw_kind = match cfg.stw_reason_source {
+        stw_reason::FROM_ARG => goabi::arg(&ctx, 0) as u8 as u32,
+        _ => stw_kind_from_preemptoff(&ctx, &cfg),
+    };
+    state.stw_start_ns = unsafe { bpf_ktime_get_ns() };
+    0
+}
+
+/// Go 1.19: `gcStart` stops the world with `m.preemptoff` empty, `gcMarkDone` with "gcing",
+/// every other caller with its own reason string. The probe runs on g0, whose `g.m` is the M.
+#[inline(always)]
+fn stw_kind_from_preemptoff(ctx: &ProbeContext, cfg: &ProcConfig) -> u32 {
+    let g0 = goabi::g(ctx);
+    let Ok(m) = (unsafe { bpf_probe_read_user((g0 + cfg.g_m as u64) as *const u64) }) else {
+        return stw_kind::UNKNOWN;
+    };
+    let Ok([ptr, len]) =
+        (unsafe { bpf_probe_read_user((m + cfg.m_preemptoff as u64) as *const [u64; 2]) })
+    else {
+        return stw_kind::UNKNOWN;
+    };
+    match len {
+        0 => stw_kind::GC_SWEEP_TERM,
+        5 => match unsafe { bpf_probe_read_user(ptr as *const [u8; 5]) } {
+            Ok(s) if &s == b"gcing" => stw_kind::GC_MARK_TERM,
+            _ => stw_kind::OTHER,
+        },
+        _ => stw_kind::OTHER,
+    }
+}
+
+/// A RET instruction of `runtime.startTheWorldWithSema`: the world restarts. Its result (in
+/// the result register at the RET) is the runtime's own `nanotime()` for the end of the
+/// pause, on the same clock as `bpf_ktime_get_ns`.
+#[uprobe]
+pub fn go_stw_start_ret(ctx: ProbeContext) -> u32 {
+    let Some((tgid, cfg)) = watched() else { return 0 };
+    let Some(state) = gc_state(cfg.slot) else { return 0 };
+    let start = state.stw_start_ns;
+    if start == 0 {
+        return 0; // gprof attached while the world was stopped
+    }
+    state.stw_start_ns = 0;
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut end = goabi::result(&ctx);
+    if end < start || end > now {
+        end = now;
+    }
+    let duration = end - start;
+    if duration > MAX_PLAUSIBLE_PAUSE_NS {
+        warn!(&ctx, "gprof: implausible pause of {} ns in pid {}, dropped", duration, tgid);
+        return 0;
+    }
+    let kind = state.stw_kind;
+    if stw_kind::is_gc(kind) {
+        state.gc_pauses += 1;
+        state.gc_pause_total_ns += duration;
+        if duration > state.gc_pause_max_ns {
+            state.gc_pause_max_ns = duration;
+        }
+        let bucket = pause_bucket(duration);
+        if bucket < state.gc_pause_hist.len() {
+            state.gc_pause_hist[bucket] += 1;
+        }
+    } else {
+        state.other_pauses += 1;
+        state.other_pause_total_ns += duration;
+    }
+    emit(Event {
+        kind: event_kind::PAUSE,
+        tgid,
+        ts_ns: now,
+        a: duration,
+        b: kind as u64,
+        c: 0,
+    });
+    0
+}
+
+/// `runtime.gcMarkTermination`: a GC cycle completes; all of its stack scans are done. Runs on
+/// a goroutine stack, so the probe sits after the stack check (fires once per call).
+#[uprobe]
+pub fn go_gc_mark_termination(ctx: ProbeContext) -> u32 {
+    let Some((tgid, cfg)) = watched() else { return 0 };
+    let Some(state) = gc_state(cfg.slot) else { return 0 };
+    state.gc_cycles += 1;
+    let Some((scans, bytes)) = sum_stack_scans(cfg.slot) else {
+        warn!(&ctx, "gprof: cannot sum stack scans of slot {}", cfg.slot);
+        return 0;
+    };
+    let cycle_scans = scans.wrapping_sub(state.scans_at_last_cycle);
+    let cycle_bytes = bytes.wrapping_sub(state.scan_bytes_at_last_cycle);
+    state.scans_at_last_cycle = scans;
+    state.scan_bytes_at_last_cycle = bytes;
+    emit(Event {
+        kind: event_kind::GC_CYCLE,
+        tgid,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        a: state.gc_cycles,
+        b: cycle_scans,
+        c: cycle_bytes,
+    });
+    0
+}
+
+/// Sums one slot's stack-scan counters over all CPUs (once per GC cycle, so the loop is cheap).
+#[inline(always)]
+fn sum_stack_scans(slot: u32) -> Option<(u64, u64)> {
+    let nr_cpus = unsafe { core::ptr::read_volatile(&NR_CPUS) };
+    let map = &COUNTERS as *const PerCpuArray<Counters> as *mut c_void;
+    let (mut scans, mut bytes) = (0u64, 0u64);
+    for cpu in 0..MAX_CPUS {
+        if cpu >= nr_cpus {
+            break;
+        }
+        let p = unsafe { bpf_map_lookup_percpu_elem(map, &slot as *const u32 as *const c_void, cpu) };
+        if p.is_null() {
+            return None;
+        }
+        let c = unsafe { &*(p as *const Counters) };
+        scans += c.stack_scans;
+        bytes += c.stack_scan_bytes;
+    }
+    Some((scans, bytes))
+}
+
+#[inline(always)]
+fn emit(event: Event) {
+    // A full ring buffer drops the record; the totals in GC_STATE stay exact.
+    let _ = EVENTS.output::<Event>(&event, 0);
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

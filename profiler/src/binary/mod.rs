@@ -1,0 +1,413 @@
+//! Reading a Go executable: its release, its functions (from `.symtab`, or from `.gopclntab`
+//! when stripped), its validated text base, and the bytes behind any virtual address.
+
+pub mod buildinfo;
+pub mod moduledata;
+pub mod pclntab;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use object::elf::{self, FileHeader64};
+use object::read::elf::{ElfFile64, FileHeader as _, ProgramHeader as _};
+use object::{Endianness, Object, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget};
+
+use crate::goruntime::{GoVersion, sections};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BinaryError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("not an ELF executable ({0})")]
+    NotElf(String),
+    #[error("not a Go program (no {0} section)")]
+    NotGo(&'static str),
+    #[error("unsupported architecture {0}: gprof supports x86_64 and aarch64")]
+    Arch(String),
+    #[error("bad .go.buildinfo: {0}")]
+    BuildInfo(String),
+    #[error("bad .gopclntab: {0}")]
+    Pclntab(String),
+    #[error("cannot validate the text base: {0}")]
+    TextBase(String),
+    #[error("runtime function {0} not found")]
+    MissingFunction(String),
+    #[error("runtime function {0} appears several times in .gopclntab")]
+    AmbiguousFunction(String),
+    #[error("{name} is at {symtab:#x} in .symtab but at {pclntab:#x} by .gopclntab")]
+    SymbolMismatch {
+        name: String,
+        symtab: u64,
+        pclntab: u64,
+    },
+    #[error("address {0:#x} is not backed by the file")]
+    Unmapped(u64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+}
+
+/// Where function addresses come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SymbolSource {
+    /// `.symtab`, cross-checked against `.gopclntab`.
+    Symtab,
+    /// `.gopclntab` alone (stripped binary).
+    Pclntab,
+}
+
+impl SymbolSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            SymbolSource::Symtab => "symtab (checked against pclntab)",
+            SymbolSource::Pclntab => "pclntab (stripped binary)",
+        }
+    }
+}
+
+/// A function's address range `[entry, end)`; `end` includes the alignment padding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Function {
+    pub name: String,
+    pub entry: u64,
+    pub end: u64,
+    /// `_func.funcID`: 0 for ordinary functions. Go emits ABI wrappers under the same name
+    /// as the function they wrap, with a nonzero ID.
+    pub func_id: u8,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Segment {
+    vaddr: u64,
+    memsz: u64,
+    offset: u64,
+    filesz: u64,
+    exec: bool,
+    write: bool,
+}
+
+/// One Go executable, read and validated.
+#[derive(Debug)]
+pub struct GoBinary {
+    pub path: PathBuf,
+    pub version: GoVersion,
+    pub arch: Arch,
+    /// Position-independent (ET_DYN): runtime addresses are file addresses plus a load bias.
+    pub pie: bool,
+    pub symbol_source: SymbolSource,
+    pub has_dwarf: bool,
+    pub text: moduledata::ModuleText,
+    functions: Vec<Function>,
+    by_name: HashMap<String, Vec<usize>>,
+    /// Runtime data symbols from `.symtab`, when present.
+    data_symbols: HashMap<String, u64>,
+    /// Runtime function symbols from `.symtab`, when present.
+    text_symbols: HashMap<String, u64>,
+    segments: Vec<Segment>,
+    /// R_*_RELATIVE relocations: address -> value the loader stores there (PIE pointers).
+    relocations: HashMap<u64, u64>,
+    bytes: Vec<u8>,
+}
+
+impl GoBinary {
+    /// Reads and validates `path` (e.g. `/proc/PID/exe`).
+    pub fn open(path: &Path) -> Result<Self, BinaryError> {
+        let bytes = std::fs::read(path).map_err(|source| BinaryError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, bytes)
+    }
+
+    pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<Self, BinaryError> {
+        let file = ElfFile64::<Endianness>::parse(bytes.as_slice())
+            .map_err(|e| BinaryError::NotElf(e.to_string()))?;
+        let header: &FileHeader64<Endianness> = file.elf_header();
+        let endian = file.endian();
+        let arch = match header.e_machine(endian) {
+            elf::EM_X86_64 => Arch::X86_64,
+            elf::EM_AARCH64 => Arch::Aarch64,
+            other => return Err(BinaryError::Arch(format!("ELF machine {other}"))),
+        };
+        let pie = header.e_type(endian) == elf::ET_DYN;
+        let segments: Vec<Segment> = header
+            .program_headers(endian, bytes.as_slice())
+            .map_err(|e| BinaryError::NotElf(e.to_string()))?
+            .iter()
+            .filter(|p| p.p_type(endian) == elf::PT_LOAD)
+            .map(|p| Segment {
+                vaddr: p.p_vaddr(endian),
+                memsz: p.p_memsz(endian),
+                offset: p.p_offset(endian),
+                filesz: p.p_filesz(endian),
+                exec: p.p_flags(endian) & elf::PF_X != 0,
+                write: p.p_flags(endian) & elf::PF_W != 0,
+            })
+            .collect();
+
+        let section = |name: &'static str| file.section_by_name(name);
+        let buildinfo = section(sections::BUILDINFO).ok_or(BinaryError::NotGo(sections::BUILDINFO))?;
+        let pcln = section(sections::PCLNTAB).ok_or(BinaryError::NotGo(sections::PCLNTAB))?;
+        let has_dwarf = section(".debug_info").is_some();
+
+        let mut relocations = HashMap::new();
+        if let Some(relocs) = file.dynamic_relocations() {
+            for (at, r) in relocs {
+                let relative = matches!(r.flags(), RelocationFlags::Elf { r_type }
+                    if r_type == elf::R_X86_64_RELATIVE || r_type == elf::R_AARCH64_RELATIVE);
+                if relative && matches!(r.target(), RelocationTarget::Absolute | RelocationTarget::Symbol(_)) {
+                    relocations.insert(at, r.addend() as u64);
+                }
+            }
+        }
+
+        let mut data_symbols = HashMap::new();
+        let mut symtab_funcs = HashMap::new();
+        for sym in file.symbols() {
+            let Ok(name) = sym.name() else { continue };
+            if !name.starts_with("runtime.") {
+                continue;
+            }
+            match sym.kind() {
+                object::SymbolKind::Text => {
+                    symtab_funcs.insert(name.to_string(), sym.address());
+                }
+                object::SymbolKind::Data | object::SymbolKind::Unknown => {
+                    data_symbols.insert(name.to_string(), sym.address());
+                }
+                _ => {}
+            }
+        }
+        let symbol_source = if symtab_funcs.is_empty() {
+            SymbolSource::Pclntab
+        } else {
+            SymbolSource::Symtab
+        };
+
+        let buildinfo_data = buildinfo.data().map_err(|e| BinaryError::BuildInfo(e.to_string()))?;
+        let pcln_data = pcln.data().map_err(|e| BinaryError::Pclntab(e.to_string()))?;
+        let pcln_addr = pcln.address();
+        let moduledata_sections: Vec<(u64, Vec<u8>)> = sections::MODULEDATA_CANDIDATES
+            .iter()
+            .filter_map(|name| file.section_by_name(name))
+            .filter_map(|s| Some((s.address(), s.data().ok()?.to_vec())))
+            .collect();
+        drop(file);
+
+        let mut binary = Self {
+            path: path.to_path_buf(),
+            version: GoVersion {
+                raw: String::new(),
+                major: 0,
+                minor: 0,
+                patch: 0,
+            },
+            arch,
+            pie,
+            symbol_source,
+            has_dwarf,
+            text: moduledata::ModuleText {
+                moduledata: 0,
+                text: 0,
+                etext: 0,
+                minpc: 0,
+                maxpc: 0,
+            },
+            functions: Vec::new(),
+            by_name: HashMap::new(),
+            data_symbols,
+            text_symbols: HashMap::new(),
+            segments,
+            relocations,
+            bytes: Vec::new(),
+        };
+        // Borrow the bytes only through the helpers below from here on.
+        let raw_version = buildinfo::version(buildinfo_data, |addr, ptr_size| {
+            binary.read_go_string(&bytes, addr, ptr_size)
+        })?;
+        binary.version = GoVersion::parse(&raw_version).ok_or_else(|| {
+            BinaryError::BuildInfo(format!("unrecognized Go version {raw_version:?}"))
+        })?;
+
+        let table = pclntab::Pclntab::parse(pcln_data, pcln_addr)?;
+        let read = |addr: u64| binary.read_u64_in(&bytes, addr);
+        let is_code = |lo: u64, hi: u64| {
+            binary
+                .segments
+                .iter()
+                .any(|s| s.exec && lo >= s.vaddr && hi <= s.vaddr + s.memsz)
+        };
+        let mut candidates: Vec<u64> = moduledata_sections
+            .iter()
+            .flat_map(|(addr, data)| {
+                data.chunks_exact(8)
+                    .enumerate()
+                    .filter(|(_, w)| u64::from_le_bytes((*w).try_into().expect("8")) == pcln_addr)
+                    .map(move |(i, _)| addr + 8 * i as u64)
+            })
+            .collect();
+        candidates.extend(
+            binary
+                .relocations
+                .iter()
+                .filter(|&(_, &v)| v == pcln_addr)
+                .map(|(&at, _)| at),
+        );
+        candidates.sort_unstable();
+        candidates.dedup();
+        let text = moduledata::find(candidates, &table, &read, &is_code)?;
+        binary.text = text;
+
+        let base = binary.text.text;
+        for f in table.funcs() {
+            let f = f?;
+            binary.functions.push(Function {
+                name: f.name.to_string(),
+                entry: base + f.entry_off as u64,
+                end: base + f.end_off as u64,
+                func_id: f.func_id,
+            });
+        }
+        binary.functions.sort_by_key(|f| f.entry);
+        for (i, f) in binary.functions.iter().enumerate() {
+            binary.by_name.entry(f.name.clone()).or_default().push(i);
+        }
+        if let Some(&text_sym) = binary.data_symbols.get("runtime.text").or(symtab_funcs.get("runtime.text"))
+            && text_sym != base
+        {
+            return Err(BinaryError::TextBase(format!(
+                "runtime.text is {text_sym:#x} in .symtab but {base:#x} in the moduledata"
+            )));
+        }
+        binary.text_symbols = symtab_funcs;
+        binary.bytes = bytes;
+        Ok(binary)
+    }
+
+    fn file_range_in(&self, vaddr: u64, len: u64) -> Option<std::ops::Range<usize>> {
+        let end = vaddr.checked_add(len)?;
+        let seg = self
+            .segments
+            .iter()
+            .find(|s| vaddr >= s.vaddr && end <= s.vaddr + s.filesz)?;
+        let start = usize::try_from(vaddr - seg.vaddr + seg.offset).ok()?;
+        Some(start..start.checked_add(usize::try_from(len).ok()?)?)
+    }
+
+    fn read_u64_in(&self, bytes: &[u8], vaddr: u64) -> Option<u64> {
+        if let Some(&v) = self.relocations.get(&vaddr) {
+            return Some(v);
+        }
+        let r = self.file_range_in(vaddr, 8)?;
+        Some(u64::from_le_bytes(bytes.get(r)?.try_into().ok()?))
+    }
+
+    fn read_go_string(&self, bytes: &[u8], header: u64, ptr_size: usize) -> Option<String> {
+        if ptr_size != 8 {
+            return None;
+        }
+        let ptr = self.read_u64_in(bytes, header)?;
+        let len = self.read_u64_in(bytes, header + 8)?;
+        if len > 256 {
+            return None;
+        }
+        let r = self.file_range_in(ptr, len)?;
+        String::from_utf8(bytes.get(r)?.to_vec()).ok()
+    }
+
+    /// The bytes at `[vaddr, vaddr + len)`, if the file backs them.
+    pub fn bytes_at(&self, vaddr: u64, len: u64) -> Result<&[u8], BinaryError> {
+        self.file_range_in(vaddr, len)
+            .and_then(|r| self.bytes.get(r))
+            .ok_or(BinaryError::Unmapped(vaddr))
+    }
+
+    /// The 8-byte word at `vaddr` as the loader leaves it (PIE relocations applied, bias 0).
+    pub fn read_u64(&self, vaddr: u64) -> Option<u64> {
+        self.read_u64_in(&self.bytes, vaddr)
+    }
+
+    /// File offset of `vaddr`, which is what uprobes attach to.
+    pub fn file_offset(&self, vaddr: u64) -> Result<u64, BinaryError> {
+        self.file_range_in(vaddr, 1)
+            .map(|r| r.start as u64)
+            .ok_or(BinaryError::Unmapped(vaddr))
+    }
+
+    /// The function called `name`; where an ABI wrapper shares the name, the real body.
+    pub fn function(&self, name: &str) -> Result<&Function, BinaryError> {
+        let all = self
+            .by_name
+            .get(name)
+            .ok_or_else(|| BinaryError::MissingFunction(name.to_string()))?;
+        if let [one] = all.as_slice() {
+            return self.check_symtab(&self.functions[*one]);
+        }
+        let mut ordinary = all.iter().map(|&i| &self.functions[i]).filter(|f| f.func_id == 0);
+        let f = match (ordinary.next(), ordinary.next()) {
+            (Some(f), None) => f,
+            _ => return Err(BinaryError::AmbiguousFunction(name.to_string())),
+        };
+        self.check_symtab(f)
+    }
+
+    /// With a symbol table, a function must sit where `.gopclntab` puts it.
+    fn check_symtab<'a>(&self, f: &'a Function) -> Result<&'a Function, BinaryError> {
+        match self.text_symbols.get(&f.name) {
+            Some(&addr) if addr != f.entry => Err(BinaryError::SymbolMismatch {
+                name: f.name.clone(),
+                symtab: addr,
+                pclntab: f.entry,
+            }),
+            _ => Ok(f),
+        }
+    }
+
+    /// The function containing `pc`.
+    pub fn function_at(&self, pc: u64) -> Option<&Function> {
+        let i = self.functions.partition_point(|f| f.entry <= pc);
+        let f = self.functions.get(i.checked_sub(1)?)?;
+        (pc < f.end).then_some(f)
+    }
+
+    /// The machine code of a function.
+    pub fn code(&self, f: &Function) -> Result<&[u8], BinaryError> {
+        self.bytes_at(f.entry, f.end - f.entry)
+    }
+
+    /// A runtime data symbol's address from `.symtab` (None when stripped).
+    pub fn data_symbol(&self, name: &str) -> Option<u64> {
+        self.data_symbols.get(name).copied()
+    }
+
+    /// Whether `[vaddr, vaddr+len)` lies in a writable segment (where runtime globals live).
+    pub fn is_writable_data(&self, vaddr: u64, len: u64) -> bool {
+        self.segments.iter().any(|s| {
+            s.write && vaddr >= s.vaddr && vaddr.checked_add(len).is_some_and(|e| e <= s.vaddr + s.memsz)
+        })
+    }
+
+    /// The lowest PT_LOAD address and its file offset: the anchor for computing a PIE's bias
+    /// from `/proc/PID/maps`.
+    pub fn first_load(&self) -> Option<(u64, u64)> {
+        self.segments
+            .iter()
+            .min_by_key(|s| s.vaddr)
+            .map(|s| (s.vaddr, s.offset))
+    }
+}

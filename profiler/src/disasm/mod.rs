@@ -1,0 +1,103 @@
+//! Machine-code decoding: where on a runtime function a probe may sit, where it returns, and
+//! which globals it touches. Nothing here guesses: every address handed out is the start of
+//! an instruction found by decoding the function from its entry.
+
+mod x86;
+
+use crate::binary::{Arch, BinaryError, Function, GoBinary};
+use crate::goruntime::Stack;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DisasmError {
+    #[error("{function}: undecodable instruction at {addr:#x}")]
+    Undecodable { function: String, addr: u64 },
+    #[error("{function}: {why}")]
+    Prologue { function: String, why: String },
+    #[error("{function}: no RET instruction")]
+    NoReturn { function: String },
+    #[error("decoding {0} is not supported yet")]
+    Arch(&'static str),
+    #[error(transparent)]
+    Binary(#[from] BinaryError),
+}
+
+/// How a probe address was chosen; shown by `gprof check`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// On the conditional branch of the stack-bound check (`JBE morestack`): the kernel
+    /// emulates branches instead of single-stepping them. Only for system-stack functions,
+    /// whose check never fails, so the probe fires once per call.
+    StackCheckBranch,
+    /// On the first instruction after the stack check: a goroutine-stack function re-enters
+    /// its prologue after growing its stack, and this point is passed once per call.
+    AfterStackCheck,
+    /// The first instruction (the function has no stack check).
+    Entry,
+    /// A RET instruction.
+    Return,
+}
+
+impl Placement {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Placement::StackCheckBranch => "stack-check branch (emulated, once per call)",
+            Placement::AfterStackCheck => "after the stack check (once per call)",
+            Placement::Entry => "function entry",
+            Placement::Return => "RET instruction",
+        }
+    }
+}
+
+/// A validated probe address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Site {
+    pub addr: u64,
+    pub placement: Placement,
+    /// The instruction at `addr`, as text.
+    pub instruction: String,
+}
+
+/// A memory operand with an absolute address (RIP-relative on amd64), e.g. a global.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GlobalRef {
+    pub addr: u64,
+    /// Access size in bytes (0 when the instruction only computes the address, as LEA does).
+    pub size: u32,
+}
+
+/// The entry probe site of `f`, chosen by where `f` runs (see [`Placement`]). The arguments
+/// are verified to still be in their registers at the chosen instruction.
+pub fn entry_site(bin: &GoBinary, f: &Function, stack: Stack) -> Result<Site, DisasmError> {
+    let code = bin.code(f)?;
+    match bin.arch {
+        Arch::X86_64 => x86::entry_site(&f.name, code, f.entry, stack),
+        Arch::Aarch64 => Err(DisasmError::Arch("aarch64")),
+    }
+}
+
+/// Every RET instruction of `f`.
+pub fn return_sites(bin: &GoBinary, f: &Function) -> Result<Vec<Site>, DisasmError> {
+    let code = bin.code(f)?;
+    match bin.arch {
+        Arch::X86_64 => x86::return_sites(&f.name, code, f.entry),
+        Arch::Aarch64 => Err(DisasmError::Arch("aarch64")),
+    }
+}
+
+/// The absolute-addressed memory operands of `f` (its globals), in code order.
+pub fn global_refs(bin: &GoBinary, f: &Function) -> Result<Vec<GlobalRef>, DisasmError> {
+    let code = bin.code(f)?;
+    match bin.arch {
+        Arch::X86_64 => x86::global_refs(&f.name, code, f.entry),
+        Arch::Aarch64 => Err(DisasmError::Arch("aarch64")),
+    }
+}
+
+/// The displacements of `f`'s register-based memory operands (e.g. struct field offsets).
+pub fn displacements(bin: &GoBinary, f: &Function) -> Result<Vec<u64>, DisasmError> {
+    let code = bin.code(f)?;
+    match bin.arch {
+        Arch::X86_64 => x86::displacements(&f.name, code, f.entry),
+        Arch::Aarch64 => Err(DisasmError::Arch("aarch64")),
+    }
+}

@@ -1,0 +1,422 @@
+//! What gprof knows about the Go runtime, per release, as data: the functions it probes, the
+//! globals it reads, and the struct offsets of each supported release.
+//!
+//! Every number here was read from the DWARF of binaries built by each toolchain (see
+//! `shared/docs/go-runtime.md`) and is checked again by the end-to-end tests against the
+//! runtime's own figures. A release missing from [`LAYOUTS`] is refused, never guessed.
+
+use std::fmt;
+
+use profiler_common::programs;
+use profiler_common::stw_reason;
+
+/// A Go release as `.go.buildinfo` names it, e.g. `go1.19.8`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GoVersion {
+    /// The exact string from the binary.
+    pub raw: String,
+    pub major: u32,
+    pub minor: u32,
+    /// 0 for a release candidate or beta.
+    pub patch: u32,
+}
+
+impl GoVersion {
+    /// Parses `go1.N`, `go1.N.P`, `go1.NrcK`, `go1.NbetaK`, with optional suffixes such as
+    /// ` X:boringcrypto` or `-bigcorp`.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let rest = raw.strip_prefix("go")?;
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.'))
+            .unwrap_or(rest.len());
+        let mut parts = rest[..end].split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor_part = parts.next()?;
+        let digits = minor_part
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(minor_part.len());
+        let minor = minor_part[..digits].parse().ok()?;
+        let patch = match parts.next() {
+            Some(p) => {
+                let d = p.find(|c: char| !c.is_ascii_digit()).unwrap_or(p.len());
+                p[..d].parse().ok()?
+            }
+            None => 0,
+        };
+        Some(Self {
+            raw: raw.to_string(),
+            major,
+            minor,
+            patch,
+        })
+    }
+}
+
+impl fmt::Display for GoVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+/// Where `sched.gFree` keeps its counts (the shape changed in Go 1.25).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchedGFree {
+    /// Go <= 1.24: lists `stack` and `noStack` plus one `n int32`.
+    Counter { stack: u64, no_stack: u64, n: u64 },
+    /// Go 1.25+: each `gList` carries its own `size int32` right after its head pointer.
+    Sized { stack: u64, no_stack: u64 },
+}
+
+impl SchedGFree {
+    /// The offsets (within `schedt`) of the `int32` counts whose sum is the global pool size.
+    pub fn count_offsets(&self) -> Vec<u64> {
+        match *self {
+            Self::Counter { n, .. } => vec![n],
+            Self::Sized { stack, no_stack } => vec![stack + 8, no_stack + 8],
+        }
+    }
+
+    /// Every field `runtime.gfput` touches: the lock (an 8-byte mutex right before the lists
+    /// in every release), both list heads and the counts.
+    pub fn gfput_offsets(&self) -> Vec<u64> {
+        let (stack, no_stack) = self.list_offsets();
+        let mut all = vec![stack - 8, stack, no_stack];
+        all.extend(self.count_offsets());
+        all
+    }
+
+    /// The offsets of the two list heads.
+    pub fn list_offsets(&self) -> (u64, u64) {
+        match *self {
+            Self::Counter {
+                stack, no_stack, ..
+            }
+            | Self::Sized { stack, no_stack } => (stack, no_stack),
+        }
+    }
+}
+
+/// Struct offsets and calling details of one range of releases (linux, amd64 and arm64 alike).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// First and last minor release (of Go 1) this layout was verified on.
+    pub minors: (u32, u32),
+    pub g_m: u64,
+    pub g_atomicstatus: u64,
+    pub g_goid: u64,
+    pub g_gopc: u64,
+    pub g_startpc: u64,
+    pub m_curg: u64,
+    pub m_preemptoff: u64,
+    /// `p.gFree`'s count (`n` before 1.25, `size` since).
+    pub p_gfree_count: u64,
+    pub sched_ngsys: u64,
+    pub sched_gfree: SchedGFree,
+    /// One of [`profiler_common::stw_reason`].
+    pub stw_reason_source: u32,
+}
+
+/// The verified releases. Go 1.20 is missing because no 1.20 toolchain was available to
+/// verify it; it is refused rather than assumed to match a neighbour.
+pub const LAYOUTS: &[Layout] = &[
+    Layout {
+        minors: (19, 19),
+        g_m: 0x30,
+        g_atomicstatus: 0x90,
+        g_goid: 0x98,
+        g_gopc: 0x128,
+        g_startpc: 0x138,
+        m_curg: 0xc0,
+        m_preemptoff: 0xf8,
+        p_gfree_count: 0x9a8,
+        sched_ngsys: 0x48,
+        sched_gfree: SchedGFree::Counter {
+            stack: 0xa0,
+            no_stack: 0xa8,
+            n: 0xb0,
+        },
+        stw_reason_source: stw_reason::FROM_PREEMPTOFF,
+    },
+    Layout {
+        minors: (21, 22),
+        g_m: 0x30,
+        g_atomicstatus: 0x90,
+        g_goid: 0x98,
+        g_gopc: 0x118,
+        g_startpc: 0x128,
+        m_curg: 0xc0,
+        m_preemptoff: 0xf8,
+        p_gfree_count: 0x9a8,
+        sched_ngsys: 0x48,
+        sched_gfree: SchedGFree::Counter {
+            stack: 0xa8,
+            no_stack: 0xb0,
+            n: 0xb8,
+        },
+        stw_reason_source: stw_reason::FROM_ARG,
+    },
+    Layout {
+        minors: (23, 24),
+        g_m: 0x30,
+        g_atomicstatus: 0x98,
+        g_goid: 0xa0,
+        g_gopc: 0x120,
+        g_startpc: 0x130,
+        m_curg: 0xc0,
+        m_preemptoff: 0xf8,
+        p_gfree_count: 0x9a0,
+        sched_ngsys: 0x48,
+        sched_gfree: SchedGFree::Counter {
+            stack: 0xa8,
+            no_stack: 0xb0,
+            n: 0xb8,
+        },
+        stw_reason_source: stw_reason::FROM_ARG,
+    },
+    Layout {
+        minors: (25, 25),
+        g_m: 0x30,
+        g_atomicstatus: 0x90,
+        g_goid: 0x98,
+        g_gopc: 0x118,
+        g_startpc: 0x128,
+        m_curg: 0xb8,
+        m_preemptoff: 0xf0,
+        p_gfree_count: 0x9a0,
+        sched_ngsys: 0x50,
+        sched_gfree: SchedGFree::Sized {
+            stack: 0xb0,
+            no_stack: 0xc0,
+        },
+        stw_reason_source: stw_reason::FROM_ARG,
+    },
+    Layout {
+        minors: (26, 27),
+        g_m: 0x30,
+        g_atomicstatus: 0x90,
+        g_goid: 0x98,
+        g_gopc: 0x120,
+        g_startpc: 0x130,
+        m_curg: 0xb8,
+        m_preemptoff: 0xf8,
+        p_gfree_count: 0x9a8,
+        sched_ngsys: 0x60,
+        sched_gfree: SchedGFree::Sized {
+            stack: 0xc0,
+            no_stack: 0xd0,
+        },
+        stw_reason_source: stw_reason::FROM_ARG,
+    },
+];
+
+/// Why a release cannot be watched.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UnsupportedRelease {
+    #[error(
+        "{0} is not supported: gprof has verified go1.19 and go1.21 to go1.{newest}",
+        newest = newest_minor()
+    )]
+    Unverified(String),
+    #[error(
+        "{0} is newer than the newest release gprof knows (go1.{newest}); its runtime layout is unverified",
+        newest = newest_minor()
+    )]
+    TooNew(String),
+}
+
+fn newest_minor() -> u32 {
+    LAYOUTS.iter().map(|l| l.minors.1).max().unwrap_or(0)
+}
+
+/// The layout of a release, or why there is none.
+pub fn layout_for(version: &GoVersion) -> Result<&'static Layout, UnsupportedRelease> {
+    if version.major == 1
+        && let Some(layout) = LAYOUTS
+            .iter()
+            .find(|l| (l.minors.0..=l.minors.1).contains(&version.minor))
+    {
+        return Ok(layout);
+    }
+    if version.major > 1 || version.minor > newest_minor() {
+        Err(UnsupportedRelease::TooNew(version.raw.clone()))
+    } else {
+        Err(UnsupportedRelease::Unverified(version.raw.clone()))
+    }
+}
+
+/// On which stack a probed function runs, which decides where its entry probe may go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stack {
+    /// The system stack (g0): never grows, so the stack check's branch is hit once per call.
+    System,
+    /// A goroutine stack: the prologue may call morestack and re-enter the function, so the
+    /// probe must sit after the stack check.
+    Goroutine,
+}
+
+/// Which instructions of the function carry the probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Site {
+    /// Once per call, near the entry (see [`Stack`]); the arguments are still in registers.
+    Entry,
+    /// Every RET instruction; the result is in the result register.
+    Returns,
+}
+
+/// One probed runtime function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeSpec {
+    pub function: &'static str,
+    pub program: &'static str,
+    pub stack: Stack,
+    pub site: Site,
+    /// What the probe measures, for `gprof check` and error messages.
+    pub purpose: &'static str,
+}
+
+/// The probes gprof attaches, in attach order (counters before the events that read them).
+pub const PROBES: &[ProbeSpec] = &[
+    ProbeSpec {
+        function: "runtime.newproc1",
+        program: programs::NEWPROC1,
+        stack: Stack::System,
+        site: Site::Entry,
+        purpose: "goroutine created",
+    },
+    ProbeSpec {
+        function: "runtime.gfput",
+        program: programs::GFPUT,
+        stack: Stack::System,
+        site: Site::Entry,
+        purpose: "goroutine exited to the free pool",
+    },
+    ProbeSpec {
+        function: "runtime.scanstack",
+        program: programs::SCANSTACK,
+        stack: Stack::System,
+        site: Site::Entry,
+        purpose: "GC scans a live goroutine's stack",
+    },
+    ProbeSpec {
+        function: "runtime.stopTheWorldWithSema",
+        program: programs::STW_STOP,
+        stack: Stack::System,
+        site: Site::Entry,
+        purpose: "stop-the-world begins",
+    },
+    ProbeSpec {
+        function: "runtime.startTheWorldWithSema",
+        program: programs::STW_START_RET,
+        stack: Stack::System,
+        site: Site::Returns,
+        purpose: "stop-the-world ends (result: the runtime's own end time)",
+    },
+    ProbeSpec {
+        function: "runtime.gcMarkTermination",
+        program: programs::GC_MARK_TERMINATION,
+        stack: Stack::Goroutine,
+        site: Site::Entry,
+        purpose: "GC cycle completes",
+    },
+];
+
+/// Runtime globals gprof reads from the target's memory, and the always-linked functions whose
+/// machine code references them (used to find them in stripped binaries).
+pub mod globals {
+    /// `runtime.sched` (type `schedt`): free-list counts and `ngsys`. `gfput` pushes onto its
+    /// free lists.
+    pub const SCHED: &str = "runtime.sched";
+    pub const SCHED_USER: &str = "runtime.gfput";
+    /// `runtime.allglen`: every g ever allocated. In stripped binaries the length of
+    /// `runtime.allgs`, which `allgadd` appends to, stands in for it (allglen mirrors it).
+    pub const ALLGLEN: &str = "runtime.allglen";
+    pub const ALLGS_USER: &str = "runtime.allgadd";
+    /// `runtime.allp`: the Ps, each with its own free list. `procresize` rebuilds it.
+    pub const ALLP: &str = "runtime.allp";
+    pub const ALLP_USER: &str = "runtime.procresize";
+    /// `p.id` and `p.status` lead `struct p` in every release; they validate a candidate
+    /// `allp` in live memory.
+    pub const P_ID: u64 = 0;
+    pub const P_STATUS: u64 = 4;
+    /// The largest `p.status` (`_Pdead` = 4).
+    pub const P_STATUS_MAX: u32 = 4;
+}
+
+/// Where Go binaries keep what gprof reads.
+pub mod sections {
+    pub const BUILDINFO: &str = ".go.buildinfo";
+    pub const PCLNTAB: &str = ".gopclntab";
+    /// Go 1.27 moved `runtime.firstmoduledata` into its own section.
+    pub const MODULEDATA_CANDIDATES: &[&str] = &[".go.module", ".noptrdata", ".data"];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> GoVersion {
+        GoVersion::parse(s).unwrap_or_else(|| panic!("{s} should parse"))
+    }
+
+    #[test]
+    fn parses_release_strings() {
+        assert_eq!((v("go1.19.8").minor, v("go1.19.8").patch), (19, 8));
+        assert_eq!((v("go1.27.3").minor, v("go1.27.3").patch), (27, 3));
+        assert_eq!((v("go1.22").minor, v("go1.22").patch), (22, 0));
+        assert_eq!(v("go1.23rc1").minor, 23);
+        assert_eq!(v("go1.21.0 X:boringcrypto").minor, 21);
+        assert_eq!(v("go1.24.2-bigcorp").patch, 2);
+        assert!(GoVersion::parse("devel go1.25-abcdef").is_none());
+        assert!(GoVersion::parse("1.19").is_none());
+        assert!(GoVersion::parse("go").is_none());
+    }
+
+    #[test]
+    fn every_claimed_release_has_one_layout() {
+        for minor in [19, 21, 22, 23, 24, 25, 26, 27] {
+            let version = v(&format!("go1.{minor}.1"));
+            let matches = LAYOUTS
+                .iter()
+                .filter(|l| (l.minors.0..=l.minors.1).contains(&minor))
+                .count();
+            assert_eq!(matches, 1, "go1.{minor}");
+            assert!(layout_for(&version).is_ok());
+        }
+    }
+
+    #[test]
+    fn refuses_unverified_and_newer_releases() {
+        assert_eq!(
+            layout_for(&v("go1.20.14")),
+            Err(UnsupportedRelease::Unverified("go1.20.14".into()))
+        );
+        assert_eq!(
+            layout_for(&v("go1.18.10")),
+            Err(UnsupportedRelease::Unverified("go1.18.10".into()))
+        );
+        let err = layout_for(&v("go1.28.0")).unwrap_err();
+        assert_eq!(err, UnsupportedRelease::TooNew("go1.28.0".into()));
+        assert!(err.to_string().contains("go1.27"), "{err}");
+    }
+
+    #[test]
+    fn sched_free_counts_follow_the_release_shape() {
+        let old = layout_for(&v("go1.19.8")).unwrap();
+        assert_eq!(old.sched_gfree.count_offsets(), vec![0xb0]);
+        let new = layout_for(&v("go1.27.3")).unwrap();
+        assert_eq!(new.sched_gfree.count_offsets(), vec![0xc8, 0xd8]);
+        assert_eq!(new.sched_gfree.list_offsets(), (0xc0, 0xd0));
+        assert_eq!(new.sched_gfree.gfput_offsets(), vec![0xb8, 0xc0, 0xd0, 0xc8, 0xd8]);
+        assert_eq!(old.sched_gfree.gfput_offsets(), vec![0x98, 0xa0, 0xa8, 0xb0]);
+    }
+
+    #[test]
+    fn only_gc_mark_termination_runs_on_a_goroutine_stack() {
+        let user: Vec<_> = PROBES
+            .iter()
+            .filter(|p| p.stack == Stack::Goroutine)
+            .map(|p| p.function)
+            .collect();
+        assert_eq!(user, ["runtime.gcMarkTermination"]);
+    }
+}

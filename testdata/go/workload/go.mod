@@ -1,0 +1,3 @@
+module gprof.test/workload
+
+go 1.19
