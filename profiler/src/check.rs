@@ -1,0 +1,123 @@
+//! `gprof check`: what gprof finds in a binary or process, probe by probe, and whether it
+//! can attach. The first thing to run when something looks wrong.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::binary::GoBinary;
+use crate::kernel;
+use crate::probes::{self, ProbePlan};
+use crate::process::Process;
+use crate::runtime_state::RuntimeReader;
+
+pub fn run(pid: Option<i64>, binary: Option<&Path>) -> anyhow::Result<()> {
+    let report = match (pid, binary) {
+        (Some(pid), _) => {
+            let process = Process::from_user_pid(pid)?;
+            let bin = GoBinary::open(&process.exe_path())
+                .map_err(|e| anyhow::anyhow!("PID {} ({}) is not a Go program: {e}", process.pid(), process.comm))?;
+            report(&bin, Some(&process))
+        }
+        (None, Some(path)) => report(&GoBinary::open(path)?, None),
+        (None, None) => anyhow::bail!("give a binary or --pid"),
+    };
+    print!("{}", report.text);
+    if report.ok {
+        Ok(())
+    } else {
+        anyhow::bail!("gprof cannot attach: {}", report.verdict)
+    }
+}
+
+pub struct Report {
+    pub text: String,
+    pub ok: bool,
+    pub verdict: String,
+}
+
+pub fn report(bin: &GoBinary, process: Option<&Process>) -> Report {
+    let mut t = String::new();
+    if let Some(p) = process {
+        let _ = writeln!(t, "process:        PID {} ({})", p.pid(), p.comm);
+    }
+    let _ = writeln!(t, "binary:         {}", bin.path.display());
+    let _ = writeln!(t, "go release:     {}", bin.version);
+    let _ = writeln!(t, "architecture:   {}{}", bin.arch.name(), if bin.pie { " (PIE)" } else { "" });
+    let _ = writeln!(t, "symbols:        {}", bin.symbol_source.name());
+    let _ = writeln!(t, "DWARF:          {}", if bin.has_dwarf { "present" } else { "absent" });
+    let _ = writeln!(
+        t,
+        "text base:      {:#x} (runtime.firstmoduledata at {:#x}, validated against .gopclntab)",
+        bin.text.text, bin.text.moduledata
+    );
+    let plan = match probes::plan(bin) {
+        Ok(plan) => plan,
+        Err(e) => {
+            let _ = writeln!(t, "can attach:     no: {e}");
+            return Report {
+                text: t,
+                ok: false,
+                verdict: e.to_string(),
+            };
+        }
+    };
+    describe_plan(&mut t, &plan);
+    let mut verdict = String::from("yes");
+    let mut ok = true;
+    if let Some(p) = process {
+        let live = p
+            .load_bias(bin)
+            .map_err(anyhow::Error::from)
+            .and_then(|bias| Ok(RuntimeReader::new(p.memory()?, plan.layout, &plan.globals, bias)?))
+            .and_then(|r| Ok(r.read()?));
+        match live {
+            Ok(c) => {
+                let _ = writeln!(
+                    t,
+                    "runtime now:    {} goroutines ({} system), free-G pool {}, GOMAXPROCS {}",
+                    c.goroutines(),
+                    c.ngsys,
+                    c.free_pool(),
+                    c.procs
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(t, "runtime now:    unreadable ({e:#}); live goroutines would come from the GC census");
+            }
+        }
+        if let Err(e) = kernel::check_privileges() {
+            ok = false;
+            verdict = e.to_string();
+        }
+    }
+    let _ = writeln!(t, "can attach:     {verdict}");
+    Report { text: t, ok, verdict }
+}
+
+fn describe_plan(t: &mut String, plan: &ProbePlan) {
+    let _ = writeln!(t, "layout:         table for go1.{}-go1.{}", plan.layout.minors.0, plan.layout.minors.1);
+    let _ = writeln!(t, "probes:");
+    for p in &plan.probes {
+        for (site, offset) in p.sites.iter().zip(&p.offsets) {
+            let _ = writeln!(
+                t,
+                "  {:<32} {:#x} = {}+{:#x} (file offset {:#x}) {}: {}  [{}]",
+                p.spec.program,
+                site.addr,
+                p.function.name,
+                site.addr - p.function.entry,
+                offset,
+                site.placement.describe(),
+                site.instruction,
+                p.spec.purpose
+            );
+        }
+    }
+    let g = &plan.globals;
+    let source = g.source.describe();
+    let list = |v: &[u64]| v.iter().map(|a| format!("{a:#x}")).collect::<Vec<_>>().join(", ");
+    let _ = writeln!(t, "globals ({source}):");
+    let _ = writeln!(t, "  {:<32} {:#x}", "runtime.sched", g.sched);
+    let _ = writeln!(t, "  {:<32} {}", "runtime.allglen", list(&g.allglen));
+    let _ = writeln!(t, "  {:<32} {}", "runtime.allp", list(&g.allp));
+}

@@ -1,0 +1,293 @@
+//! Per-process collection: turns raw readings (kernel counters, GC state, streamed events,
+//! the runtime's own counts) into a [`ProcessSnapshot`], keeping the short history that rates
+//! and trends need. No I/O here: `target` does the reading.
+
+use std::collections::VecDeque;
+
+use profiler_common::{Counters, Event, GcState, PAUSE_BUCKETS, event_kind, stw_kind};
+
+use crate::health::{HealthInputs, HealthModel};
+use crate::runtime_state::RuntimeCounts;
+use crate::snapshot::{Bucket, GoroutineSource, ProcessSnapshot};
+use crate::stats::{Series, quantile};
+
+/// Windows over which rates and trends are computed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Windows {
+    /// Creation and exit rates.
+    pub rate_seconds: f64,
+    /// Leak rate (net growth of live goroutines).
+    pub leak_seconds: f64,
+    /// GC pause p99.
+    pub pause_seconds: f64,
+}
+
+impl Default for Windows {
+    fn default() -> Self {
+        Self {
+            rate_seconds: 10.0,
+            leak_seconds: 60.0,
+            pause_seconds: 300.0,
+        }
+    }
+}
+
+/// What does not change while a process is watched.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub pid: u32,
+    pub comm: String,
+    pub go_version: String,
+}
+
+/// One round of raw readings.
+#[derive(Clone, Copy, Debug)]
+pub struct Reading {
+    /// Seconds since attach (monotonic).
+    pub t: f64,
+    /// Wall clock, seconds since the epoch.
+    pub unix: f64,
+    pub counters: Counters,
+    pub gc: GcState,
+    pub runtime: Option<RuntimeCounts>,
+}
+
+#[derive(Debug)]
+pub struct ProcessCollector {
+    identity: Identity,
+    windows: Windows,
+    health: HealthModel,
+    created: Series,
+    exited: Series,
+    live: Series,
+    /// GC pauses (monotonic ns at the end, duration ns) within the pause window.
+    pauses: VecDeque<(u64, u64)>,
+    last_cycle: Option<(u64, u64)>,
+    /// The census baseline for [`GoroutineSource::GcCensus`]: live stacks at the last cycle,
+    /// and created - exited at that moment.
+    census: Option<(i64, i64)>,
+}
+
+impl ProcessCollector {
+    pub fn new(identity: Identity, windows: Windows, health: HealthModel) -> Self {
+        let horizon = windows.rate_seconds.max(windows.leak_seconds) + 1.0;
+        Self {
+            identity,
+            windows,
+            health,
+            created: Series::new(horizon),
+            exited: Series::new(horizon),
+            live: Series::new(horizon),
+            pauses: VecDeque::new(),
+            last_cycle: None,
+            census: None,
+        }
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Takes the kernel's records for this process (call before [`Self::update`]).
+    pub fn absorb(&mut self, events: &[Event], counters: &Counters) {
+        for e in events {
+            match e.kind {
+                event_kind::PAUSE if stw_kind::is_gc(e.b as u32) => self.pauses.push_back((e.ts_ns, e.a)),
+                event_kind::GC_CYCLE => {
+                    self.last_cycle = Some((e.b, e.c));
+                    self.census = Some((e.b as i64, counters.created as i64 - counters.exited as i64));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub fn update(&mut self, r: &Reading, now_ns: u64) -> ProcessSnapshot {
+        let c = &r.counters;
+        self.created.push(r.t, c.created as f64);
+        self.exited.push(r.t, c.exited as f64);
+        let (goroutines, source) = match (&r.runtime, self.census) {
+            (Some(rt), _) => (rt.goroutines(), GoroutineSource::Runtime),
+            (None, Some((scanned, net_then))) => (
+                scanned + (c.created as i64 - c.exited as i64 - net_then),
+                GoroutineSource::GcCensus,
+            ),
+            (None, None) => (0, GoroutineSource::Unknown),
+        };
+        if source != GoroutineSource::Unknown {
+            self.live.push(r.t, goroutines as f64);
+        }
+        let window_ns = (self.windows.pause_seconds * 1e9) as u64;
+        while self
+            .pauses
+            .front()
+            .is_some_and(|&(end, _)| now_ns.saturating_sub(end) > window_ns)
+        {
+            self.pauses.pop_front();
+        }
+        let mut recent: Vec<u64> = self.pauses.iter().map(|&(_, d)| d).collect();
+        let p99 = quantile(&mut recent, 0.99).unwrap_or(0) as f64 / 1e9;
+        let leak = self.live.slope(self.windows.leak_seconds).map_or(0.0, |s| s * 60.0);
+        let g = &r.gc;
+        let mut snapshot = ProcessSnapshot {
+            unix: (r.unix * 1000.0).round() / 1000.0,
+            pid: self.identity.pid,
+            comm: self.identity.comm.clone(),
+            go_version: self.identity.go_version.clone(),
+            attached_seconds: r.t,
+            goroutines,
+            goroutines_source: source,
+            system_goroutines: r.runtime.map(|rt| rt.ngsys),
+            goroutines_created_total: c.created,
+            goroutines_exited_total: c.exited,
+            goroutine_create_rate_per_s: self.created.rate(self.windows.rate_seconds).unwrap_or(0.0),
+            goroutine_exit_rate_per_s: self.exited.rate(self.windows.rate_seconds).unwrap_or(0.0),
+            goroutine_leak_rate_per_min: leak,
+            gfree_pool_size: r.runtime.map(|rt| rt.free_pool()),
+            gomaxprocs: r.runtime.map(|rt| rt.procs),
+            gc_cycles_total: g.gc_cycles,
+            gc_pauses_total: g.gc_pauses,
+            gc_pause_seconds_total: g.gc_pause_total_ns as f64 / 1e9,
+            gc_pause_max_seconds: g.gc_pause_max_ns as f64 / 1e9,
+            gc_pause_p99_seconds: p99,
+            gc_pause_buckets: buckets(&g.gc_pause_hist),
+            other_pauses_total: g.other_pauses,
+            other_pause_seconds_total: g.other_pause_total_ns as f64 / 1e9,
+            stack_scans_total: c.stack_scans,
+            stack_scanned_bytes_total: c.stack_scan_bytes,
+            last_gc_stacks_scanned: self.last_cycle.map(|(n, _)| n),
+            last_gc_stack_bytes: self.last_cycle.map(|(_, b)| b),
+            health_score: 0.0,
+            health: Default::default(),
+        };
+        let health = self.health.score(&HealthInputs {
+            leak_rate_per_min: (source != GoroutineSource::Unknown).then_some(leak),
+            gc_pause_p99_seconds: Some(p99),
+            gfree_pool_size: snapshot.gfree_pool_size.map(|p| p as f64),
+            goroutines: Some(goroutines as f64),
+            mean_stack_bytes: snapshot.mean_stack_bytes(),
+        });
+        snapshot.health_score = health.score.round();
+        snapshot.health = health;
+        snapshot
+    }
+}
+
+/// The kernel's log2 histogram as buckets with upper bounds in seconds.
+pub fn buckets(hist: &[u64; PAUSE_BUCKETS]) -> Vec<Bucket> {
+    hist.iter()
+        .enumerate()
+        .map(|(i, &count)| Bucket {
+            le_seconds: if i + 1 == PAUSE_BUCKETS {
+                f64::INFINITY
+            } else {
+                (1u64 << (i + 1)) as f64 / 1e9
+            },
+            count,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(t: f64, created: u64, exited: u64, live: i64) -> Reading {
+        Reading {
+            t,
+            unix: 1_700_000_000.0 + t,
+            counters: Counters {
+                created,
+                exited,
+                ..Default::default()
+            },
+            gc: GcState::default(),
+            runtime: Some(RuntimeCounts {
+                allglen: live + 10,
+                ngsys: 4,
+                sched_free: 4,
+                p_free: 2,
+                procs: 2,
+            }),
+        }
+    }
+
+    #[test]
+    fn rates_and_leak_from_a_steady_workload() {
+        let id = Identity {
+            pid: 1,
+            comm: "w".into(),
+            go_version: "go1.27.3".into(),
+        };
+        let mut c = ProcessCollector::new(id, Windows::default(), HealthModel::default());
+        let mut last = None;
+        for i in 0..=30 {
+            let t = i as f64;
+            // 2020 created/s, of which 20/s never exit.
+            let s = c.update(&reading(t, 2020 * i, 2000 * i, 100 + 20 * i as i64), (t * 1e9) as u64);
+            last = Some(s);
+        }
+        let s = last.unwrap();
+        assert_eq!(s.goroutines, 700);
+        assert_eq!(s.goroutine_create_rate_per_s, 2020.0);
+        assert_eq!(s.goroutine_exit_rate_per_s, 2000.0);
+        assert!((s.goroutine_leak_rate_per_min - 1200.0).abs() < 1e-6);
+        assert_eq!(s.gfree_pool_size, Some(6));
+        assert_eq!(s.health.leak_penalty, 40.0);
+        assert_eq!(s.health_score, 60.0);
+    }
+
+    #[test]
+    fn pauses_feed_p99_and_census_fallback() {
+        let id = Identity {
+            pid: 1,
+            comm: "w".into(),
+            go_version: "go1.19.8".into(),
+        };
+        let mut c = ProcessCollector::new(id, Windows::default(), HealthModel::default());
+        let counters = Counters {
+            created: 50,
+            exited: 10,
+            ..Default::default()
+        };
+        let mut events: Vec<Event> = (1..=100)
+            .map(|i| Event {
+                kind: event_kind::PAUSE,
+                ts_ns: 1_000_000_000,
+                a: i * 1000,
+                b: stw_kind::GC_MARK_TERM as u64,
+                ..Default::default()
+            })
+            .collect();
+        events.push(Event {
+            kind: event_kind::PAUSE,
+            a: 9_000_000_000,
+            b: 7, // ReadMemStats: not a GC pause
+            ..Default::default()
+        });
+        events.push(Event {
+            kind: event_kind::GC_CYCLE,
+            a: 1,
+            b: 500,
+            c: 500 * 8192,
+            ..Default::default()
+        });
+        c.absorb(&events, &counters);
+        let mut r = reading(1.0, 60, 10, 0);
+        r.runtime = None;
+        let s = c.update(&r, 2_000_000_000);
+        assert_eq!(s.gc_pause_p99_seconds, 99e-6);
+        assert_eq!(s.goroutines_source, GoroutineSource::GcCensus);
+        assert_eq!(s.goroutines, 510);
+        assert_eq!(s.mean_stack_bytes(), Some(8192.0));
+    }
+
+    #[test]
+    fn bucket_bounds_are_powers_of_two_nanoseconds() {
+        let mut h = [0u64; PAUSE_BUCKETS];
+        h[10] = 3;
+        let b = buckets(&h);
+        assert_eq!(b[10], Bucket { le_seconds: 2048e-9, count: 3 });
+        assert!(b[PAUSE_BUCKETS - 1].le_seconds.is_infinite());
+    }
+}

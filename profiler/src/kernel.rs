@@ -1,0 +1,348 @@
+//! The kernel side as user space drives it: loads the embedded eBPF object, attaches the
+//! planned probes to executables, keeps the table of watched processes, and reads the maps.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::path::Path;
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues, RingBuf};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
+use aya::programs::UProbe;
+use aya::{Ebpf, EbpfLoader};
+use profiler_common::{Counters, Event, GcState, MAX_SLOTS, ProcConfig, maps};
+
+use crate::probes::ProbePlan;
+use crate::process::Process;
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler"));
+
+/// The capabilities gprof needs, as one sentence for error messages.
+pub const NEEDED_CAPABILITIES: &str =
+    "root, or CAP_BPF + CAP_PERFMON (load and attach probes) and CAP_SYS_PTRACE (read the target's memory)";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("missing privileges to {action}: gprof needs {NEEDED_CAPABILITIES}")]
+    Permission { action: String },
+    #[error("this kernel has no uprobe support (no /sys/bus/event_source/devices/uprobe)")]
+    NoUprobes,
+    #[error("the kernel refused gprof's eBPF programs: {0}")]
+    Load(String),
+    #[error("cannot attach {function} in {exe}: {why}")]
+    Attach {
+        function: String,
+        exe: String,
+        why: String,
+    },
+    #[error("all {MAX_SLOTS} process slots are in use")]
+    SlotsExhausted,
+    #[error("kernel map {map}: {why}")]
+    Map { map: &'static str, why: String },
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> KernelError {
+    move |e| KernelError::Map {
+        map,
+        why: e.to_string(),
+    }
+}
+
+/// Whether an error chain (aya's errors carry the syscall's `io::Error` deep inside) is EPERM
+/// or EACCES.
+fn is_permission(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    let text = e.to_string();
+    text.contains("Operation not permitted") || text.contains("Permission denied")
+}
+
+/// Effective capabilities of this process (bit n = capability n).
+fn effective_capabilities() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Checks, before touching the kernel, that gprof may load probes and read other processes.
+pub fn check_privileges() -> Result<(), KernelError> {
+    const CAP_SYS_PTRACE: u32 = 19;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let caps = effective_capabilities();
+    let has = |c: u32| caps & (1 << c) != 0;
+    let mut missing = Vec::new();
+    if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
+        missing.push("CAP_BPF and CAP_PERFMON");
+    }
+    if !has(CAP_SYS_PTRACE) {
+        missing.push("CAP_SYS_PTRACE");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(KernelError::Permission {
+        action: format!("profile (missing {})", missing.join(", ")),
+    })
+}
+
+/// Identity of an executable file: probes are per file, shared by its processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ExeKey {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl ExeKey {
+    pub fn of(p: &Process) -> Self {
+        Self {
+            dev: p.exe_dev,
+            ino: p.exe_ino,
+        }
+    }
+}
+
+/// Which processes an attachment fires for.
+#[derive(Clone, Copy, Debug)]
+pub enum Scope {
+    /// Only this process: the kernel does not even trap in other processes of the file.
+    Process(u32),
+    /// Every process running the file; the in-kernel PROCS filter picks the watched ones.
+    AllProcesses,
+}
+
+struct Attachment {
+    links: Vec<(&'static str, UProbeLinkId)>,
+}
+
+/// Loaded programs and maps.
+pub struct Kernel {
+    ebpf: Ebpf,
+    procs: BpfHashMap<MapData, u32, ProcConfig>,
+    counters: PerCpuArray<MapData, Counters>,
+    gc_state: Array<MapData, GcState>,
+    events: RingBuf<MapData>,
+    nr_cpus: usize,
+    attachments: HashMap<ExeKey, Attachment>,
+    free_slots: Vec<u32>,
+    slots: HashMap<u32, u32>,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+impl Kernel {
+    pub fn load() -> Result<Self, KernelError> {
+        check_privileges()?;
+        if !Path::new("/sys/bus/event_source/devices/uprobe").exists() {
+            return Err(KernelError::NoUprobes);
+        }
+        let nr_cpus = aya::util::nr_cpus().map_err(|(what, e)| KernelError::Load(format!("{what}: {e}")))?;
+        let nr = nr_cpus as u32;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("NR_CPUS", &nr, true)
+            .load(OBJECT)
+            .map_err(|e| {
+                if is_permission(&e) {
+                    KernelError::Permission {
+                        action: "load eBPF programs".into(),
+                    }
+                } else {
+                    KernelError::Load(e.to_string())
+                }
+            })?;
+        // Before the programs load: they refer to the log map, which the logger keeps open.
+        let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
+        for name in crate::goruntime::PROBES.iter().map(|p| p.program) {
+            let program: &mut UProbe = ebpf
+                .program_mut(name)
+                .ok_or_else(|| KernelError::Load(format!("program {name} missing from the object")))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| KernelError::Load(e.to_string()))?;
+            program.load().map_err(|e| {
+                if is_permission(&e) {
+                    KernelError::Permission {
+                        action: format!("load {name}"),
+                    }
+                } else {
+                    KernelError::Load(format!("{name}: {e}"))
+                }
+            })?;
+        }
+        let mut take = |name: &'static str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| KernelError::Load(format!("map {name} missing from the object")))
+        };
+        let procs = BpfHashMap::try_from(take(maps::PROCS)?).map_err(map_err(maps::PROCS))?;
+        let counters = PerCpuArray::try_from(take(maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
+        let gc_state = Array::try_from(take(maps::GC_STATE)?).map_err(map_err(maps::GC_STATE))?;
+        let events = RingBuf::try_from(take(maps::EVENTS)?).map_err(map_err(maps::EVENTS))?;
+        Ok(Self {
+            ebpf,
+            procs,
+            counters,
+            gc_state,
+            events,
+            nr_cpus,
+            attachments: HashMap::new(),
+            free_slots: (0..MAX_SLOTS).rev().collect(),
+            slots: HashMap::new(),
+            logger,
+        })
+    }
+
+    /// Attaches every planned probe to `exe` (a path to the file, e.g. `/proc/PID/exe`). All
+    /// or nothing: on any failure the probes attached so far are removed again.
+    pub fn attach(&mut self, key: ExeKey, exe: &Path, plan: &ProbePlan, scope: Scope) -> Result<(), KernelError> {
+        if self.attachments.contains_key(&key) {
+            return Ok(());
+        }
+        let scope = match scope {
+            Scope::Process(pid) => NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess),
+            Scope::AllProcesses => UProbeScope::AllProcesses,
+        };
+        let mut links = Vec::new();
+        for probe in &plan.probes {
+            for &offset in &probe.offsets {
+                let program = self.uprobe(probe.spec.program);
+                match program.attach(UProbeAttachLocation::AbsoluteOffset(offset), exe, scope) {
+                    Ok(link) => links.push((probe.spec.program, link)),
+                    Err(e) => {
+                        let error = if is_permission(&e) {
+                            KernelError::Permission {
+                                action: format!("attach uprobes to {}", exe.display()),
+                            }
+                        } else {
+                            KernelError::Attach {
+                                function: probe.function.name.clone(),
+                                exe: exe.display().to_string(),
+                                why: e.to_string(),
+                            }
+                        };
+                        self.detach_links(links);
+                        return Err(error);
+                    }
+                }
+            }
+        }
+        self.attachments.insert(key, Attachment { links });
+        Ok(())
+    }
+
+    /// Removes the probes of one executable.
+    pub fn detach(&mut self, key: ExeKey) {
+        if let Some(a) = self.attachments.remove(&key) {
+            self.detach_links(a.links);
+        }
+    }
+
+    pub fn is_attached(&self, key: ExeKey) -> bool {
+        self.attachments.contains_key(&key)
+    }
+
+    fn detach_links(&mut self, links: Vec<(&'static str, UProbeLinkId)>) {
+        for (program, link) in links {
+            if let Err(e) = self.uprobe(program).detach(link) {
+                log::warn!("detaching {program}: {e}");
+            }
+        }
+    }
+
+    fn uprobe(&mut self, name: &str) -> &mut UProbe {
+        // The names come from goruntime::PROBES, all loaded as uprobes in `load`.
+        self.ebpf
+            .program_mut(name)
+            .and_then(|p| <&mut UProbe>::try_from(p).ok())
+            .expect("every probe program was loaded as a uprobe")
+    }
+
+    /// Starts counting for `pid`: gives it a zeroed slot and adds it to the in-kernel filter.
+    pub fn watch(&mut self, pid: u32, mut config: ProcConfig) -> Result<u32, KernelError> {
+        if let Some(&slot) = self.slots.get(&pid) {
+            return Ok(slot);
+        }
+        let slot = self.free_slots.pop().ok_or(KernelError::SlotsExhausted)?;
+        let zero = PerCpuValues::try_from(vec![Counters::default(); self.nr_cpus])
+            .map_err(|e| KernelError::Map {
+                map: maps::COUNTERS,
+                why: e.to_string(),
+            })?;
+        let result = self
+            .counters
+            .set(slot, zero, 0)
+            .map_err(map_err(maps::COUNTERS))
+            .and_then(|()| self.gc_state.set(slot, GcState::default(), 0).map_err(map_err(maps::GC_STATE)))
+            .and_then(|()| {
+                config.slot = slot;
+                self.procs.insert(pid, config, 0).map_err(map_err(maps::PROCS))
+            });
+        match result {
+            Ok(()) => {
+                self.slots.insert(pid, slot);
+                Ok(slot)
+            }
+            Err(e) => {
+                self.free_slots.push(slot);
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops counting for `pid` and frees its slot.
+    pub fn unwatch(&mut self, pid: u32) {
+        if let Some(slot) = self.slots.remove(&pid) {
+            if let Err(e) = self.procs.remove(&pid) {
+                log::debug!("removing pid {pid} from PROCS: {e}");
+            }
+            self.free_slots.push(slot);
+        }
+    }
+
+    pub fn watched(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// A slot's counters, summed over CPUs.
+    pub fn counters(&self, slot: u32) -> Result<Counters, KernelError> {
+        let per_cpu = self.counters.get(&slot, 0).map_err(map_err(maps::COUNTERS))?;
+        Ok(per_cpu.iter().fold(Counters::default(), |a, c| Counters {
+            created: a.created + c.created,
+            exited: a.exited + c.exited,
+            stack_scans: a.stack_scans + c.stack_scans,
+            stack_scan_bytes: a.stack_scan_bytes + c.stack_scan_bytes,
+        }))
+    }
+
+    pub fn gc_state(&self, slot: u32) -> Result<GcState, KernelError> {
+        self.gc_state.get(&slot, 0).map_err(map_err(maps::GC_STATE))
+    }
+
+    /// Every record the kernel streamed since the last call.
+    pub fn drain_events(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        while let Some(item) = self.events.next() {
+            if item.len() >= std::mem::size_of::<Event>() {
+                // SAFETY: the kernel wrote a whole `Event`; read_unaligned copes with alignment.
+                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) });
+            }
+        }
+        out
+    }
+
+    /// Writes the kernel-side log records (aya-log) to the `log` facade.
+    pub fn flush_logs(&mut self) {
+        if let Some(l) = self.logger.as_mut() {
+            l.flush();
+        }
+    }
+}

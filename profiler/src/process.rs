@@ -1,0 +1,283 @@
+//! A target process, seen through procfs: identity (PID plus start time, so that a reused PID
+//! is never mistaken for the process gprof attached to), executable, memory.
+//!
+//! Paths go through `/proc/PID/...`, which also reaches processes in containers: PIDs are
+//! host PIDs, `/proc/PID/exe` opens the file inside the container's mount namespace.
+
+use std::fs::File;
+use std::io::ErrorKind;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::binary::GoBinary;
+
+/// Linux's PID_MAX_LIMIT: no PID is larger.
+pub const PID_MAX: i64 = 4_194_304;
+/// `task_struct.flags` bit of kernel threads (field 9 of /proc/PID/stat).
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("{0} is not a valid PID (a positive integer up to {PID_MAX})")]
+    InvalidPid(i64),
+    #[error("no process with PID {0}")]
+    NotFound(u32),
+    #[error("PID {0} is a kernel thread, not a Go program")]
+    KernelThread(u32),
+    #[error("PID {0} has exited (zombie)")]
+    Zombie(u32),
+    #[error(
+        "permission denied reading {0}: gprof needs root, or CAP_SYS_PTRACE to read another process's memory"
+    )]
+    Permission(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("unexpected contents in {path}: {why}")]
+    Parse { path: PathBuf, why: String },
+    #[error("cannot find where {0} is mapped in the process")]
+    NotMapped(PathBuf),
+}
+
+fn io_error(pid: u32, path: PathBuf, source: std::io::Error) -> ProcessError {
+    match source.kind() {
+        ErrorKind::NotFound => ProcessError::NotFound(pid),
+        ErrorKind::PermissionDenied => ProcessError::Permission(path),
+        _ => ProcessError::Io { path, source },
+    }
+}
+
+/// A process identity that survives PID reuse: the PID and its start time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProcessId {
+    pub pid: u32,
+    /// Start time in clock ticks after boot (field 22 of /proc/PID/stat).
+    pub start_time: u64,
+}
+
+/// The fields of /proc/PID/stat gprof uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub comm: String,
+    pub state: char,
+    pub flags: u64,
+    pub start_time: u64,
+}
+
+/// Parses /proc/PID/stat. `comm` may contain spaces and parentheses: it ends at the last ')'.
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_string();
+    let fields: Vec<&str> = text.get(close + 2..)?.split_whitespace().collect();
+    // After comm: state is field 3, flags field 9, starttime field 22.
+    Some(Stat {
+        comm,
+        state: fields.first()?.chars().next()?,
+        flags: fields.get(6)?.parse().ok()?,
+        start_time: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// A live process.
+#[derive(Clone, Debug)]
+pub struct Process {
+    pub id: ProcessId,
+    pub comm: String,
+    /// Device and inode of the executable: processes of one file share one attachment.
+    pub exe_dev: u64,
+    pub exe_ino: u64,
+}
+
+impl Process {
+    /// Validates a PID given by a user (any integer) and opens the process.
+    pub fn from_user_pid(pid: i64) -> Result<Self, ProcessError> {
+        if pid <= 0 || pid > PID_MAX {
+            return Err(ProcessError::InvalidPid(pid));
+        }
+        Self::open(pid as u32)
+    }
+
+    pub fn open(pid: u32) -> Result<Self, ProcessError> {
+        let stat = read_stat(pid)?;
+        if stat.flags & PF_KTHREAD != 0 {
+            return Err(ProcessError::KernelThread(pid));
+        }
+        if stat.state == 'Z' || stat.state == 'X' {
+            return Err(ProcessError::Zombie(pid));
+        }
+        let exe = Self::exe_path_of(pid);
+        let meta = std::fs::metadata(&exe).map_err(|e| io_error(pid, exe.clone(), e))?;
+        Ok(Self {
+            id: ProcessId {
+                pid,
+                start_time: stat.start_time,
+            },
+            comm: stat.comm,
+            exe_dev: meta.dev(),
+            exe_ino: meta.ino(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.id.pid
+    }
+
+    fn exe_path_of(pid: u32) -> PathBuf {
+        PathBuf::from(format!("/proc/{pid}/exe"))
+    }
+
+    /// `/proc/PID/exe`: opens the very file the process runs, even inside a container or
+    /// after the file was replaced on disk.
+    pub fn exe_path(&self) -> PathBuf {
+        Self::exe_path_of(self.id.pid)
+    }
+
+    /// Whether this same process (not a reuse of its PID) is still running.
+    pub fn is_alive(&self) -> bool {
+        matches!(read_stat(self.id.pid), Ok(s) if s.start_time == self.id.start_time && s.state != 'Z' && s.state != 'X')
+    }
+
+    pub fn memory(&self) -> Result<ProcMem, ProcessError> {
+        let path = PathBuf::from(format!("/proc/{}/mem", self.id.pid));
+        let file = File::open(&path).map_err(|e| io_error(self.id.pid, path.clone(), e))?;
+        Ok(ProcMem { file, path })
+    }
+
+    /// The load bias of a position-independent executable (0 otherwise): runtime address =
+    /// file address + bias.
+    pub fn load_bias(&self, bin: &GoBinary) -> Result<u64, ProcessError> {
+        if !bin.pie {
+            return Ok(0);
+        }
+        let path = PathBuf::from(format!("/proc/{}/maps", self.id.pid));
+        let maps = std::fs::read_to_string(&path).map_err(|e| io_error(self.id.pid, path.clone(), e))?;
+        let (vaddr, offset) = bin.first_load().ok_or_else(|| ProcessError::NotMapped(bin.path.clone()))?;
+        load_bias_from_maps(&maps, self.exe_dev, self.exe_ino, vaddr, offset)
+            .ok_or_else(|| ProcessError::NotMapped(bin.path.clone()))
+    }
+}
+
+fn read_stat(pid: u32) -> Result<Stat, ProcessError> {
+    let path = PathBuf::from(format!("/proc/{pid}/stat"));
+    let text = std::fs::read_to_string(&path).map_err(|e| io_error(pid, path.clone(), e))?;
+    parse_stat(&text).ok_or(ProcessError::Parse {
+        path,
+        why: "malformed stat line".into(),
+    })
+}
+
+/// Finds the mapping of the executable (by device and inode) that covers the file offset of
+/// its first loadable segment, and returns `start - vaddr` for that segment's page.
+pub fn load_bias_from_maps(maps: &str, dev: u64, ino: u64, vaddr: u64, offset: u64) -> Option<u64> {
+    let page = !0xfffu64;
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (range, _perms, off, devstr, inode) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+        if inode.parse::<u64>().ok()? != ino {
+            continue;
+        }
+        let (maj, min) = devstr.split_once(':')?;
+        let (maj, min) = (u64::from_str_radix(maj, 16).ok()?, u64::from_str_radix(min, 16).ok()?);
+        if libc::makedev(maj as u32, min as u32) != dev {
+            continue;
+        }
+        let start = u64::from_str_radix(range.split_once('-')?.0, 16).ok()?;
+        let off = u64::from_str_radix(off, 16).ok()?;
+        if off == offset & page {
+            return start.checked_sub(vaddr & page);
+        }
+    }
+    None
+}
+
+/// Reads another process's memory through /proc/PID/mem (never writes, never stops it).
+#[derive(Debug)]
+pub struct ProcMem {
+    file: File,
+    path: PathBuf,
+}
+
+impl ProcMem {
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ProcessError> {
+        self.file.read_exact_at(buf, addr).map_err(|source| ProcessError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    pub fn read_u64(&self, addr: u64) -> Result<u64, ProcessError> {
+        let mut b = [0u8; 8];
+        self.read(addr, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    pub fn read_i32(&self, addr: u64) -> Result<i32, ProcessError> {
+        let mut b = [0u8; 4];
+        self.read(addr, &mut b)?;
+        Ok(i32::from_le_bytes(b))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_awkward_comm() {
+        let line = "1234 (my (odd) prog) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 7 0 98765 1000 200 18446744073709551615";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(s.comm, "my (odd) prog");
+        assert_eq!(s.state, 'S');
+        assert_eq!(s.flags, 4194560);
+        assert_eq!(s.start_time, 98765);
+        assert!(parse_stat("1234 (x").is_none());
+        assert!(parse_stat("").is_none());
+    }
+
+    #[test]
+    fn finds_the_load_bias_of_a_pie() {
+        let dev = libc::makedev(0xfd, 0x01);
+        let maps = "\
+555555554000-555555556000 r--p 00000000 fd:01 42 /usr/bin/app
+555555556000-555555600000 r-xp 00002000 fd:01 42 /usr/bin/app
+7ffff7dd3000-7ffff7dfc000 r-xp 00000000 fd:01 7 /lib/ld.so";
+        assert_eq!(load_bias_from_maps(maps, dev, 42, 0, 0), Some(0x5555_5555_4000));
+        assert_eq!(load_bias_from_maps(maps, dev, 43, 0, 0), None);
+    }
+
+    #[test]
+    fn rejects_impossible_pids() {
+        for pid in [0, -1, PID_MAX + 1, i64::MAX] {
+            assert!(matches!(Process::from_user_pid(pid), Err(ProcessError::InvalidPid(_))));
+        }
+    }
+
+    #[test]
+    fn reads_its_own_memory_and_identity() {
+        let me = Process::open(std::process::id()).unwrap();
+        assert!(me.is_alive());
+        let value: u64 = 0x1122_3344_5566_7788;
+        let mem = me.memory().unwrap();
+        assert_eq!(mem.read_u64(&value as *const u64 as u64).unwrap(), value);
+    }
+
+    #[test]
+    fn kernel_threads_are_refused() {
+        let kthread = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .find(|&pid| read_stat(pid).is_ok_and(|s| s.flags & PF_KTHREAD != 0));
+        let Some(pid) = kthread else {
+            eprintln!("SKIPPED: no kernel thread visible in this PID namespace");
+            return;
+        };
+        assert!(matches!(Process::open(pid), Err(ProcessError::KernelThread(p)) if p == pid));
+    }
+}

@@ -1,0 +1,335 @@
+//! The `gprof top` screen (ratatui). [`TopView`] keeps the short histories the sparklines
+//! show; [`draw`] renders a view and computes nothing else.
+
+use std::collections::VecDeque;
+use std::io::{self, Stdout};
+
+use ratatui::Terminal;
+use ratatui::backend::CrosstermBackend;
+use ratatui::crossterm::execute;
+use ratatui::crossterm::terminal::{
+    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
+};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Gauge, Paragraph, Sparkline};
+use ratatui::Frame;
+
+use crate::snapshot::{GoroutineSource, ProcessSnapshot};
+
+/// Points kept for each sparkline.
+const HISTORY: usize = 240;
+
+/// What the screen shows: the latest snapshot and the recent past.
+#[derive(Debug, Default)]
+pub struct TopView {
+    pub latest: Option<ProcessSnapshot>,
+    pub interval_seconds: f64,
+    goroutines: VecDeque<u64>,
+    /// GC pause time per interval, microseconds.
+    pause_us: VecDeque<u64>,
+    create_rate: VecDeque<u64>,
+    last_pause_total: Option<f64>,
+    /// A line for the status bar (e.g. "target exited").
+    pub status: Option<String>,
+}
+
+fn push(q: &mut VecDeque<u64>, v: u64) {
+    if q.len() == HISTORY {
+        q.pop_front();
+    }
+    q.push_back(v);
+}
+
+impl TopView {
+    pub fn new(interval_seconds: f64) -> Self {
+        Self {
+            interval_seconds,
+            ..Default::default()
+        }
+    }
+
+    pub fn update(&mut self, s: ProcessSnapshot) {
+        push(&mut self.goroutines, s.goroutines.max(0) as u64);
+        let paused = s.gc_pause_seconds_total - self.last_pause_total.unwrap_or(s.gc_pause_seconds_total);
+        self.last_pause_total = Some(s.gc_pause_seconds_total);
+        push(&mut self.pause_us, (paused * 1e6).round().max(0.0) as u64);
+        push(&mut self.create_rate, s.goroutine_create_rate_per_s.round().max(0.0) as u64);
+        self.latest = Some(s);
+    }
+}
+
+fn kv(key: &str, value: String) -> Line<'static> {
+    Line::from(vec![
+        Span::styled(format!("{key:<22}"), Style::default().fg(Color::Gray)),
+        Span::styled(value, Style::default().add_modifier(Modifier::BOLD)),
+    ])
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// Formats seconds with a unit that keeps three significant digits.
+pub fn duration(seconds: f64) -> String {
+    if seconds >= 1.0 {
+        format!("{seconds:.2} s")
+    } else if seconds >= 1e-3 {
+        format!("{:.2} ms", seconds * 1e3)
+    } else {
+        format!("{:.1} µs", seconds * 1e6)
+    }
+}
+
+/// Formats bytes in binary units.
+pub fn bytes(b: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{v:.0} {}", UNITS[u]) } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+pub fn draw(frame: &mut Frame, view: &TopView) {
+    let [header, body, health, sparks, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(11),
+        Constraint::Length(3),
+        Constraint::Min(6),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+    let Some(s) = &view.latest else {
+        frame.render_widget(Paragraph::new("gprof: attaching..."), header);
+        return;
+    };
+    frame.render_widget(
+        Paragraph::new(Line::from(vec![
+            Span::styled(" gprof top ", Style::default().fg(Color::Black).bg(Color::Cyan)),
+            Span::raw(format!(
+                "  PID {} ({})  {}  attached {}  every {}",
+                s.pid,
+                s.comm,
+                s.go_version,
+                clock(s.attached_seconds),
+                duration(view.interval_seconds)
+            )),
+        ])),
+        header,
+    );
+    let [left, right] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(body);
+    let source = match s.goroutines_source {
+        GoroutineSource::Runtime => "",
+        GoroutineSource::GcCensus => " (GC census)",
+        GoroutineSource::Unknown => " (waiting for a GC)",
+    };
+    let goroutines = vec![
+        kv("live", format!("{}{source}", s.goroutines)),
+        kv("system", opt(s.system_goroutines)),
+        kv("created / exited", format!("{} / {}", s.goroutines_created_total, s.goroutines_exited_total)),
+        kv("create rate", format!("{:.0} /s", s.goroutine_create_rate_per_s)),
+        kv("exit rate", format!("{:.0} /s", s.goroutine_exit_rate_per_s)),
+        kv("leak rate", format!("{:+.0} /min", s.goroutine_leak_rate_per_min)),
+        kv("free-G pool", opt(s.gfree_pool_size)),
+        kv("GOMAXPROCS", opt(s.gomaxprocs)),
+    ];
+    frame.render_widget(
+        Paragraph::new(goroutines).block(Block::default().borders(Borders::ALL).title(" Goroutines ")),
+        left,
+    );
+    let gc = vec![
+        kv("GC cycles", s.gc_cycles_total.to_string()),
+        kv("STW pauses", s.gc_pauses_total.to_string()),
+        kv("pause total", duration(s.gc_pause_seconds_total)),
+        kv("pause max", duration(s.gc_pause_max_seconds)),
+        kv("pause p99", duration(s.gc_pause_p99_seconds)),
+        kv("other STW", format!("{} ({})", s.other_pauses_total, duration(s.other_pause_seconds_total))),
+        kv("last GC: stacks", opt(s.last_gc_stacks_scanned)),
+        kv(
+            "last GC: stack mem",
+            match (s.last_gc_stack_bytes, s.mean_stack_bytes()) {
+                (Some(b), Some(m)) => format!("{} (mean {})", bytes(b as f64), bytes(m)),
+                _ => "-".into(),
+            },
+        ),
+    ];
+    frame.render_widget(
+        Paragraph::new(gc).block(Block::default().borders(Borders::ALL).title(" GC ")),
+        right,
+    );
+    let h = &s.health;
+    let color = if s.health_score >= 80.0 {
+        Color::Green
+    } else if s.health_score >= 50.0 {
+        Color::Yellow
+    } else {
+        Color::Red
+    };
+    frame.render_widget(
+        Gauge::default()
+            .block(Block::default().borders(Borders::ALL).title(format!(
+                " Health  (penalties: leak {:.0}, pause {:.0}, pool {:.0}, stack {:.0}) ",
+                h.leak_penalty, h.pause_penalty, h.pool_penalty, h.stack_penalty
+            )))
+            .gauge_style(Style::default().fg(color))
+            .percent(s.health_score.clamp(0.0, 100.0) as u16)
+            .label(format!("{:.0} / 100", s.health_score)),
+        health,
+    );
+    draw_sparks(frame, sparks, view);
+    let footer_text = view.status.clone().unwrap_or_else(|| " q: quit".into());
+    frame.render_widget(Paragraph::new(footer_text).style(Style::default().fg(Color::Gray)), footer);
+}
+
+fn draw_sparks(frame: &mut Frame, area: Rect, view: &TopView) {
+    let [a, b, c] = Layout::vertical([Constraint::Ratio(1, 3); 3]).areas(area);
+    let last = |q: &VecDeque<u64>| q.back().copied().unwrap_or(0);
+    for (area, title, data) in [
+        (a, format!(" live goroutines: {} ", last(&view.goroutines)), &view.goroutines),
+        (b, format!(" GC pause per interval: {} µs ", last(&view.pause_us)), &view.pause_us),
+        (c, format!(" creations per second: {} ", last(&view.create_rate)), &view.create_rate),
+    ] {
+        let width = area.width.saturating_sub(2) as usize;
+        let data: Vec<u64> = data.iter().skip(data.len().saturating_sub(width)).copied().collect();
+        frame.render_widget(
+            Sparkline::default()
+                .block(Block::default().borders(Borders::ALL).title(title))
+                .data(&data)
+                .style(Style::default().fg(Color::Cyan)),
+            area,
+        );
+    }
+}
+
+fn clock(seconds: f64) -> String {
+    let s = seconds as u64;
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// Owns the terminal while the TUI runs; restores it on drop, including when unwinding.
+pub struct TerminalGuard {
+    pub terminal: Terminal<CrosstermBackend<Stdout>>,
+}
+
+impl TerminalGuard {
+    pub fn enter() -> io::Result<Self> {
+        install_panic_hook();
+        enable_raw_mode()?;
+        if let Err(e) = execute!(io::stdout(), EnterAlternateScreen) {
+            let _ = disable_raw_mode();
+            return Err(e);
+        }
+        let terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
+        Ok(Self { terminal })
+    }
+}
+
+pub fn restore_terminal() {
+    let _ = disable_raw_mode();
+    let _ = execute!(io::stdout(), LeaveAlternateScreen, ratatui::crossterm::cursor::Show);
+}
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        restore_terminal();
+    }
+}
+
+/// Restores the terminal before the default hook prints the panic, so it stays readable.
+fn install_panic_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        restore_terminal();
+        previous(info);
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use ratatui::backend::TestBackend;
+
+    use super::*;
+    use crate::collector::buckets;
+
+    fn snapshot() -> ProcessSnapshot {
+        ProcessSnapshot {
+            unix: 0.0,
+            pid: 4242,
+            comm: "leaky".into(),
+            go_version: "go1.27.3".into(),
+            attached_seconds: 75.0,
+            goroutines: 1543,
+            goroutines_source: GoroutineSource::Runtime,
+            system_goroutines: Some(5),
+            goroutines_created_total: 150_000,
+            goroutines_exited_total: 148_500,
+            goroutine_create_rate_per_s: 2020.0,
+            goroutine_exit_rate_per_s: 2000.0,
+            goroutine_leak_rate_per_min: 1200.0,
+            gfree_pool_size: Some(37),
+            gomaxprocs: Some(2),
+            gc_cycles_total: 37,
+            gc_pauses_total: 74,
+            gc_pause_seconds_total: 0.0042,
+            gc_pause_max_seconds: 0.00011,
+            gc_pause_p99_seconds: 0.0001,
+            gc_pause_buckets: buckets(&[0; profiler_common::PAUSE_BUCKETS]),
+            other_pauses_total: 3,
+            other_pause_seconds_total: 0.00002,
+            stack_scans_total: 40_000,
+            stack_scanned_bytes_total: 80_000_000,
+            last_gc_stacks_scanned: Some(1548),
+            last_gc_stack_bytes: Some(1548 * 8192),
+            health_score: 60.0,
+            health: crate::health::Health {
+                score: 60.0,
+                leak_penalty: 40.0,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn screen_shows_the_figures() {
+        let mut view = TopView::new(1.0);
+        view.update(snapshot());
+        let mut terminal = Terminal::new(TestBackend::new(100, 32)).unwrap();
+        terminal.draw(|f| draw(f, &view)).unwrap();
+        let screen: String = terminal
+            .backend()
+            .buffer()
+            .content()
+            .iter()
+            .map(|c| c.symbol())
+            .collect();
+        for needle in [
+            "PID 4242 (leaky)",
+            "go1.27.3",
+            "1543",
+            "+1200 /min",
+            "2020 /s",
+            "free-G pool",
+            "37",
+            "4.20 ms",
+            "60 / 100",
+            "leak 40",
+            "12.1 MiB (mean 8.0 KiB)",
+            "q: quit",
+        ] {
+            assert!(screen.contains(needle), "missing {needle:?} in\n{screen}");
+        }
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(duration(2.5), "2.50 s");
+        assert_eq!(duration(0.0042), "4.20 ms");
+        assert_eq!(duration(0.000_061), "61.0 µs");
+        assert_eq!(bytes(512.0), "512 B");
+        assert_eq!(bytes(3.0 * 1024.0 * 1024.0), "3.0 MiB");
+    }
+}

@@ -1,0 +1,162 @@
+//! The runtime's own counts, read from the target's memory exactly as `runtime.gcount` (what
+//! `runtime.NumGoroutine` returns) computes them:
+//!
+//!     live goroutines = allglen - sched free lists - sum over Ps of p free list - ngsys
+//!     free-G pool     = sched free lists + sum over Ps of p free list
+//!
+//! The reads race with the running program just as `gcount`'s own reads do; no lock is taken
+//! and the target is never stopped.
+
+use crate::globals::Candidates;
+use crate::goruntime::{Layout, globals};
+use crate::process::{ProcMem, ProcessError};
+
+/// More Ps than this is not a real `allp`.
+const MAX_PROCS: u64 = 1 << 16;
+/// More gs than this is not a real `allglen`.
+const MAX_GS: u64 = 1 << 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("runtime globals failed validation in the live process: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+}
+
+/// One reading of the runtime's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeCounts {
+    /// Every g ever allocated (live, free, system).
+    pub allglen: i64,
+    /// System goroutines, which `NumGoroutine` leaves out.
+    pub ngsys: i64,
+    /// Dead gs kept for reuse in `sched.gFree`.
+    pub sched_free: i64,
+    /// Dead gs kept for reuse in the Ps' local lists.
+    pub p_free: i64,
+    /// GOMAXPROCS (the length of `allp`).
+    pub procs: u32,
+}
+
+impl RuntimeCounts {
+    /// What `runtime.NumGoroutine()` would return (without its clamp to at least 1).
+    pub fn goroutines(&self) -> i64 {
+        self.allglen - self.sched_free - self.p_free - self.ngsys
+    }
+
+    /// The free-G pool: exited goroutines kept for reuse.
+    pub fn free_pool(&self) -> i64 {
+        self.sched_free + self.p_free
+    }
+}
+
+/// Reads [`RuntimeCounts`] from one process, with validated addresses.
+#[derive(Debug)]
+pub struct RuntimeReader {
+    mem: ProcMem,
+    allglen: u64,
+    allp: u64,
+    ngsys: u64,
+    sched_counts: Vec<u64>,
+    p_gfree_count: u64,
+}
+
+impl RuntimeReader {
+    /// Picks the candidates that hold plausible values in the live process. `bias` is the PIE
+    /// load bias (0 for ordinary executables).
+    pub fn new(mem: ProcMem, layout: &Layout, c: &Candidates, bias: u64) -> Result<Self, StateError> {
+        let sched = c.sched + bias;
+        let allp = c
+            .allp
+            .iter()
+            .map(|a| a + bias)
+            .find(|&a| valid_allp(&mem, a).is_ok())
+            .ok_or_else(|| StateError::Invalid(format!("no valid runtime.allp among {} candidates", c.allp.len())))?;
+        let allglen = c
+            .allglen
+            .iter()
+            .map(|a| a + bias)
+            .find(|&a| mem.read_u64(a).is_ok_and(|n| (1..MAX_GS).contains(&n)))
+            .ok_or_else(|| StateError::Invalid("no plausible runtime.allglen".into()))?;
+        let reader = Self {
+            mem,
+            allglen,
+            allp,
+            ngsys: sched + layout.sched_ngsys,
+            sched_counts: layout.sched_gfree.count_offsets().iter().map(|o| sched + o).collect(),
+            p_gfree_count: layout.p_gfree_count,
+        };
+        let counts = reader.read()?;
+        if !(0..=counts.allglen).contains(&counts.ngsys)
+            || counts.sched_free < 0
+            || counts.p_free < 0
+            || counts.goroutines() < 1
+        {
+            return Err(StateError::Invalid(format!("implausible counts {counts:?}")));
+        }
+        Ok(reader)
+    }
+
+    pub fn read(&self) -> Result<RuntimeCounts, StateError> {
+        let allglen = self.mem.read_u64(self.allglen)? as i64;
+        let ngsys = self.mem.read_i32(self.ngsys)? as i64;
+        let mut sched_free = 0i64;
+        for &a in &self.sched_counts {
+            sched_free += self.mem.read_i32(a)? as i64;
+        }
+        let ptr = self.mem.read_u64(self.allp)?;
+        let len = self.mem.read_u64(self.allp + 8)?.min(MAX_PROCS);
+        let mut p_free = 0i64;
+        for i in 0..len {
+            let p = self.mem.read_u64(ptr + 8 * i)?;
+            if p != 0 {
+                p_free += self.mem.read_i32(p + self.p_gfree_count)? as i64;
+            }
+        }
+        Ok(RuntimeCounts {
+            allglen,
+            ngsys,
+            sched_free,
+            p_free,
+            procs: len as u32,
+        })
+    }
+}
+
+/// `allp` is a slice of `*p` whose element `i` has `p.id == i` and a valid status.
+fn valid_allp(mem: &ProcMem, addr: u64) -> Result<(), String> {
+    let ptr = mem.read_u64(addr).map_err(|e| e.to_string())?;
+    let len = mem.read_u64(addr + 8).map_err(|e| e.to_string())?;
+    let cap = mem.read_u64(addr + 16).map_err(|e| e.to_string())?;
+    if ptr == 0 || len == 0 || len > MAX_PROCS || cap < len {
+        return Err(format!("not a slice of Ps (len {len}, cap {cap})"));
+    }
+    for i in 0..len {
+        let p = mem.read_u64(ptr + 8 * i).map_err(|e| e.to_string())?;
+        let id = mem.read_i32(p + globals::P_ID).map_err(|e| e.to_string())?;
+        let status = mem.read_i32(p + globals::P_STATUS).map_err(|e| e.to_string())?;
+        if id as u64 != i || !(0..=globals::P_STATUS_MAX as i32).contains(&status) {
+            return Err(format!("element {i} is not P {i}"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gcount_arithmetic() {
+        let c = RuntimeCounts {
+            allglen: 1200,
+            ngsys: 6,
+            sched_free: 100,
+            p_free: 93,
+            procs: 2,
+        };
+        assert_eq!(c.goroutines(), 1001);
+        assert_eq!(c.free_pool(), 193);
+    }
+}

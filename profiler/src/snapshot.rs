@@ -1,0 +1,91 @@
+//! The one model every renderer reads: what gprof knows about a process at one instant.
+//! Field names are the `--batch` JSON schema (and the base of the Prometheus names).
+
+use serde::Serialize;
+
+use crate::health::Health;
+
+/// Where the live goroutine count comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GoroutineSource {
+    /// Read from the runtime's globals as `runtime.NumGoroutine` computes it.
+    Runtime,
+    /// The last GC cycle's stack-scan census (which includes system goroutines) followed by
+    /// the creations and exits since; used only when the globals cannot be validated.
+    GcCensus,
+    /// Nothing to go on yet (no globals, no GC cycle seen).
+    Unknown,
+}
+
+/// One histogram bucket: pauses of at most `le_seconds` (and more than the previous bound).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Bucket {
+    pub le_seconds: f64,
+    pub count: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ProcessSnapshot {
+    /// Wall-clock time of the sample, seconds since the epoch (millisecond resolution).
+    pub unix: f64,
+    pub pid: u32,
+    pub comm: String,
+    pub go_version: String,
+    /// Seconds since gprof attached; every `_total` counts from then.
+    pub attached_seconds: f64,
+
+    pub goroutines: i64,
+    pub goroutines_source: GoroutineSource,
+    /// System goroutines (not in `goroutines`, as in `runtime.NumGoroutine`).
+    pub system_goroutines: Option<i64>,
+    pub goroutines_created_total: u64,
+    pub goroutines_exited_total: u64,
+    pub goroutine_create_rate_per_s: f64,
+    pub goroutine_exit_rate_per_s: f64,
+    /// Net growth of live goroutines per minute over the leak window (least-squares slope).
+    pub goroutine_leak_rate_per_min: f64,
+    /// Exited goroutines kept by the runtime for reuse (global and per-P free lists).
+    pub gfree_pool_size: Option<i64>,
+    pub gomaxprocs: Option<u32>,
+
+    /// Completed GC cycles.
+    pub gc_cycles_total: u64,
+    /// Stop-the-world pauses of the GC (two per cycle, more when mark termination restarts).
+    pub gc_pauses_total: u64,
+    pub gc_pause_seconds_total: f64,
+    pub gc_pause_max_seconds: f64,
+    /// p99 of the GC pauses within the pause window (0 when there were none).
+    pub gc_pause_p99_seconds: f64,
+    /// Pauses by log2 bucket, non-cumulative (JSON lists the non-empty ones).
+    #[serde(serialize_with = "non_empty")]
+    pub gc_pause_buckets: Vec<Bucket>,
+    /// Stop-the-world pauses outside GC (ReadMemStats, GOMAXPROCS, tracing...).
+    pub other_pauses_total: u64,
+    pub other_pause_seconds_total: f64,
+
+    /// Goroutine stacks scanned by the GC.
+    pub stack_scans_total: u64,
+    pub stack_scanned_bytes_total: u64,
+    /// The last completed GC cycle's census: live goroutine stacks (system ones included)
+    /// and their total size.
+    pub last_gc_stacks_scanned: Option<u64>,
+    pub last_gc_stack_bytes: Option<u64>,
+
+    pub health_score: f64,
+    pub health: Health,
+}
+
+impl ProcessSnapshot {
+    /// Mean size of a live goroutine's stack in the last GC cycle.
+    pub fn mean_stack_bytes(&self) -> Option<f64> {
+        match (self.last_gc_stacks_scanned, self.last_gc_stack_bytes) {
+            (Some(n), Some(b)) if n > 0 => Some(b as f64 / n as f64),
+            _ => None,
+        }
+    }
+}
+
+fn non_empty<S: serde::Serializer>(buckets: &[Bucket], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(buckets.iter().filter(|b| b.count > 0))
+}

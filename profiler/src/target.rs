@@ -1,0 +1,200 @@
+//! One watched Go process: inspection (is it Go, which release, where to probe), attachment
+//! (kernel filter entry plus probes), and sampling into snapshots. Shared by `gprof top` and
+//! the daemon.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use profiler_common::{Event, ProcConfig};
+
+use crate::binary::{BinaryError, GoBinary};
+use crate::collector::{Identity, ProcessCollector, Reading, Windows};
+use crate::health::HealthModel;
+use crate::kernel::{ExeKey, Kernel, KernelError, Scope};
+use crate::probes::{self, PlanError, ProbePlan};
+use crate::process::{Process, ProcessError};
+use crate::runtime_state::{RuntimeReader, StateError};
+use crate::snapshot::ProcessSnapshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error("PID {pid} ({comm}) is not a Go program: {source}")]
+    NotGo {
+        pid: u32,
+        comm: String,
+        source: BinaryError,
+    },
+    #[error("PID {pid} ({comm}): {source}")]
+    Plan {
+        pid: u32,
+        comm: String,
+        source: PlanError,
+    },
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error("PID {pid}: {source}")]
+    State { pid: u32, source: StateError },
+    #[error("PID {0} exited")]
+    Gone(u32),
+}
+
+/// A process and everything needed to probe it, before anything touches the kernel.
+pub struct Inspected {
+    pub process: Process,
+    pub binary: GoBinary,
+    pub plan: ProbePlan,
+}
+
+/// Reads the process's executable and plans its probes.
+pub fn inspect(process: Process) -> Result<Inspected, TargetError> {
+    let binary = GoBinary::open(&process.exe_path()).map_err(|source| match source {
+        BinaryError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            TargetError::Gone(process.pid())
+        }
+        BinaryError::Io { path, source } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            TargetError::Process(ProcessError::Permission(path))
+        }
+        source => TargetError::NotGo {
+            pid: process.pid(),
+            comm: process.comm.clone(),
+            source,
+        },
+    })?;
+    let plan = probes::plan(&binary).map_err(|source| TargetError::Plan {
+        pid: process.pid(),
+        comm: process.comm.clone(),
+        source,
+    })?;
+    Ok(Inspected {
+        process,
+        binary,
+        plan,
+    })
+}
+
+/// A process being watched.
+pub struct Target {
+    pub process: Process,
+    pub exe: ExeKey,
+    pub slot: u32,
+    pub go_version: String,
+    reader: Option<RuntimeReader>,
+    /// Why the runtime's globals could not be used (the census fallback is in effect).
+    pub reader_error: Option<String>,
+    collector: ProcessCollector,
+    attached: Instant,
+}
+
+impl Target {
+    /// Starts watching: reads the runtime's globals, adds the process to the kernel filter and
+    /// attaches the probes to its executable (unless already attached for another process).
+    pub fn attach(
+        kernel: &mut Kernel,
+        inspected: &Inspected,
+        scope: Scope,
+        windows: Windows,
+        health: HealthModel,
+    ) -> Result<Self, TargetError> {
+        let Inspected {
+            process,
+            binary,
+            plan,
+        } = inspected;
+        let pid = process.pid();
+        let (reader, reader_error) = match open_reader(process, binary, plan) {
+            Ok(r) => (Some(r), None),
+            Err(StateError::Process(e @ ProcessError::Permission(_))) => return Err(e.into()),
+            Err(StateError::Process(ProcessError::NotFound(_))) => return Err(TargetError::Gone(pid)),
+            Err(e) => {
+                log::warn!("PID {pid}: {e}; live goroutines will come from the GC census");
+                (None, Some(e.to_string()))
+            }
+        };
+        let config = ProcConfig {
+            slot: 0,
+            stw_reason_source: plan.layout.stw_reason_source,
+            g_m: plan.layout.g_m as u32,
+            m_preemptoff: plan.layout.m_preemptoff as u32,
+        };
+        let slot = kernel.watch(pid, config)?;
+        let exe = ExeKey::of(process);
+        if let Err(e) = kernel.attach(exe, &process.exe_path(), plan, scope) {
+            kernel.unwatch(pid);
+            return Err(if process.is_alive() { e.into() } else { TargetError::Gone(pid) });
+        }
+        let identity = Identity {
+            pid,
+            comm: process.comm.clone(),
+            go_version: binary.version.raw.clone(),
+        };
+        Ok(Self {
+            process: process.clone(),
+            exe,
+            slot,
+            go_version: binary.version.raw.clone(),
+            reader,
+            reader_error,
+            collector: ProcessCollector::new(identity, windows, health),
+            attached: Instant::now(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Reads the kernel's counters and the runtime's own counts. `events` are all records
+    /// drained from the kernel since the last round (this target picks its own).
+    pub fn sample(&mut self, kernel: &Kernel, events: &[Event]) -> Result<ProcessSnapshot, TargetError> {
+        let pid = self.pid();
+        if !self.process.is_alive() {
+            return Err(TargetError::Gone(pid));
+        }
+        let counters = kernel.counters(self.slot)?;
+        let gc = kernel.gc_state(self.slot)?;
+        let mine: Vec<Event> = events.iter().filter(|e| e.tgid == pid).copied().collect();
+        self.collector.absorb(&mine, &counters);
+        let runtime = match &self.reader {
+            Some(r) => match r.read() {
+                Ok(c) => Some(c),
+                Err(_) if !self.process.is_alive() => return Err(TargetError::Gone(pid)),
+                Err(source) => return Err(TargetError::State { pid, source }),
+            },
+            None => None,
+        };
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let reading = Reading {
+            t: self.attached.elapsed().as_secs_f64(),
+            unix,
+            counters,
+            gc,
+            runtime,
+        };
+        Ok(self.collector.update(&reading, monotonic_ns()))
+    }
+
+    /// Stops watching (the executable's probes stay for other processes of the same file;
+    /// the caller detaches them when the last one goes).
+    pub fn unwatch(&self, kernel: &mut Kernel) {
+        kernel.unwatch(self.pid());
+    }
+}
+
+fn open_reader(process: &Process, binary: &GoBinary, plan: &ProbePlan) -> Result<RuntimeReader, StateError> {
+    let bias = process.load_bias(binary)?;
+    RuntimeReader::new(process.memory()?, plan.layout, &plan.globals, bias)
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns` and of the kernel's event stamps.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
