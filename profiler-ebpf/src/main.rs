@@ -22,8 +22,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use profiler_common::{
-    Counters, EVENTS_BYTES, Event, GcState, MAX_CPUS, MAX_PROCS, MAX_SLOTS, ProcConfig,
-    event_kind, pause_bucket, stw_kind, stw_reason,
+    Counters, EVENTS_BYTES, Event, GcState, MAX_CPUS, MAX_PROCS, MAX_SLOTS, ProcConfig, event_kind,
+    pause_bucket, stw_kind, stw_reason,
 };
 
 /// Watched processes, by host tgid. A process missing here is ignored by every probe.
@@ -110,7 +110,9 @@ pub fn go_scanstack(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn go_stw_stop(ctx: ProbeContext) -> u32 {
     let Some((_, cfg)) = watched() else { return 0 };
-    let Some(state) = gc_state(cfg.slot) else { return 0 };
+    let Some(state) = gc_state(cfg.slot) else {
+        return 0;
+    };
     state.stw_kind = match cfg.stw_reason_source {
         stw_reason::FROM_ARG => goabi::arg(&ctx, 0) as u8 as u32,
         _ => stw_kind_from_preemptoff(&ctx, &cfg),
@@ -147,8 +149,12 @@ fn stw_kind_from_preemptoff(ctx: &ProbeContext, cfg: &ProcConfig) -> u32 {
 /// pause, on the same clock as `bpf_ktime_get_ns`.
 #[uprobe]
 pub fn go_stw_start_ret(ctx: ProbeContext) -> u32 {
-    let Some((tgid, cfg)) = watched() else { return 0 };
-    let Some(state) = gc_state(cfg.slot) else { return 0 };
+    let Some((tgid, cfg)) = watched() else {
+        return 0;
+    };
+    let Some(state) = gc_state(cfg.slot) else {
+        return 0;
+    };
     let start = state.stw_start_ns;
     if start == 0 {
         return 0; // gprof attached while the world was stopped
@@ -161,7 +167,10 @@ pub fn go_stw_start_ret(ctx: ProbeContext) -> u32 {
     }
     let duration = end - start;
     if duration > MAX_PLAUSIBLE_PAUSE_NS {
-        warn!(&ctx, "gprof: implausible pause of {} ns in pid {}, dropped", duration, tgid);
+        warn!(
+            &ctx,
+            "gprof: implausible pause of {} ns in pid {}, dropped", duration, tgid
+        );
         return 0;
     }
     let kind = state.stw_kind;
@@ -194,8 +203,12 @@ pub fn go_stw_start_ret(ctx: ProbeContext) -> u32 {
 /// a goroutine stack, so the probe sits after the stack check (fires once per call).
 #[uprobe]
 pub fn go_gc_mark_termination(ctx: ProbeContext) -> u32 {
-    let Some((tgid, cfg)) = watched() else { return 0 };
-    let Some(state) = gc_state(cfg.slot) else { return 0 };
+    let Some((tgid, cfg)) = watched() else {
+        return 0;
+    };
+    let Some(state) = gc_state(cfg.slot) else {
+        return 0;
+    };
     state.gc_cycles += 1;
     let Some((scans, bytes)) = sum_stack_scans(cfg.slot) else {
         warn!(&ctx, "gprof: cannot sum stack scans of slot {}", cfg.slot);
@@ -226,7 +239,8 @@ fn sum_stack_scans(slot: u32) -> Option<(u64, u64)> {
         if cpu >= nr_cpus {
             break;
         }
-        let p = unsafe { bpf_map_lookup_percpu_elem(map, &slot as *const u32 as *const c_void, cpu) };
+        let p =
+            unsafe { bpf_map_lookup_percpu_elem(map, &slot as *const u32 as *const c_void, cpu) };
         if p.is_null() {
             return None;
         }

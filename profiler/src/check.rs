@@ -14,8 +14,13 @@ pub fn run(pid: Option<i64>, binary: Option<&Path>) -> anyhow::Result<()> {
     let report = match (pid, binary) {
         (Some(pid), _) => {
             let process = Process::from_user_pid(pid)?;
-            let bin = GoBinary::open(&process.exe_path())
-                .map_err(|e| anyhow::anyhow!("PID {} ({}) is not a Go program: {e}", process.pid(), process.comm))?;
+            let bin = GoBinary::open(&process.exe_path()).map_err(|e| {
+                anyhow::anyhow!(
+                    "PID {} ({}) is not a Go program: {e}",
+                    process.pid(),
+                    process.comm
+                )
+            })?;
             report(&bin, Some(&process))
         }
         (None, Some(path)) => report(&GoBinary::open(path)?, None),
@@ -42,9 +47,18 @@ pub fn report(bin: &GoBinary, process: Option<&Process>) -> Report {
     }
     let _ = writeln!(t, "binary:         {}", bin.path.display());
     let _ = writeln!(t, "go release:     {}", bin.version);
-    let _ = writeln!(t, "architecture:   {}{}", bin.arch.name(), if bin.pie { " (PIE)" } else { "" });
+    let _ = writeln!(
+        t,
+        "architecture:   {}{}",
+        bin.arch.name(),
+        if bin.pie { " (PIE)" } else { "" }
+    );
     let _ = writeln!(t, "symbols:        {}", bin.symbol_source.name());
-    let _ = writeln!(t, "DWARF:          {}", if bin.has_dwarf { "present" } else { "absent" });
+    let _ = writeln!(
+        t,
+        "DWARF:          {}",
+        if bin.has_dwarf { "present" } else { "absent" }
+    );
     let _ = writeln!(
         t,
         "text base:      {:#x} (runtime.firstmoduledata at {:#x}, validated against .gopclntab)",
@@ -68,7 +82,14 @@ pub fn report(bin: &GoBinary, process: Option<&Process>) -> Report {
         let live = p
             .load_bias(bin)
             .map_err(anyhow::Error::from)
-            .and_then(|bias| Ok(RuntimeReader::new(p.memory()?, plan.layout, &plan.globals, bias)?))
+            .and_then(|bias| {
+                Ok(RuntimeReader::new(
+                    p.memory()?,
+                    plan.layout,
+                    &plan.globals,
+                    bias,
+                )?)
+            })
             .and_then(|r| Ok(r.read()?));
         match live {
             Ok(c) => {
@@ -82,7 +103,10 @@ pub fn report(bin: &GoBinary, process: Option<&Process>) -> Report {
                 );
             }
             Err(e) => {
-                let _ = writeln!(t, "runtime now:    unreadable ({e:#}); live goroutines would come from the GC census");
+                let _ = writeln!(
+                    t,
+                    "runtime now:    unreadable ({e:#}); live goroutines would come from the GC census"
+                );
             }
         }
         if let Err(e) = kernel::check_privileges() {
@@ -91,11 +115,19 @@ pub fn report(bin: &GoBinary, process: Option<&Process>) -> Report {
         }
     }
     let _ = writeln!(t, "can attach:     {verdict}");
-    Report { text: t, ok, verdict }
+    Report {
+        text: t,
+        ok,
+        verdict,
+    }
 }
 
 fn describe_plan(t: &mut String, plan: &ProbePlan) {
-    let _ = writeln!(t, "layout:         table for go1.{}-go1.{}", plan.layout.minors.0, plan.layout.minors.1);
+    let _ = writeln!(
+        t,
+        "layout:         table for go1.{}-go1.{}",
+        plan.layout.minors.0, plan.layout.minors.1
+    );
     let _ = writeln!(t, "probes:");
     for p in &plan.probes {
         for (site, offset) in p.sites.iter().zip(&p.offsets) {
@@ -115,7 +147,12 @@ fn describe_plan(t: &mut String, plan: &ProbePlan) {
     }
     let g = &plan.globals;
     let source = g.source.describe();
-    let list = |v: &[u64]| v.iter().map(|a| format!("{a:#x}")).collect::<Vec<_>>().join(", ");
+    let list = |v: &[u64]| {
+        v.iter()
+            .map(|a| format!("{a:#x}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let _ = writeln!(t, "globals ({source}):");
     let _ = writeln!(t, "  {:<32} {:#x}", "runtime.sched", g.sched);
     let _ = writeln!(t, "  {:<32} {}", "runtime.allglen", list(&g.allglen));

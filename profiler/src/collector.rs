@@ -92,10 +92,13 @@ impl ProcessCollector {
     pub fn absorb(&mut self, events: &[Event], counters: &Counters) {
         for e in events {
             match e.kind {
-                event_kind::PAUSE if stw_kind::is_gc(e.b as u32) => self.pauses.push_back((e.ts_ns, e.a)),
+                event_kind::PAUSE if stw_kind::is_gc(e.b as u32) => {
+                    self.pauses.push_back((e.ts_ns, e.a))
+                }
                 event_kind::GC_CYCLE => {
                     self.last_cycle = Some((e.b, e.c));
-                    self.census = Some((e.b as i64, counters.created as i64 - counters.exited as i64));
+                    self.census =
+                        Some((e.b as i64, counters.created as i64 - counters.exited as i64));
                 }
                 _ => {}
             }
@@ -127,7 +130,10 @@ impl ProcessCollector {
         }
         let mut recent: Vec<u64> = self.pauses.iter().map(|&(_, d)| d).collect();
         let p99 = quantile(&mut recent, 0.99).unwrap_or(0) as f64 / 1e9;
-        let leak = self.live.slope(self.windows.leak_seconds).map_or(0.0, |s| s * 60.0);
+        let leak = self
+            .live
+            .slope(self.windows.leak_seconds)
+            .map_or(0.0, |s| s * 60.0);
         let g = &r.gc;
         let mut snapshot = ProcessSnapshot {
             unix: (r.unix * 1000.0).round() / 1000.0,
@@ -140,7 +146,10 @@ impl ProcessCollector {
             system_goroutines: r.runtime.map(|rt| rt.ngsys),
             goroutines_created_total: c.created,
             goroutines_exited_total: c.exited,
-            goroutine_create_rate_per_s: self.created.rate(self.windows.rate_seconds).unwrap_or(0.0),
+            goroutine_create_rate_per_s: self
+                .created
+                .rate(self.windows.rate_seconds)
+                .unwrap_or(0.0),
             goroutine_exit_rate_per_s: self.exited.rate(self.windows.rate_seconds).unwrap_or(0.0),
             goroutine_leak_rate_per_min: leak,
             gfree_pool_size: r.runtime.map(|rt| rt.free_pool()),
@@ -224,7 +233,10 @@ mod tests {
         for i in 0..=30 {
             let t = i as f64;
             // 2020 created/s, of which 20/s never exit.
-            let s = c.update(&reading(t, 2020 * i, 2000 * i, 100 + 20 * i as i64), (t * 1e9) as u64);
+            let s = c.update(
+                &reading(t, 2020 * i, 2000 * i, 100 + 20 * i as i64),
+                (t * 1e9) as u64,
+            );
             last = Some(s);
         }
         let s = last.unwrap();
@@ -287,7 +299,13 @@ mod tests {
         let mut h = [0u64; PAUSE_BUCKETS];
         h[10] = 3;
         let b = buckets(&h);
-        assert_eq!(b[10], Bucket { le_seconds: 2048e-9, count: 3 });
+        assert_eq!(
+            b[10],
+            Bucket {
+                le_seconds: 2048e-9,
+                count: 3
+            }
+        );
         assert!(b[PAUSE_BUCKETS - 1].le_seconds.is_infinite());
     }
 }

@@ -140,10 +140,17 @@ mod tests {
         let layout = layout_for(&GoVersion::parse("go1.27.3").unwrap()).unwrap();
         let sched = 0x69b680;
         // As go1.27's gfput: the lock, both lists and both sizes.
-        let refs: Vec<GlobalRef> = [0x700000, sched + 0xb8, sched + 0xc0, sched + 0xc8, sched + 0xd0, sched + 0xd8]
-            .into_iter()
-            .map(r)
-            .collect();
+        let refs: Vec<GlobalRef> = [
+            0x700000,
+            sched + 0xb8,
+            sched + 0xc0,
+            sched + 0xc8,
+            sched + 0xd0,
+            sched + 0xd8,
+        ]
+        .into_iter()
+        .map(r)
+        .collect();
         assert_eq!(sched_from_gfput(&refs, layout).unwrap(), sched);
         // Without the lock, three bases 0x10 apart would fit the lists alone; none fits all.
         assert!(sched_from_gfput(&refs[2..], layout).is_err());

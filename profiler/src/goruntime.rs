@@ -406,8 +406,14 @@ mod tests {
         let new = layout_for(&v("go1.27.3")).unwrap();
         assert_eq!(new.sched_gfree.count_offsets(), vec![0xc8, 0xd8]);
         assert_eq!(new.sched_gfree.list_offsets(), (0xc0, 0xd0));
-        assert_eq!(new.sched_gfree.gfput_offsets(), vec![0xb8, 0xc0, 0xd0, 0xc8, 0xd8]);
-        assert_eq!(old.sched_gfree.gfput_offsets(), vec![0x98, 0xa0, 0xa8, 0xb0]);
+        assert_eq!(
+            new.sched_gfree.gfput_offsets(),
+            vec![0xb8, 0xc0, 0xd0, 0xc8, 0xd8]
+        );
+        assert_eq!(
+            old.sched_gfree.gfput_offsets(),
+            vec![0x98, 0xa0, 0xa8, 0xb0]
+        );
     }
 
     #[test]

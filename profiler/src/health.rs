@@ -149,6 +149,9 @@ mod tests {
 
     #[test]
     fn unknown_signals_count_as_fine() {
-        assert_eq!(HealthModel::default().score(&HealthInputs::default()).score, 100.0);
+        assert_eq!(
+            HealthModel::default().score(&HealthInputs::default()).score,
+            100.0
+        );
     }
 }

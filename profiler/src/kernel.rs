@@ -6,8 +6,8 @@ use std::num::NonZeroU32;
 use std::path::Path;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues, RingBuf};
-use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::programs::UProbe;
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use profiler_common::{Counters, Event, GcState, MAX_SLOTS, ProcConfig, maps};
 
@@ -17,8 +17,7 @@ use crate::process::Process;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler"));
 
 /// The capabilities gprof needs, as one sentence for error messages.
-pub const NEEDED_CAPABILITIES: &str =
-    "root, or CAP_BPF + CAP_PERFMON (load and attach probes) and CAP_SYS_PTRACE (read the target's memory)";
+pub const NEEDED_CAPABILITIES: &str = "root, or CAP_BPF + CAP_PERFMON (load and attach probes) and CAP_SYS_PTRACE (read the target's memory)";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -147,7 +146,8 @@ impl Kernel {
         if !Path::new("/sys/bus/event_source/devices/uprobe").exists() {
             return Err(KernelError::NoUprobes);
         }
-        let nr_cpus = aya::util::nr_cpus().map_err(|(what, e)| KernelError::Load(format!("{what}: {e}")))?;
+        let nr_cpus =
+            aya::util::nr_cpus().map_err(|(what, e)| KernelError::Load(format!("{what}: {e}")))?;
         let nr = nr_cpus as u32;
         let mut ebpf = EbpfLoader::new()
             .override_global("NR_CPUS", &nr, true)
@@ -166,7 +166,9 @@ impl Kernel {
         for name in crate::goruntime::PROBES.iter().map(|p| p.program) {
             let program: &mut UProbe = ebpf
                 .program_mut(name)
-                .ok_or_else(|| KernelError::Load(format!("program {name} missing from the object")))?
+                .ok_or_else(|| {
+                    KernelError::Load(format!("program {name} missing from the object"))
+                })?
                 .try_into()
                 .map_err(|e: aya::programs::ProgramError| KernelError::Load(e.to_string()))?;
             program.load().map_err(|e| {
@@ -184,7 +186,8 @@ impl Kernel {
                 .ok_or_else(|| KernelError::Load(format!("map {name} missing from the object")))
         };
         let procs = BpfHashMap::try_from(take(maps::PROCS)?).map_err(map_err(maps::PROCS))?;
-        let counters = PerCpuArray::try_from(take(maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
+        let counters =
+            PerCpuArray::try_from(take(maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
         let gc_state = Array::try_from(take(maps::GC_STATE)?).map_err(map_err(maps::GC_STATE))?;
         let events = RingBuf::try_from(take(maps::EVENTS)?).map_err(map_err(maps::EVENTS))?;
         Ok(Self {
@@ -203,12 +206,20 @@ impl Kernel {
 
     /// Attaches every planned probe to `exe` (a path to the file, e.g. `/proc/PID/exe`). All
     /// or nothing: on any failure the probes attached so far are removed again.
-    pub fn attach(&mut self, key: ExeKey, exe: &Path, plan: &ProbePlan, scope: Scope) -> Result<(), KernelError> {
+    pub fn attach(
+        &mut self,
+        key: ExeKey,
+        exe: &Path,
+        plan: &ProbePlan,
+        scope: Scope,
+    ) -> Result<(), KernelError> {
         if self.attachments.contains_key(&key) {
             return Ok(());
         }
         let scope = match scope {
-            Scope::Process(pid) => NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess),
+            Scope::Process(pid) => {
+                NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess)
+            }
             Scope::AllProcesses => UProbeScope::AllProcesses,
         };
         let mut links = Vec::new();
@@ -272,19 +283,27 @@ impl Kernel {
             return Ok(slot);
         }
         let slot = self.free_slots.pop().ok_or(KernelError::SlotsExhausted)?;
-        let zero = PerCpuValues::try_from(vec![Counters::default(); self.nr_cpus])
-            .map_err(|e| KernelError::Map {
-                map: maps::COUNTERS,
-                why: e.to_string(),
+        let zero =
+            PerCpuValues::try_from(vec![Counters::default(); self.nr_cpus]).map_err(|e| {
+                KernelError::Map {
+                    map: maps::COUNTERS,
+                    why: e.to_string(),
+                }
             })?;
         let result = self
             .counters
             .set(slot, zero, 0)
             .map_err(map_err(maps::COUNTERS))
-            .and_then(|()| self.gc_state.set(slot, GcState::default(), 0).map_err(map_err(maps::GC_STATE)))
+            .and_then(|()| {
+                self.gc_state
+                    .set(slot, GcState::default(), 0)
+                    .map_err(map_err(maps::GC_STATE))
+            })
             .and_then(|()| {
                 config.slot = slot;
-                self.procs.insert(pid, config, 0).map_err(map_err(maps::PROCS))
+                self.procs
+                    .insert(pid, config, 0)
+                    .map_err(map_err(maps::PROCS))
             });
         match result {
             Ok(()) => {
@@ -314,7 +333,10 @@ impl Kernel {
 
     /// A slot's counters, summed over CPUs.
     pub fn counters(&self, slot: u32) -> Result<Counters, KernelError> {
-        let per_cpu = self.counters.get(&slot, 0).map_err(map_err(maps::COUNTERS))?;
+        let per_cpu = self
+            .counters
+            .get(&slot, 0)
+            .map_err(map_err(maps::COUNTERS))?;
         Ok(per_cpu.iter().fold(Counters::default(), |a, c| Counters {
             created: a.created + c.created,
             exited: a.exited + c.exited,

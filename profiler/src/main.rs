@@ -18,7 +18,10 @@ struct Cli {
 }
 
 fn version() -> &'static str {
-    concat!(env!("CARGO_PKG_VERSION"), " (eBPF Go health profiler, not GNU gprof)")
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (eBPF Go health profiler, not GNU gprof)"
+    )
 }
 
 #[derive(Subcommand)]
@@ -58,7 +61,9 @@ enum Command {
 fn positive_seconds(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
-        _ => Err(format!("{s:?} is not a number of seconds between 0 and 86400")),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0 and 86400"
+        )),
     }
 }
 

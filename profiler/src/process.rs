@@ -153,8 +153,11 @@ impl Process {
             return Ok(0);
         }
         let path = PathBuf::from(format!("/proc/{}/maps", self.id.pid));
-        let maps = std::fs::read_to_string(&path).map_err(|e| io_error(self.id.pid, path.clone(), e))?;
-        let (vaddr, offset) = bin.first_load().ok_or_else(|| ProcessError::NotMapped(bin.path.clone()))?;
+        let maps =
+            std::fs::read_to_string(&path).map_err(|e| io_error(self.id.pid, path.clone(), e))?;
+        let (vaddr, offset) = bin
+            .first_load()
+            .ok_or_else(|| ProcessError::NotMapped(bin.path.clone()))?;
         load_bias_from_maps(&maps, self.exe_dev, self.exe_ino, vaddr, offset)
             .ok_or_else(|| ProcessError::NotMapped(bin.path.clone()))
     }
@@ -175,12 +178,16 @@ pub fn load_bias_from_maps(maps: &str, dev: u64, ino: u64, vaddr: u64, offset: u
     let page = !0xfffu64;
     for line in maps.lines() {
         let mut f = line.split_whitespace();
-        let (range, _perms, off, devstr, inode) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+        let (range, _perms, off, devstr, inode) =
+            (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
         if inode.parse::<u64>().ok()? != ino {
             continue;
         }
         let (maj, min) = devstr.split_once(':')?;
-        let (maj, min) = (u64::from_str_radix(maj, 16).ok()?, u64::from_str_radix(min, 16).ok()?);
+        let (maj, min) = (
+            u64::from_str_radix(maj, 16).ok()?,
+            u64::from_str_radix(min, 16).ok()?,
+        );
         if libc::makedev(maj as u32, min as u32) != dev {
             continue;
         }
@@ -202,10 +209,12 @@ pub struct ProcMem {
 
 impl ProcMem {
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ProcessError> {
-        self.file.read_exact_at(buf, addr).map_err(|source| ProcessError::Io {
-            path: self.path.clone(),
-            source,
-        })
+        self.file
+            .read_exact_at(buf, addr)
+            .map_err(|source| ProcessError::Io {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     pub fn read_u64(&self, addr: u64) -> Result<u64, ProcessError> {
@@ -248,14 +257,20 @@ mod tests {
 555555554000-555555556000 r--p 00000000 fd:01 42 /usr/bin/app
 555555556000-555555600000 r-xp 00002000 fd:01 42 /usr/bin/app
 7ffff7dd3000-7ffff7dfc000 r-xp 00000000 fd:01 7 /lib/ld.so";
-        assert_eq!(load_bias_from_maps(maps, dev, 42, 0, 0), Some(0x5555_5555_4000));
+        assert_eq!(
+            load_bias_from_maps(maps, dev, 42, 0, 0),
+            Some(0x5555_5555_4000)
+        );
         assert_eq!(load_bias_from_maps(maps, dev, 43, 0, 0), None);
     }
 
     #[test]
     fn rejects_impossible_pids() {
         for pid in [0, -1, PID_MAX + 1, i64::MAX] {
-            assert!(matches!(Process::from_user_pid(pid), Err(ProcessError::InvalidPid(_))));
+            assert!(matches!(
+                Process::from_user_pid(pid),
+                Err(ProcessError::InvalidPid(_))
+            ));
         }
     }
 

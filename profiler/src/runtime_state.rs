@@ -65,14 +65,24 @@ pub struct RuntimeReader {
 impl RuntimeReader {
     /// Picks the candidates that hold plausible values in the live process. `bias` is the PIE
     /// load bias (0 for ordinary executables).
-    pub fn new(mem: ProcMem, layout: &Layout, c: &Candidates, bias: u64) -> Result<Self, StateError> {
+    pub fn new(
+        mem: ProcMem,
+        layout: &Layout,
+        c: &Candidates,
+        bias: u64,
+    ) -> Result<Self, StateError> {
         let sched = c.sched + bias;
         let allp = c
             .allp
             .iter()
             .map(|a| a + bias)
             .find(|&a| valid_allp(&mem, a).is_ok())
-            .ok_or_else(|| StateError::Invalid(format!("no valid runtime.allp among {} candidates", c.allp.len())))?;
+            .ok_or_else(|| {
+                StateError::Invalid(format!(
+                    "no valid runtime.allp among {} candidates",
+                    c.allp.len()
+                ))
+            })?;
         let allglen = c
             .allglen
             .iter()
@@ -84,7 +94,12 @@ impl RuntimeReader {
             allglen,
             allp,
             ngsys: sched + layout.sched_ngsys,
-            sched_counts: layout.sched_gfree.count_offsets().iter().map(|o| sched + o).collect(),
+            sched_counts: layout
+                .sched_gfree
+                .count_offsets()
+                .iter()
+                .map(|o| sched + o)
+                .collect(),
             p_gfree_count: layout.p_gfree_count,
         };
         let counts = reader.read()?;
@@ -93,7 +108,9 @@ impl RuntimeReader {
             || counts.p_free < 0
             || counts.goroutines() < 1
         {
-            return Err(StateError::Invalid(format!("implausible counts {counts:?}")));
+            return Err(StateError::Invalid(format!(
+                "implausible counts {counts:?}"
+            )));
         }
         Ok(reader)
     }
@@ -135,7 +152,9 @@ fn valid_allp(mem: &ProcMem, addr: u64) -> Result<(), String> {
     for i in 0..len {
         let p = mem.read_u64(ptr + 8 * i).map_err(|e| e.to_string())?;
         let id = mem.read_i32(p + globals::P_ID).map_err(|e| e.to_string())?;
-        let status = mem.read_i32(p + globals::P_STATUS).map_err(|e| e.to_string())?;
+        let status = mem
+            .read_i32(p + globals::P_STATUS)
+            .map_err(|e| e.to_string())?;
         if id as u64 != i || !(0..=globals::P_STATUS_MAX as i32).contains(&status) {
             return Err(format!("element {i} is not P {i}"));
         }

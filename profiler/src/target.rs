@@ -52,7 +52,9 @@ pub fn inspect(process: Process) -> Result<Inspected, TargetError> {
         BinaryError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             TargetError::Gone(process.pid())
         }
-        BinaryError::Io { path, source } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+        BinaryError::Io { path, source }
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
             TargetError::Process(ProcessError::Permission(path))
         }
         source => TargetError::NotGo {
@@ -105,7 +107,9 @@ impl Target {
         let (reader, reader_error) = match open_reader(process, binary, plan) {
             Ok(r) => (Some(r), None),
             Err(StateError::Process(e @ ProcessError::Permission(_))) => return Err(e.into()),
-            Err(StateError::Process(ProcessError::NotFound(_))) => return Err(TargetError::Gone(pid)),
+            Err(StateError::Process(ProcessError::NotFound(_))) => {
+                return Err(TargetError::Gone(pid));
+            }
             Err(e) => {
                 log::warn!("PID {pid}: {e}; live goroutines will come from the GC census");
                 (None, Some(e.to_string()))
@@ -121,7 +125,11 @@ impl Target {
         let exe = ExeKey::of(process);
         if let Err(e) = kernel.attach(exe, &process.exe_path(), plan, scope) {
             kernel.unwatch(pid);
-            return Err(if process.is_alive() { e.into() } else { TargetError::Gone(pid) });
+            return Err(if process.is_alive() {
+                e.into()
+            } else {
+                TargetError::Gone(pid)
+            });
         }
         let identity = Identity {
             pid,
@@ -146,7 +154,11 @@ impl Target {
 
     /// Reads the kernel's counters and the runtime's own counts. `events` are all records
     /// drained from the kernel since the last round (this target picks its own).
-    pub fn sample(&mut self, kernel: &Kernel, events: &[Event]) -> Result<ProcessSnapshot, TargetError> {
+    pub fn sample(
+        &mut self,
+        kernel: &Kernel,
+        events: &[Event],
+    ) -> Result<ProcessSnapshot, TargetError> {
         let pid = self.pid();
         if !self.process.is_alive() {
             return Err(TargetError::Gone(pid));
@@ -183,7 +195,11 @@ impl Target {
     }
 }
 
-fn open_reader(process: &Process, binary: &GoBinary, plan: &ProbePlan) -> Result<RuntimeReader, StateError> {
+fn open_reader(
+    process: &Process,
+    binary: &GoBinary,
+    plan: &ProbePlan,
+) -> Result<RuntimeReader, StateError> {
     let bias = process.load_bias(binary)?;
     RuntimeReader::new(process.memory()?, plan.layout, &plan.globals, bias)
 }

@@ -73,7 +73,10 @@ impl Ticker {
     }
 }
 
-fn sample(kernel: &mut Kernel, target: &mut Target) -> Result<crate::snapshot::ProcessSnapshot, TargetError> {
+fn sample(
+    kernel: &mut Kernel,
+    target: &mut Target,
+) -> Result<crate::snapshot::ProcessSnapshot, TargetError> {
     kernel.flush_logs();
     let events = kernel.drain_events();
     target.sample(kernel, &events)
@@ -118,7 +121,8 @@ fn interactive(kernel: &mut Kernel, target: &mut Target, opts: &TopOptions) -> a
                 if let TermEvent::Key(k) = event::read()?
                     && k.kind == KeyEventKind::Press
                     && (matches!(k.code, KeyCode::Char('q') | KeyCode::Esc)
-                        || (k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL)))
+                        || (k.code == KeyCode::Char('c')
+                            && k.modifiers.contains(KeyModifiers::CONTROL)))
                 {
                     return Ok(None);
                 }

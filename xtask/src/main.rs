@@ -1,1 +1,76 @@
-fn main(){}
+//! `cargo xtask`: the jobs that are more than a `cargo build`: installing the toolchain,
+//! building the Go test targets, running every test, the demo and the benchmark.
+
+mod bench;
+mod demo;
+mod gotargets;
+mod run;
+mod toolchain;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what is missing (nightly rust-src, bpf-linker, Go toolchains, test tools).
+    Setup,
+    /// Build target/release/gprof (with the eBPF object embedded), installing the toolchain first.
+    Build,
+    /// Run every test: unit tests and end-to-end tests against real Go programs.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Start a Go program that leaks goroutines and open `gprof top` on it.
+    Demo,
+    /// Measure gprof's overhead on a worst-case goroutine-churn program.
+    Bench(bench::Options),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Setup => {
+            toolchain::ensure_ebpf()?;
+            toolchain::ensure_test_tools()?;
+            Ok(())
+        }
+        Command::Build => build(),
+        Command::Test { args } => test(&args),
+        Command::Demo => demo::run(),
+        Command::Bench(o) => bench::run(&o),
+    }
+}
+
+/// The release build of gprof, toolchain included.
+pub fn build() -> anyhow::Result<()> {
+    toolchain::ensure_ebpf()?;
+    run::cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "profiler",
+        "--bin",
+        "gprof",
+    ])?;
+    println!(
+        "built {}",
+        run::workspace().join("target/release/gprof").display()
+    );
+    Ok(())
+}
+
+fn test(args: &[String]) -> anyhow::Result<()> {
+    toolchain::ensure_ebpf()?;
+    toolchain::ensure_test_tools()?;
+    let targets = gotargets::build_all()?;
+    let mut cmd = vec!["test", "--release", "--workspace"];
+    cmd.extend(args.iter().map(String::as_str));
+    run::cargo_with_env(&cmd, &[(gotargets::ENV, targets.as_os_str())])
+}

@@ -161,7 +161,8 @@ impl GoBinary {
             .collect();
 
         let section = |name: &'static str| file.section_by_name(name);
-        let buildinfo = section(sections::BUILDINFO).ok_or(BinaryError::NotGo(sections::BUILDINFO))?;
+        let buildinfo =
+            section(sections::BUILDINFO).ok_or(BinaryError::NotGo(sections::BUILDINFO))?;
         let pcln = section(sections::PCLNTAB).ok_or(BinaryError::NotGo(sections::PCLNTAB))?;
         let has_dwarf = section(".debug_info").is_some();
 
@@ -170,7 +171,12 @@ impl GoBinary {
             for (at, r) in relocs {
                 let relative = matches!(r.flags(), RelocationFlags::Elf { r_type }
                     if r_type == elf::R_X86_64_RELATIVE || r_type == elf::R_AARCH64_RELATIVE);
-                if relative && matches!(r.target(), RelocationTarget::Absolute | RelocationTarget::Symbol(_)) {
+                if relative
+                    && matches!(
+                        r.target(),
+                        RelocationTarget::Absolute | RelocationTarget::Symbol(_)
+                    )
+                {
                     relocations.insert(at, r.addend() as u64);
                 }
             }
@@ -199,8 +205,12 @@ impl GoBinary {
             SymbolSource::Symtab
         };
 
-        let buildinfo_data = buildinfo.data().map_err(|e| BinaryError::BuildInfo(e.to_string()))?;
-        let pcln_data = pcln.data().map_err(|e| BinaryError::Pclntab(e.to_string()))?;
+        let buildinfo_data = buildinfo
+            .data()
+            .map_err(|e| BinaryError::BuildInfo(e.to_string()))?;
+        let pcln_data = pcln
+            .data()
+            .map_err(|e| BinaryError::Pclntab(e.to_string()))?;
         let pcln_addr = pcln.address();
         let moduledata_sections: Vec<(u64, Vec<u8>)> = sections::MODULEDATA_CANDIDATES
             .iter()
@@ -287,7 +297,10 @@ impl GoBinary {
         for (i, f) in binary.functions.iter().enumerate() {
             binary.by_name.entry(f.name.clone()).or_default().push(i);
         }
-        if let Some(&text_sym) = binary.data_symbols.get("runtime.text").or(symtab_funcs.get("runtime.text"))
+        if let Some(&text_sym) = binary
+            .data_symbols
+            .get("runtime.text")
+            .or(symtab_funcs.get("runtime.text"))
             && text_sym != base
         {
             return Err(BinaryError::TextBase(format!(
@@ -358,7 +371,10 @@ impl GoBinary {
         if let [one] = all.as_slice() {
             return self.check_symtab(&self.functions[*one]);
         }
-        let mut ordinary = all.iter().map(|&i| &self.functions[i]).filter(|f| f.func_id == 0);
+        let mut ordinary = all
+            .iter()
+            .map(|&i| &self.functions[i])
+            .filter(|f| f.func_id == 0);
         let f = match (ordinary.next(), ordinary.next()) {
             (Some(f), None) => f,
             _ => return Err(BinaryError::AmbiguousFunction(name.to_string())),
@@ -398,7 +414,11 @@ impl GoBinary {
     /// Whether `[vaddr, vaddr+len)` lies in a writable segment (where runtime globals live).
     pub fn is_writable_data(&self, vaddr: u64, len: u64) -> bool {
         self.segments.iter().any(|s| {
-            s.write && vaddr >= s.vaddr && vaddr.checked_add(len).is_some_and(|e| e <= s.vaddr + s.memsz)
+            s.write
+                && vaddr >= s.vaddr
+                && vaddr
+                    .checked_add(len)
+                    .is_some_and(|e| e <= s.vaddr + s.memsz)
         })
     }
 

@@ -179,7 +179,11 @@ mod tests {
 
     #[test]
     fn text_start_must_agree_when_present() {
-        let data = synthetic(&[(0, "main.main"), (0x40, "runtime.gfput")], 0x90, TEXT + 0x10);
+        let data = synthetic(
+            &[(0, "main.main"), (0x40, "runtime.gfput")],
+            0x90,
+            TEXT + 0x10,
+        );
         let table = Pclntab::parse(&data, TAB).unwrap();
         let mem = moduledata(&table, TEXT);
         let read = |a: u64| mem.get(&a).copied();

@@ -65,7 +65,8 @@ impl<'a> Pclntab<'a> {
         if min_lc != 1 && min_lc != 4 {
             return Err(err(format!("instruction quantum {min_lc}")));
         }
-        let word = |i: usize| u64::from_le_bytes(data[8 + 8 * i..16 + 8 * i].try_into().expect("8"));
+        let word =
+            |i: usize| u64::from_le_bytes(data[8 + 8 * i..16 + 8 * i].try_into().expect("8"));
         let nfunc = usize::try_from(word(0)).map_err(|_| err("function count"))?;
         let table = Self {
             data,
@@ -145,7 +146,10 @@ impl<'a> Pclntab<'a> {
         }
         let rec = (self.pcln_offset as usize)
             .checked_add(func_off as usize)
-            .filter(|r| r.checked_add(FUNC_LEN).is_some_and(|e| e <= self.data.len()))
+            .filter(|r| {
+                r.checked_add(FUNC_LEN)
+                    .is_some_and(|e| e <= self.data.len())
+            })
             .ok_or_else(|| err(format!("_func record {i} outside the table")))?;
         if self.u32_at(rec)? != entry_off {
             return Err(err(format!("_func record {i} disagrees with ftab")));

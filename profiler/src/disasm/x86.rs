@@ -41,7 +41,10 @@ fn decode_all(name: &str, code: &[u8], entry: u64) -> Result<Vec<Instruction>, D
         let insn = decoder.decode();
         if insn.is_invalid() {
             // Functions end with INT3 padding; anything else undecodable is refused.
-            if code[(insn.ip() - entry) as usize..].iter().all(|&b| b == 0xcc) {
+            if code[(insn.ip() - entry) as usize..]
+                .iter()
+                .all(|&b| b == 0xcc)
+            {
                 break;
             }
             return Err(DisasmError::Undecodable {
@@ -72,7 +75,8 @@ fn is_stack_check(insn: &Instruction) -> bool {
             && STACKGUARDS.contains(&insn.memory_displacement64())
     };
     let sp = |i: u32| {
-        insn.op_kind(i) == OpKind::Register && matches!(insn.op_register(i), Register::RSP | Register::R12)
+        insn.op_kind(i) == OpKind::Register
+            && matches!(insn.op_register(i), Register::RSP | Register::R12)
     };
     (sp(0) && guard(1)) || (guard(0) && sp(1))
 }
@@ -82,7 +86,10 @@ fn is_stack_check(insn: &Instruction) -> bool {
 fn clobbers_abi(insn: &Instruction, info: &mut InstructionInfoFactory) -> bool {
     let info = info.info(insn);
     let writes = |a: OpAccess| {
-        matches!(a, OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite)
+        matches!(
+            a,
+            OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+        )
     };
     info.used_registers()
         .iter()
@@ -119,7 +126,10 @@ pub fn entry_site(name: &str, code: &[u8], entry: u64, stack: Stack) -> Result<S
     let is_jbe = branch.flow_control() == FlowControl::ConditionalBranch
         && branch.condition_code() == ConditionCode::be;
     if !is_jbe {
-        return Err(fail(format!("stack check not followed by JBE but by {}", text(branch))));
+        return Err(fail(format!(
+            "stack check not followed by JBE but by {}",
+            text(branch)
+        )));
     }
     let target = branch.near_branch_target();
     if !(entry..end).contains(&target) || target <= branch.ip() {
@@ -306,9 +316,18 @@ mod tests {
         assert_eq!(
             g,
             [
-                GlobalRef { addr: ENTRY + 7 + 0x10, size: 8 },
-                GlobalRef { addr: ENTRY + 14 + 0x20, size: 0 },
-                GlobalRef { addr: ENTRY + 20, size: 4 },
+                GlobalRef {
+                    addr: ENTRY + 7 + 0x10,
+                    size: 8
+                },
+                GlobalRef {
+                    addr: ENTRY + 14 + 0x20,
+                    size: 0
+                },
+                GlobalRef {
+                    addr: ENTRY + 20,
+                    size: 4
+                },
             ]
         );
     }

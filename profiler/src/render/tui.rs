@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Stdout};
 
+use ratatui::Frame;
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 use ratatui::crossterm::execute;
@@ -14,7 +15,6 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Gauge, Paragraph, Sparkline};
-use ratatui::Frame;
 
 use crate::snapshot::{GoroutineSource, ProcessSnapshot};
 
@@ -52,10 +52,14 @@ impl TopView {
 
     pub fn update(&mut self, s: ProcessSnapshot) {
         push(&mut self.goroutines, s.goroutines.max(0) as u64);
-        let paused = s.gc_pause_seconds_total - self.last_pause_total.unwrap_or(s.gc_pause_seconds_total);
+        let paused =
+            s.gc_pause_seconds_total - self.last_pause_total.unwrap_or(s.gc_pause_seconds_total);
         self.last_pause_total = Some(s.gc_pause_seconds_total);
         push(&mut self.pause_us, (paused * 1e6).round().max(0.0) as u64);
-        push(&mut self.create_rate, s.goroutine_create_rate_per_s.round().max(0.0) as u64);
+        push(
+            &mut self.create_rate,
+            s.goroutine_create_rate_per_s.round().max(0.0) as u64,
+        );
         self.latest = Some(s);
     }
 }
@@ -91,7 +95,11 @@ pub fn bytes(b: f64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{v:.0} {}", UNITS[u]) } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{v:.0} {}", UNITS[u])
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 pub fn draw(frame: &mut Frame, view: &TopView) {
@@ -109,7 +117,10 @@ pub fn draw(frame: &mut Frame, view: &TopView) {
     };
     frame.render_widget(
         Paragraph::new(Line::from(vec![
-            Span::styled(" gprof top ", Style::default().fg(Color::Black).bg(Color::Cyan)),
+            Span::styled(
+                " gprof top ",
+                Style::default().fg(Color::Black).bg(Color::Cyan),
+            ),
             Span::raw(format!(
                 "  PID {} ({})  {}  attached {}  every {}",
                 s.pid,
@@ -121,7 +132,8 @@ pub fn draw(frame: &mut Frame, view: &TopView) {
         ])),
         header,
     );
-    let [left, right] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(body);
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(body);
     let source = match s.goroutines_source {
         GoroutineSource::Runtime => "",
         GoroutineSource::GcCensus => " (GC census)",
@@ -130,15 +142,31 @@ pub fn draw(frame: &mut Frame, view: &TopView) {
     let goroutines = vec![
         kv("live", format!("{}{source}", s.goroutines)),
         kv("system", opt(s.system_goroutines)),
-        kv("created / exited", format!("{} / {}", s.goroutines_created_total, s.goroutines_exited_total)),
-        kv("create rate", format!("{:.0} /s", s.goroutine_create_rate_per_s)),
-        kv("exit rate", format!("{:.0} /s", s.goroutine_exit_rate_per_s)),
-        kv("leak rate", format!("{:+.0} /min", s.goroutine_leak_rate_per_min)),
+        kv(
+            "created / exited",
+            format!(
+                "{} / {}",
+                s.goroutines_created_total, s.goroutines_exited_total
+            ),
+        ),
+        kv(
+            "create rate",
+            format!("{:.0} /s", s.goroutine_create_rate_per_s),
+        ),
+        kv(
+            "exit rate",
+            format!("{:.0} /s", s.goroutine_exit_rate_per_s),
+        ),
+        kv(
+            "leak rate",
+            format!("{:+.0} /min", s.goroutine_leak_rate_per_min),
+        ),
         kv("free-G pool", opt(s.gfree_pool_size)),
         kv("GOMAXPROCS", opt(s.gomaxprocs)),
     ];
     frame.render_widget(
-        Paragraph::new(goroutines).block(Block::default().borders(Borders::ALL).title(" Goroutines ")),
+        Paragraph::new(goroutines)
+            .block(Block::default().borders(Borders::ALL).title(" Goroutines ")),
         left,
     );
     let gc = vec![
@@ -147,7 +175,14 @@ pub fn draw(frame: &mut Frame, view: &TopView) {
         kv("pause total", duration(s.gc_pause_seconds_total)),
         kv("pause max", duration(s.gc_pause_max_seconds)),
         kv("pause p99", duration(s.gc_pause_p99_seconds)),
-        kv("other STW", format!("{} ({})", s.other_pauses_total, duration(s.other_pause_seconds_total))),
+        kv(
+            "other STW",
+            format!(
+                "{} ({})",
+                s.other_pauses_total,
+                duration(s.other_pause_seconds_total)
+            ),
+        ),
         kv("last GC: stacks", opt(s.last_gc_stacks_scanned)),
         kv(
             "last GC: stack mem",
@@ -182,19 +217,38 @@ pub fn draw(frame: &mut Frame, view: &TopView) {
     );
     draw_sparks(frame, sparks, view);
     let footer_text = view.status.clone().unwrap_or_else(|| " q: quit".into());
-    frame.render_widget(Paragraph::new(footer_text).style(Style::default().fg(Color::Gray)), footer);
+    frame.render_widget(
+        Paragraph::new(footer_text).style(Style::default().fg(Color::Gray)),
+        footer,
+    );
 }
 
 fn draw_sparks(frame: &mut Frame, area: Rect, view: &TopView) {
     let [a, b, c] = Layout::vertical([Constraint::Ratio(1, 3); 3]).areas(area);
     let last = |q: &VecDeque<u64>| q.back().copied().unwrap_or(0);
     for (area, title, data) in [
-        (a, format!(" live goroutines: {} ", last(&view.goroutines)), &view.goroutines),
-        (b, format!(" GC pause per interval: {} µs ", last(&view.pause_us)), &view.pause_us),
-        (c, format!(" creations per second: {} ", last(&view.create_rate)), &view.create_rate),
+        (
+            a,
+            format!(" live goroutines: {} ", last(&view.goroutines)),
+            &view.goroutines,
+        ),
+        (
+            b,
+            format!(" GC pause per interval: {} µs ", last(&view.pause_us)),
+            &view.pause_us,
+        ),
+        (
+            c,
+            format!(" creations per second: {} ", last(&view.create_rate)),
+            &view.create_rate,
+        ),
     ] {
         let width = area.width.saturating_sub(2) as usize;
-        let data: Vec<u64> = data.iter().skip(data.len().saturating_sub(width)).copied().collect();
+        let data: Vec<u64> = data
+            .iter()
+            .skip(data.len().saturating_sub(width))
+            .copied()
+            .collect();
         frame.render_widget(
             Sparkline::default()
                 .block(Block::default().borders(Borders::ALL).title(title))
@@ -230,7 +284,11 @@ impl TerminalGuard {
 
 pub fn restore_terminal() {
     let _ = disable_raw_mode();
-    let _ = execute!(io::stdout(), LeaveAlternateScreen, ratatui::crossterm::cursor::Show);
+    let _ = execute!(
+        io::stdout(),
+        LeaveAlternateScreen,
+        ratatui::crossterm::cursor::Show
+    );
 }
 
 impl Drop for TerminalGuard {

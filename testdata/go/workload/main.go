@@ -24,6 +24,7 @@ var (
 	duration  = flag.Duration("duration", 0, "stop after this long (0: run until killed)")
 	depth     = flag.Int("depth", 0, "recursion depth of each short-lived goroutine (grows its stack)")
 	tasks     = flag.Int64("tasks", 0, "stop after this many short-lived goroutines have finished")
+	parked    = flag.Int("parked", 0, "goroutines started at once that wait for the whole run (a service's steady state)")
 )
 
 // Counters of the goroutines this program started itself.
@@ -53,6 +54,9 @@ func main() {
 	flag.Parse()
 	fmt.Fprintf(os.Stderr, "workload: pid %d, %s\n", os.Getpid(), runtime.Version())
 
+	for i := 0; i < *parked; i++ {
+		go leak()
+	}
 	start := time.Now()
 	var wg sync.WaitGroup
 	if *leakRate > 0 {
@@ -106,7 +110,7 @@ func main() {
 // up after scheduling delays so that the totals follow rate*elapsed exactly.
 func spawn(rate float64, limit int64, begin time.Time, start func()) {
 	var done int64
-	for range time.Tick(5 * time.Millisecond) {
+	for range time.Tick(time.Millisecond) {
 		due := int64(time.Since(begin).Seconds() * rate)
 		if limit > 0 && due > limit {
 			due = limit

@@ -1,0 +1,205 @@
+//! Helpers for the end-to-end tests: where the Go targets are, starting them, running gprof,
+//! and the skip policy (skip loudly without root or tools, but never when `CI=true`).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Skips (returns false) with a loud message, or fails under CI.
+pub fn skip(test: &str, why: &str) -> bool {
+    if in_ci() {
+        panic!("{test}: {why} (CI=true: nothing may be skipped)");
+    }
+    eprintln!("\n*** SKIPPED {test}: {why} ***\n");
+    false
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// True when the test may load eBPF programs.
+pub fn require_root(test: &str) -> bool {
+    is_root()
+        || skip(
+            test,
+            "needs root to load eBPF programs (run `sudo -E cargo xtask test`)",
+        )
+}
+
+/// A Go program built by `cargo xtask test` (see xtask/src/gotargets.rs).
+pub fn go_target(test: &str, program: &str, release: &str, variant: &str) -> Option<PathBuf> {
+    let Some(dir) = std::env::var_os("GPROF_GO_TARGETS") else {
+        skip(
+            test,
+            "GPROF_GO_TARGETS is not set: run the tests with `cargo xtask test`",
+        );
+        return None;
+    };
+    let path = PathBuf::from(dir).join(program).join(release).join(variant);
+    if path.exists() {
+        Some(path)
+    } else {
+        skip(test, &format!("{} was not built", path.display()));
+        None
+    }
+}
+
+/// Every built target of one program: (release, variant, path).
+pub fn all_targets(program: &str) -> Vec<(String, String, PathBuf)> {
+    let Some(dir) = std::env::var_os("GPROF_GO_TARGETS") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let base = PathBuf::from(dir).join(program);
+    for release in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+        for variant in std::fs::read_dir(release.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            out.push((
+                release.file_name().to_string_lossy().into_owned(),
+                variant.file_name().to_string_lossy().into_owned(),
+                variant.path(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn gprof() -> &'static str {
+    env!("CARGO_BIN_EXE_gprof")
+}
+
+/// A child process whose stdout JSON lines are collected in the background; killed on drop.
+pub struct Spawned {
+    pub child: Child,
+    pub lines: Arc<Mutex<Vec<Value>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Spawned {
+    pub fn start(cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().expect("stdout");
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn snapshot(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits for the process and its output; returns exit status success and stderr.
+    pub fn finish(mut self) -> (bool, Vec<Value>, String) {
+        let status = self.child.wait().expect("wait");
+        if let Some(r) = self.reader.take() {
+            r.join().expect("reader thread");
+        }
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        (status.success(), self.snapshot(), err)
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs gprof to completion: (exit success, JSON lines on stdout, stderr).
+pub fn run_gprof(args: &[&str]) -> (bool, Vec<Value>, String) {
+    let out = Command::new(gprof())
+        .args(args)
+        .output()
+        .expect("run gprof");
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (
+        out.status.success(),
+        lines,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn f(v: &Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} missing or not a number in {v}"))
+}
+
+/// Linear interpolation of `key` over the program's own report lines at wall time `t`.
+pub fn interpolate(lines: &[Value], key: &str, t: f64) -> Option<f64> {
+    let after = lines.iter().position(|l| f(l, "unix") >= t)?;
+    if after == 0 {
+        return None;
+    }
+    let (a, b) = (&lines[after - 1], &lines[after]);
+    let (ta, tb) = (f(a, "unix"), f(b, "unix"));
+    let (va, vb) = (f(a, key), f(b, key));
+    Some(va + (vb - va) * (t - ta) / (tb - ta))
+}
+
+/// The value of a step-function `key` at `t` when it is constant over `t ± margin`.
+pub fn stable(lines: &[Value], key: &str, t: f64, margin: f64) -> Option<f64> {
+    let around: Vec<f64> = lines
+        .iter()
+        .filter(|l| (f(l, "unix") - t).abs() <= margin)
+        .map(|l| f(l, key))
+        .collect();
+    let first = *around.first()?;
+    let before = lines.iter().any(|l| f(l, "unix") < t - margin);
+    let after = lines.iter().any(|l| f(l, "unix") > t + margin);
+    (before && after && around.len() >= 2 && around.iter().all(|&v| v == first)).then_some(first)
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
+}

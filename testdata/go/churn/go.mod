@@ -1,0 +1,3 @@
+module gprof.test/churn
+
+go 1.19

@@ -1,0 +1,50 @@
+//! `cargo xtask demo`: builds gprof, starts a Go program that leaks 20 goroutines per second
+//! beside 2000 short-lived ones per second and a GC every 2 seconds, and opens `gprof top`.
+
+use std::io::IsTerminal;
+use std::process::{Command, Stdio};
+
+use crate::{gotargets, run, toolchain};
+
+const RELEASE: &str = "1.27.3";
+
+pub fn run() -> anyhow::Result<()> {
+    crate::build()?;
+    toolchain::ensure_go(RELEASE)?;
+    let workload = gotargets::build(
+        &run::workspace().join("testdata/go/workload"),
+        RELEASE,
+        "stripped",
+        &["-ldflags=-s -w"],
+    )?;
+    let mut child = Command::new(&workload)
+        .args([
+            "-leak-rate",
+            "20",
+            "-churn-rate",
+            "2000",
+            "-gc-every",
+            "2s",
+            "-report",
+            "0",
+        ])
+        .stdout(Stdio::null())
+        .spawn()?;
+    let pid = child.id().to_string();
+    eprintln!(
+        "xtask: started {} (PID {pid}, Go {RELEASE}, stripped): leaks 20 goroutines/s beside 2000 short-lived/s",
+        workload.display()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let gprof = run::workspace().join("target/release/gprof");
+    let mut top = Command::new(&gprof);
+    top.args(["top", "--pid", &pid]);
+    if !std::io::stdout().is_terminal() {
+        // No terminal to draw on: show the same figures as JSON lines.
+        top.args(["--batch", "--iterations", "15"]);
+    }
+    let result = run::status(&mut top);
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}

