@@ -71,6 +71,11 @@ pub struct ProcConfig {
     pub g_m: u32,
     /// Offset of `m.preemptoff` (a Go string), used with [`stw_reason::FROM_PREEMPTOFF`].
     pub m_preemptoff: u32,
+    /// Go <= 1.21 measures GC pauses from `work.pauseStart` to, for mark termination,
+    /// `memstats.last_gc_nanotime`: the addresses of those words in the target (0 for releases
+    /// whose pause bounds are in registers at the probes).
+    pub pause_start_addr: u64,
+    pub mark_term_end_addr: u64,
 }
 
 /// Hot counters, one per slot and CPU. Cumulative since the slot was assigned.
@@ -196,9 +201,9 @@ mod tests {
 
     #[test]
     fn layouts_have_no_hidden_padding() {
-        assert_eq!(core::mem::size_of::<ProcConfig>(), 16);
+        assert_eq!(core::mem::size_of::<ProcConfig>(), 32);
         assert_eq!(core::mem::size_of::<Counters>(), 32);
         assert_eq!(core::mem::size_of::<Event>(), 40);
-        assert_eq!(core::mem::size_of::<GcState>(), 8 * 11 + 8 * PAUSE_BUCKETS);
+        assert_eq!(core::mem::size_of::<GcState>(), 8 * 10 + 8 * PAUSE_BUCKETS);
     }
 }

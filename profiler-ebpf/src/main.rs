@@ -45,6 +45,8 @@ static NR_CPUS: u32 = 1;
 
 /// Pauses longer than this are taken as a probe that missed the stop (attached mid-pause).
 const MAX_PLAUSIBLE_PAUSE_NS: u64 = 60_000_000_000;
+/// How long before `stopTheWorldWithSema` the runtime's own pause start may lie (Go <= 1.21).
+const MAX_PAUSE_START_LEAD_NS: u64 = 10_000_000;
 
 #[inline(always)]
 fn watched() -> Option<(u32, ProcConfig)> {
@@ -155,13 +157,31 @@ pub fn go_stw_start_ret(ctx: ProbeContext) -> u32 {
     let Some(state) = gc_state(cfg.slot) else {
         return 0;
     };
-    let start = state.stw_start_ns;
+    let mut start = state.stw_start_ns;
     if start == 0 {
         return 0; // gprof attached while the world was stopped
     }
     state.stw_start_ns = 0;
     let now = unsafe { bpf_ktime_get_ns() };
+    let kind = state.stw_kind;
+    if stw_kind::is_gc(kind) && cfg.pause_start_addr != 0 {
+        // The runtime read its clock just before stopping the world, shortly before our probe.
+        if let Ok(t) = unsafe { bpf_probe_read_user(cfg.pause_start_addr as *const u64) }
+            && t <= start
+            && start - t < MAX_PAUSE_START_LEAD_NS
+        {
+            start = t;
+        }
+    }
     let mut end = goabi::result(&ctx);
+    if kind == stw_kind::GC_MARK_TERM && cfg.mark_term_end_addr != 0 {
+        // Stale (from the previous cycle) when mark termination restarted the mark phase.
+        if let Ok(t) = unsafe { bpf_probe_read_user(cfg.mark_term_end_addr as *const u64) }
+            && t > start
+        {
+            end = t;
+        }
+    }
     if end < start || end > now {
         end = now;
     }
@@ -173,7 +193,6 @@ pub fn go_stw_start_ret(ctx: ProbeContext) -> u32 {
         );
         return 0;
     }
-    let kind = state.stw_kind;
     if stw_kind::is_gc(kind) {
         state.gc_pauses += 1;
         state.gc_pause_total_ns += duration;

@@ -14,16 +14,17 @@ pub fn run(pid: Option<i64>, binary: Option<&Path>) -> anyhow::Result<()> {
     let report = match (pid, binary) {
         (Some(pid), _) => {
             let process = Process::from_user_pid(pid)?;
-            let bin = GoBinary::open(&process.exe_path()).map_err(|e| {
-                anyhow::anyhow!(
-                    "PID {} ({}) is not a Go program: {e}",
-                    process.pid(),
-                    process.comm
-                )
-            })?;
+            let bin = GoBinary::open(&process.exe_path())
+                .map_err(|e| anyhow::anyhow!("PID {} ({}): {e}", process.pid(), process.comm))?;
             report(&bin, Some(&process))
         }
-        (None, Some(path)) => report(&GoBinary::open(path)?, None),
+        (None, Some(path)) => report(
+            &GoBinary::open(path).map_err(|e| match e {
+                crate::binary::BinaryError::Io { .. } => anyhow::Error::from(e),
+                e => anyhow::anyhow!("{}: {e}", path.display()),
+            })?,
+            None,
+        ),
         (None, None) => anyhow::bail!("give a binary or --pid"),
     };
     print!("{}", report.text);
@@ -157,4 +158,12 @@ fn describe_plan(t: &mut String, plan: &ProbePlan) {
     let _ = writeln!(t, "  {:<32} {:#x}", "runtime.sched", g.sched);
     let _ = writeln!(t, "  {:<32} {}", "runtime.allglen", list(&g.allglen));
     let _ = writeln!(t, "  {:<32} {}", "runtime.allp", list(&g.allp));
+    for (name, addr) in [
+        ("work.pauseStart", g.pause_start),
+        ("memstats.last_gc_nanotime", g.last_gc_nanotime),
+    ] {
+        if let Some(a) = addr {
+            let _ = writeln!(t, "  {name:<32} {a:#x}");
+        }
+    }
 }

@@ -91,6 +91,7 @@ impl ProcessCollector {
     /// Takes the kernel's records for this process (call before [`Self::update`]).
     pub fn absorb(&mut self, events: &[Event], counters: &Counters) {
         for e in events {
+            log::debug!("PID {}: kernel record {e:?}", self.identity.pid);
             match e.kind {
                 event_kind::PAUSE if stw_kind::is_gc(e.b as u32) => {
                     self.pauses.push_back((e.ts_ns, e.a))

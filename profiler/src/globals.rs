@@ -7,7 +7,7 @@
 
 use crate::binary::GoBinary;
 use crate::disasm::{self, DisasmError, GlobalRef};
-use crate::goruntime::{Layout, globals};
+use crate::goruntime::{Layout, PauseClock, globals};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GlobalsError {
@@ -43,21 +43,38 @@ pub struct Candidates {
     pub allglen: Vec<u64>,
     /// `runtime.allp` (a slice header: pointer, length, capacity).
     pub allp: Vec<u64>,
+    /// `work.pauseStart` and `memstats.last_gc_nanotime`, for releases that take GC pause
+    /// bounds from there ([`PauseClock::Globals`]).
+    pub pause_start: Option<u64>,
+    pub last_gc_nanotime: Option<u64>,
     pub source: Source,
 }
 
 pub fn locate(bin: &GoBinary, layout: &Layout) -> Result<Candidates, GlobalsError> {
-    match from_symtab(bin) {
+    match from_symtab(bin, layout) {
         Some(c) => Ok(c),
         None => by_decoding(bin, layout),
     }
 }
 
-pub fn from_symtab(bin: &GoBinary) -> Option<Candidates> {
+pub fn from_symtab(bin: &GoBinary, layout: &Layout) -> Option<Candidates> {
+    let (pause_start, last_gc_nanotime) = match layout.pause_clock {
+        PauseClock::Registers => (None, None),
+        PauseClock::Globals {
+            work_pause_start,
+            last_gc_nanotime,
+            ..
+        } => (
+            Some(bin.data_symbol(globals::WORK)? + work_pause_start),
+            Some(bin.data_symbol(globals::MEMSTATS)? + last_gc_nanotime),
+        ),
+    };
     Some(Candidates {
+        pause_start,
         sched: bin.data_symbol(globals::SCHED)?,
         allglen: vec![bin.data_symbol(globals::ALLGLEN)?],
         allp: vec![bin.data_symbol(globals::ALLP)?],
+        last_gc_nanotime,
         source: Source::Symtab,
     })
 }
@@ -72,14 +89,40 @@ pub fn by_decoding(bin: &GoBinary, layout: &Layout) -> Result<Candidates, Global
             .filter(|r| bin.is_writable_data(r.addr, 8))
             .collect())
     };
+    let (pause_start, last_gc_nanotime) = match layout.pause_clock {
+        PauseClock::Registers => (None, None),
+        PauseClock::Globals {
+            work_t_sweep_term,
+            work_pause_start,
+            last_gc_unix,
+            last_gc_nanotime,
+        } => (
+            Some(stored_pair(
+                "work.pauseStart",
+                &refs(globals::WORK_USER)?,
+                work_t_sweep_term,
+                work_pause_start,
+            )?),
+            Some(stored_pair(
+                "memstats.last_gc_nanotime",
+                &refs(globals::MEMSTATS_USER)?,
+                last_gc_unix,
+                last_gc_nanotime,
+            )?),
+        ),
+    };
     Ok(Candidates {
+        pause_start,
+        last_gc_nanotime,
         sched: sched_from_gfput(&refs(globals::SCHED_USER)?, layout)?,
         allglen: slice_headers(&refs(globals::ALLGS_USER)?)
             .into_iter()
             .map(|h| h + 8)
             .collect(),
         allp: slice_headers(&refs(globals::ALLP_USER)?),
-        source: Source::Decoded("runtime.gfput, runtime.allgadd, runtime.procresize"),
+        source: Source::Decoded(
+            "runtime.gfput, runtime.allgadd, runtime.procresize, runtime.gcStart, runtime.gcMarkTermination",
+        ),
     })
 }
 
@@ -108,6 +151,31 @@ fn sched_from_gfput(refs: &[GlobalRef], layout: &Layout) -> Result<u64, GlobalsE
         many => Err(GlobalsError::NotFound {
             what: "sched",
             why: format!("{} candidate bases", many.len()),
+        }),
+    }
+}
+
+/// Two fields the source stores one after the other (`work.tSweepTerm` then `pauseStart` in
+/// `gcStart`, `memstats.last_gc_unix` then `last_gc_nanotime` in `gcMarkTermination`): the
+/// one pair of consecutive references `second - first` apart gives the second field.
+fn stored_pair(
+    what: &'static str,
+    refs: &[GlobalRef],
+    first: u64,
+    second: u64,
+) -> Result<u64, GlobalsError> {
+    let mut hits: Vec<u64> = refs
+        .windows(2)
+        .filter(|w| w[1].addr.checked_sub(w[0].addr) == Some(second - first))
+        .map(|w| w[1].addr)
+        .collect();
+    hits.sort_unstable();
+    hits.dedup();
+    match hits.as_slice() {
+        [one] => Ok(*one),
+        other => Err(GlobalsError::NotFound {
+            what,
+            why: format!("{} candidate addresses", other.len()),
         }),
     }
 }

@@ -114,6 +114,29 @@ pub struct Layout {
     pub sched_gfree: SchedGFree,
     /// One of [`profiler_common::stw_reason`].
     pub stw_reason_source: u32,
+    pub pause_clock: PauseClock,
+}
+
+/// Where the runtime reads the clock for the start and end of a GC pause, so that gprof's
+/// pauses are the runtime's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PauseClock {
+    /// Go 1.22+: a pause starts in `stopTheWorldWithSema` (gprof's entry probe reads the clock
+    /// a few instructions earlier) and ends at the time `startTheWorldWithSema` returns (for
+    /// mark termination, the `now` that `gcMarkTermination` passes to it).
+    Registers,
+    /// Go <= 1.21: the runtime's pause starts at `work.pauseStart`, read from the clock before
+    /// it calls `stopTheWorldWithSema`, and ends at the time `startTheWorldWithSema` returns
+    /// or, for mark termination, at the `now` that `gcMarkTermination` stores in
+    /// `memstats.last_gc_nanotime` before restarting the world. The offsets are in `workType`
+    /// and `mstats`; the field stored just before each (`tSweepTerm`, `last_gc_unix`)
+    /// identifies the pair in stripped machine code.
+    Globals {
+        work_t_sweep_term: u64,
+        work_pause_start: u64,
+        last_gc_unix: u64,
+        last_gc_nanotime: u64,
+    },
 }
 
 /// The verified releases. Go 1.20 is missing because no 1.20 toolchain was available to
@@ -136,9 +159,15 @@ pub const LAYOUTS: &[Layout] = &[
             n: 0xb0,
         },
         stw_reason_source: stw_reason::FROM_PREEMPTOFF,
+        pause_clock: PauseClock::Globals {
+            work_t_sweep_term: 0x168,
+            work_pause_start: 0x190,
+            last_gc_unix: 0xe08,
+            last_gc_nanotime: 0x1e28,
+        },
     },
     Layout {
-        minors: (21, 22),
+        minors: (21, 21),
         g_m: 0x30,
         g_atomicstatus: 0x90,
         g_goid: 0x98,
@@ -154,6 +183,31 @@ pub const LAYOUTS: &[Layout] = &[
             n: 0xb8,
         },
         stw_reason_source: stw_reason::FROM_ARG,
+        pause_clock: PauseClock::Globals {
+            work_t_sweep_term: 0x1a0,
+            work_pause_start: 0x1c8,
+            last_gc_unix: 0xe08,
+            last_gc_nanotime: 0x1e28,
+        },
+    },
+    Layout {
+        minors: (22, 22),
+        g_m: 0x30,
+        g_atomicstatus: 0x90,
+        g_goid: 0x98,
+        g_gopc: 0x118,
+        g_startpc: 0x128,
+        m_curg: 0xc0,
+        m_preemptoff: 0xf8,
+        p_gfree_count: 0x9a8,
+        sched_ngsys: 0x48,
+        sched_gfree: SchedGFree::Counter {
+            stack: 0xa8,
+            no_stack: 0xb0,
+            n: 0xb8,
+        },
+        stw_reason_source: stw_reason::FROM_ARG,
+        pause_clock: PauseClock::Registers,
     },
     Layout {
         minors: (23, 24),
@@ -172,6 +226,7 @@ pub const LAYOUTS: &[Layout] = &[
             n: 0xb8,
         },
         stw_reason_source: stw_reason::FROM_ARG,
+        pause_clock: PauseClock::Registers,
     },
     Layout {
         minors: (25, 25),
@@ -189,6 +244,7 @@ pub const LAYOUTS: &[Layout] = &[
             no_stack: 0xc0,
         },
         stw_reason_source: stw_reason::FROM_ARG,
+        pause_clock: PauseClock::Registers,
     },
     Layout {
         minors: (26, 27),
@@ -206,6 +262,7 @@ pub const LAYOUTS: &[Layout] = &[
             no_stack: 0xd0,
         },
         stw_reason_source: stw_reason::FROM_ARG,
+        pause_clock: PauseClock::Registers,
     },
 ];
 
@@ -334,6 +391,13 @@ pub mod globals {
     /// `runtime.allp`: the Ps, each with its own free list. `procresize` rebuilds it.
     pub const ALLP: &str = "runtime.allp";
     pub const ALLP_USER: &str = "runtime.procresize";
+    /// `runtime.memstats`, where Go <= 1.21 records the end of mark termination;
+    /// `gcMarkTermination` stores it.
+    pub const MEMSTATS: &str = "runtime.memstats";
+    pub const MEMSTATS_USER: &str = "runtime.gcMarkTermination";
+    /// `runtime.work`, where Go <= 1.21 records the start of a GC pause; `gcStart` stores it.
+    pub const WORK: &str = "runtime.work";
+    pub const WORK_USER: &str = "runtime.gcStart";
     /// `p.id` and `p.status` lead `struct p` in every release; they validate a candidate
     /// `allp` in live memory.
     pub const P_ID: u64 = 0;

@@ -13,7 +13,7 @@ pub enum PlanError {
     Unsupported(#[from] UnsupportedRelease),
     #[error(transparent)]
     Binary(#[from] BinaryError),
-    #[error("refusing to probe: {0}")]
+    #[error("refusing to probe")]
     Disasm(#[from] DisasmError),
     #[error(transparent)]
     Globals(#[from] GlobalsError),

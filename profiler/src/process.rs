@@ -30,7 +30,11 @@ pub enum ProcessError {
         "permission denied reading {0}: gprof needs root, or CAP_SYS_PTRACE to read another process's memory"
     )]
     Permission(PathBuf),
-    #[error("cannot read {path}: {source}")]
+    #[error(
+        "permission denied reading {0} even as root: the process holds privileges gprof lacks (capabilities outside its bounding set) or a security module forbids access"
+    )]
+    PermissionAsRoot(PathBuf),
+    #[error("cannot read {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -41,10 +45,20 @@ pub enum ProcessError {
     NotMapped(PathBuf),
 }
 
+/// The permission error that fits who we run as.
+pub fn permission_error(path: PathBuf) -> ProcessError {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        ProcessError::PermissionAsRoot(path)
+    } else {
+        ProcessError::Permission(path)
+    }
+}
+
 fn io_error(pid: u32, path: PathBuf, source: std::io::Error) -> ProcessError {
     match source.kind() {
         ErrorKind::NotFound => ProcessError::NotFound(pid),
-        ErrorKind::PermissionDenied => ProcessError::Permission(path),
+        ErrorKind::PermissionDenied => permission_error(path),
         _ => ProcessError::Io { path, source },
     }
 }

@@ -19,13 +19,13 @@ use crate::snapshot::ProcessSnapshot;
 pub enum TargetError {
     #[error(transparent)]
     Process(#[from] ProcessError),
-    #[error("PID {pid} ({comm}) is not a Go program: {source}")]
+    #[error("PID {pid} ({comm})")]
     NotGo {
         pid: u32,
         comm: String,
         source: BinaryError,
     },
-    #[error("PID {pid} ({comm}): {source}")]
+    #[error("PID {pid} ({comm})")]
     Plan {
         pid: u32,
         comm: String,
@@ -33,7 +33,7 @@ pub enum TargetError {
     },
     #[error(transparent)]
     Kernel(#[from] KernelError),
-    #[error("PID {pid}: {source}")]
+    #[error("PID {pid}")]
     State { pid: u32, source: StateError },
     #[error("PID {0} exited")]
     Gone(u32),
@@ -104,9 +104,14 @@ impl Target {
             plan,
         } = inspected;
         let pid = process.pid();
-        let (reader, reader_error) = match open_reader(process, binary, plan) {
+        let bias = process.load_bias(binary)?;
+        let (reader, reader_error) = match open_reader(process, plan, bias) {
             Ok(r) => (Some(r), None),
-            Err(StateError::Process(e @ ProcessError::Permission(_))) => return Err(e.into()),
+            Err(StateError::Process(
+                e @ (ProcessError::Permission(_) | ProcessError::PermissionAsRoot(_)),
+            )) => {
+                return Err(e.into());
+            }
             Err(StateError::Process(ProcessError::NotFound(_))) => {
                 return Err(TargetError::Gone(pid));
             }
@@ -120,6 +125,8 @@ impl Target {
             stw_reason_source: plan.layout.stw_reason_source,
             g_m: plan.layout.g_m as u32,
             m_preemptoff: plan.layout.m_preemptoff as u32,
+            pause_start_addr: plan.globals.pause_start.map_or(0, |a| a + bias),
+            mark_term_end_addr: plan.globals.last_gc_nanotime.map_or(0, |a| a + bias),
         };
         let slot = kernel.watch(pid, config)?;
         let exe = ExeKey::of(process);
@@ -197,10 +204,9 @@ impl Target {
 
 fn open_reader(
     process: &Process,
-    binary: &GoBinary,
     plan: &ProbePlan,
+    bias: u64,
 ) -> Result<RuntimeReader, StateError> {
-    let bias = process.load_bias(binary)?;
     RuntimeReader::new(process.memory()?, plan.layout, &plan.globals, bias)
 }
 

@@ -70,7 +70,13 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     toolchain::ensure_ebpf()?;
     toolchain::ensure_test_tools()?;
     let targets = gotargets::build_all()?;
-    let mut cmd = vec!["test", "--release", "--workspace"];
+    let mut cmd = vec![
+        "test",
+        "--release",
+        "--workspace",
+        "--exclude",
+        "profiler-ebpf",
+    ];
     cmd.extend(args.iter().map(String::as_str));
     run::cargo_with_env(&cmd, &[(gotargets::ENV, targets.as_os_str())])
 }

@@ -16,7 +16,7 @@ use crate::goruntime::{GoVersion, sections};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BinaryError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -46,6 +46,7 @@ type sample struct {
 	Finished         int64   `json:"finished"`
 	NumGC            int64   `json:"num_gc"`
 	PauseTotalNs     int64   `json:"pause_total_ns"`
+	LastPauseNs      int64   `json:"last_pause_ns"`
 	CreatedMetric    *uint64 `json:"created_metric,omitempty"`
 	GoroutinesMetric *uint64 `json:"goroutines_metric,omitempty"`
 }
@@ -153,6 +154,9 @@ func readSample() sample {
 		Finished:     finished.Load(),
 		NumGC:        gc.NumGC,
 		PauseTotalNs: int64(gc.PauseTotal),
+	}
+	if len(gc.Pause) > 0 {
+		s.LastPauseNs = int64(gc.Pause[0])
 	}
 	s.CreatedMetric = readUint("/sched/goroutines-created:goroutines")
 	s.GoroutinesMetric = readUint("/sched/goroutines:goroutines")

@@ -1,0 +1,234 @@
+//! Bad input gets one clear line on stderr and a non-zero exit, never a panic.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// Runs gprof and checks the one-line error; returns the message.
+fn fails(args: &[&str]) -> String {
+    let out = Command::new(gprof())
+        .args(args)
+        .output()
+        .expect("run gprof");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "gprof {args:?} should fail; stderr: {stderr}"
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(101),
+        "gprof {args:?} panicked: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "gprof {args:?} panicked: {stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "gprof {args:?}: want one line, got {stderr:?}"
+    );
+    assert!(lines[0].starts_with("gprof: error: "), "{stderr}");
+    stderr
+}
+
+fn top(pid: &str) -> String {
+    fails(&["top", "--batch", "--iterations", "1", "--pid", pid])
+}
+
+#[test]
+fn impossible_pids() {
+    for pid in ["0", "-1", "-42", "4194305", "99999999999"] {
+        let e = top(pid);
+        assert!(e.contains("not a valid PID"), "{pid}: {e}");
+    }
+}
+
+#[test]
+fn missing_process() {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    let e = top(&pid.to_string());
+    assert!(e.contains(&format!("no process with PID {pid}")), "{e}");
+}
+
+#[test]
+fn non_go_process() {
+    let sleeper = Spawned::start(Command::new("sleep").arg("30"));
+    let e = top(&sleeper.pid().to_string());
+    assert!(
+        e.contains("not a Go program (no .go.buildinfo section)"),
+        "{e}"
+    );
+    assert!(e.contains("(sleep)"), "{e}");
+    let e = fails(&["check", "--pid", &sleeper.pid().to_string()]);
+    assert!(
+        e.contains("not a Go program (no .go.buildinfo section)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn not_an_executable() {
+    let e = fails(&["check", "/etc/hostname"]);
+    assert!(e.contains("not an ELF executable"), "{e}");
+    let e = fails(&["check", "/nonexistent/binary"]);
+    assert!(e.contains("cannot read /nonexistent/binary"), "{e}");
+}
+
+#[test]
+fn zombie_process() {
+    // A child that exited and that this test never reaps stays a zombie.
+    let child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    assert!(wait_for(Duration::from_secs(5), || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+    }));
+    let e = top(&pid.to_string());
+    assert!(e.contains("exited (zombie)"), "{e}");
+    std::mem::forget(child);
+}
+
+#[test]
+fn kernel_thread() {
+    let kthread = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit(')')
+                        .next()?
+                        .split_whitespace()
+                        .nth(6)?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .is_some_and(|flags| flags & 0x0020_0000 != 0)
+        });
+    let Some(pid) = kthread else {
+        skip(
+            "kernel_thread",
+            "no kernel thread visible in this PID namespace",
+        );
+        return;
+    };
+    let e = top(&pid.to_string());
+    assert!(e.contains("kernel thread"), "{e}");
+}
+
+/// A copy of a real Go program whose recorded release is rewritten (same length), so that it
+/// still runs but claims a release gprof has not verified.
+fn relabeled(test: &str, release: &str, from: &str, to: &str) -> Option<std::path::PathBuf> {
+    let bin = go_target(test, "workload", release, "stripped")?;
+    let mut bytes = std::fs::read(&bin).unwrap();
+    assert_eq!(from.len(), to.len());
+    let mut n = 0;
+    for i in 0..bytes.len().saturating_sub(from.len()) {
+        if &bytes[i..i + from.len()] == from.as_bytes() {
+            bytes[i..i + to.len()].copy_from_slice(to.as_bytes());
+            n += 1;
+        }
+    }
+    assert!(n > 0, "{from} not found in {}", bin.display());
+    let out = std::env::temp_dir().join(format!("gprof-test-{test}-{}", std::process::id()));
+    std::fs::write(&out, bytes).unwrap();
+    std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    Some(out)
+}
+
+#[test]
+fn unsupported_releases() {
+    let cases = [
+        ("1.19", "go1.19.8", "go1.20.9", "is not supported"),
+        (
+            "1.27.3",
+            "go1.27.3",
+            "go1.28.0",
+            "is newer than the newest release gprof knows",
+        ),
+    ];
+    for (release, from, to, want) in cases {
+        let Some(bin) = relabeled("unsupported_releases", release, from, to) else {
+            return;
+        };
+        let e = fails(&["check", bin.to_str().unwrap()]);
+        assert!(e.contains(to) && e.contains(want), "{e}");
+        if is_root() {
+            let target =
+                Spawned::start(Command::new(&bin).args(["-report", "0", "-churn-rate", "10"]));
+            std::thread::sleep(Duration::from_millis(200));
+            let e = top(&target.pid().to_string());
+            assert!(e.contains(to) && e.contains(want), "{e}");
+        }
+        let _ = std::fs::remove_file(bin);
+    }
+}
+
+#[test]
+fn missing_privileges() {
+    if !is_root() {
+        // Already unprivileged: gprof itself must say what it lacks.
+        skip(
+            "missing_privileges",
+            "needs root to drop privileges with setpriv",
+        );
+        return;
+    }
+    let Some(bin) = go_target("missing_privileges", "workload", "1.27.3", "plain") else {
+        return;
+    };
+    let target = Spawned::start(Command::new(&bin).args(["-report", "0"]));
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+        ])
+        .arg(gprof())
+        .args([
+            "top",
+            "--batch",
+            "--iterations",
+            "1",
+            "--pid",
+            &target.pid().to_string(),
+        ])
+        .output()
+        .expect("setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("CAP_SYS_PTRACE") || stderr.contains("CAP_BPF"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_arguments() {
+    let out = Command::new(gprof())
+        .args(["top", "--pid", "1", "--interval", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "clap usage errors exit 2");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a number of seconds"));
+}
+
+#[test]
+fn version_names_this_gprof() {
+    let out = Command::new(gprof()).arg("--version").output().unwrap();
+    let v = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(v.contains("not GNU gprof") && v.contains("eBPF"), "{v}");
+}
