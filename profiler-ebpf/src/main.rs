@@ -52,7 +52,7 @@ const MAX_PAUSE_START_LEAD_NS: u64 = 10_000_000;
 fn watched() -> Option<(u32, ProcConfig)> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: the value is copied out before the map can change it.
-    unsafe { PROCS.get(&tgid) }.map(|cfg| (tgid, *cfg))
+    unsafe { PROCS.get(tgid) }.map(|cfg| (tgid, *cfg))
 }
 
 #[inline(always)]

@@ -1,6 +1,8 @@
 //! The health score of a Go process, 0 (bad) to 100 (healthy).
 //!
-//!     score = 100 - sum over signals of weight * badness
+//! ```text
+//! score = 100 - sum over signals of weight * badness
+//! ```
 //!
 //! Each signal's badness runs from 0 (fine) to 1 (at or past its reference):
 //!

@@ -1,8 +1,10 @@
 //! The runtime's own counts, read from the target's memory exactly as `runtime.gcount` (what
 //! `runtime.NumGoroutine` returns) computes them:
 //!
-//!     live goroutines = allglen - sched free lists - sum over Ps of p free list - ngsys
-//!     free-G pool     = sched free lists + sum over Ps of p free list
+//! ```text
+//! live goroutines = allglen - sched free lists - sum over Ps of p free list - ngsys
+//! free-G pool     = sched free lists + sum over Ps of p free list
+//! ```
 //!
 //! The reads race with the running program just as `gcount`'s own reads do; no lock is taken
 //! and the target is never stopped.

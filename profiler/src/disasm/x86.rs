@@ -1,9 +1,11 @@
 //! amd64 decoding with iced-x86.
 //!
 //! A Go function with a frame starts with the stack-bound check
-//!     CMPQ SP, 16(R14)            (or LEAQ -N(SP), R12; CMPQ R12, 16(R14) for larger frames)
-//!     JBE  morestack_stub         (the stub at the function's end calls morestack, then
-//!                                  jumps back to the entry)
+//! ```text
+//! CMPQ SP, 16(R14)            (or LEAQ -N(SP), R12; CMPQ R12, 16(R14) for larger frames)
+//! JBE  morestack_stub         (the stub at the function's end calls morestack, then
+//!                              jumps back to the entry)
+//! ```
 //! R14 holds the current g and 16(R14) is `g.stackguard0`. Functions marked
 //! `//go:systemstack` compare against 24(R14), `g.stackguard1`, instead.
 

@@ -1,0 +1,96 @@
+//! `gprof top` around its target's life and its own: the target exiting, the live screen
+//! quitting on `q` with the terminal restored.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn says_so_and_exits_0_when_the_target_exits() {
+    let test = "says_so_and_exits_0_when_the_target_exits";
+    if !require_root(test) {
+        return;
+    }
+    let Some(bin) = go_target(test, "workload", "1.27.3", "stripped") else {
+        return;
+    };
+    let target = Spawned::start(Command::new(&bin).args(["-duration", "3s", "-report", "0"]));
+    let pid = target.pid().to_string();
+    let (ok, samples, err) = run_gprof(&["top", "--batch", "--interval", "0.5", "--pid", &pid]);
+    assert!(ok, "{test}: {err}");
+    assert!(
+        err.contains(&format!("gprof: PID {pid} exited")),
+        "{test}: {err}"
+    );
+    assert!(
+        samples.len() >= 3,
+        "{test}: {} samples before the exit",
+        samples.len()
+    );
+}
+
+#[test]
+fn live_screen_quits_on_q_and_restores_the_terminal() {
+    let test = "live_screen_quits_on_q_and_restores_the_terminal";
+    if !require_root(test) {
+        return;
+    }
+    let Some(bin) = go_target(test, "workload", "1.19", "plain") else {
+        return;
+    };
+    let Some(script) = which("script") else {
+        skip(
+            test,
+            "script (util-linux) is needed to give gprof a terminal",
+        );
+        return;
+    };
+    let target = Spawned::start(Command::new(&bin).args(["-report", "0"]));
+    // `script` runs gprof on a pseudo-terminal and copies what it draws to stdout.
+    let mut tui = Command::new(script)
+        .args([
+            "-qfec",
+            &format!(
+                "stty cols 110 rows 34; {} top --pid {}",
+                gprof(),
+                target.pid()
+            ),
+            "/dev/null",
+        ])
+        .env("TERM", "xterm-256color")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script");
+    std::thread::sleep(Duration::from_secs(3));
+    tui.stdin.as_mut().unwrap().write_all(b"q").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tui.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{test}: gprof did not quit on q"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = tui.wait_with_output().unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{test}: {screen}");
+    assert!(
+        screen.contains("\x1b[?1049h"),
+        "{test}: never entered the alternate screen"
+    );
+    assert!(
+        screen.contains("Goroutines") && screen.contains("go1.19.8"),
+        "{test}: {screen}"
+    );
+    let left = screen.rfind("\x1b[?1049l").expect("terminal not restored");
+    assert!(
+        left > screen.rfind("\x1b[?1049h").unwrap(),
+        "{test}: the alternate screen was not left last"
+    );
+}
