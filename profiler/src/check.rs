@@ -81,7 +81,7 @@ pub fn report(bin: &GoBinary, process: Option<&Process>) -> Report {
     let mut ok = true;
     if let Some(p) = process {
         let live = p
-            .load_bias(bin)
+            .load_bias(&bin.info())
             .map_err(anyhow::Error::from)
             .and_then(|bias| {
                 Ok(RuntimeReader::new(

@@ -10,10 +10,12 @@
 //! |---|---|---|
 //! | goroutine leak | leak rate per minute / reference (growth only) | 40, 1200/min |
 //! | GC pause | p99 of the window's GC pauses / reference | 30, 10 ms |
-//! | free-G pool | (pool / live goroutines - 1) / (reference - 1) | 15, 4x |
+//! | free-G pool | (pool / max(live goroutines, floor) - 1) / (reference - 1) | 15, 4x, floor 1000 |
 //! | stack size | (mean scanned stack - 8 KiB) / (reference - 8 KiB) | 15, 64 KiB |
 //!
-//! A signal that cannot be computed yet (no GC cycle seen, say) counts as fine.
+//! A signal that cannot be computed yet (no GC cycle seen, say) counts as fine. The pool's
+//! floor keeps small services, whose pool naturally outnumbers their few live goroutines,
+//! from being penalized for a few kilobytes.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +30,8 @@ pub struct HealthModel {
     pub leak_reference_per_min: f64,
     pub pause_reference_seconds: f64,
     pub pool_reference_ratio: f64,
+    /// Pools up to this size never count against the score.
+    pub pool_floor: f64,
     pub stack_reference_bytes: f64,
 }
 
@@ -41,6 +45,7 @@ impl Default for HealthModel {
             leak_reference_per_min: 1200.0,
             pause_reference_seconds: 0.010,
             pool_reference_ratio: 4.0,
+            pool_floor: 1000.0,
             stack_reference_bytes: 64.0 * 1024.0,
         }
     }
@@ -81,9 +86,10 @@ impl HealthModel {
             .gc_pause_p99_seconds
             .map_or(0.0, |p| unit(p / self.pause_reference_seconds));
         let pool = match (i.gfree_pool_size, i.goroutines) {
-            (Some(pool), Some(live)) if self.pool_reference_ratio > 1.0 => {
-                unit((pool / live.max(1.0) - 1.0) / (self.pool_reference_ratio - 1.0))
-            }
+            (Some(pool), Some(live)) if self.pool_reference_ratio > 1.0 => unit(
+                (pool / live.max(self.pool_floor).max(1.0) - 1.0)
+                    / (self.pool_reference_ratio - 1.0),
+            ),
             _ => 0.0,
         };
         let stack = i.mean_stack_bytes.map_or(0.0, |b| {
@@ -137,11 +143,23 @@ mod tests {
         });
         assert_eq!(worst.score, 0.0);
         let pool = m.score(&HealthInputs {
-            gfree_pool_size: Some(250.0),
+            gfree_pool_size: Some(2500.0),
             goroutines: Some(100.0),
             ..Default::default()
         });
-        assert_eq!(pool.pool_penalty, 7.5);
+        assert_eq!(pool.pool_penalty, 7.5, "measured against the floor of 1000");
+        let small = m.score(&HealthInputs {
+            gfree_pool_size: Some(40.0),
+            goroutines: Some(3.0),
+            ..Default::default()
+        });
+        assert_eq!(small.pool_penalty, 0.0);
+        let big = m.score(&HealthInputs {
+            gfree_pool_size: Some(25_000.0),
+            goroutines: Some(10_000.0),
+            ..Default::default()
+        });
+        assert_eq!(big.pool_penalty, 7.5);
         let pause = m.score(&HealthInputs {
             gc_pause_p99_seconds: Some(0.005),
             ..Default::default()

@@ -8,15 +8,21 @@
 //!
 //! `top` and `check` are the commands that wire the stages together.
 
+pub mod alerts;
 pub mod binary;
 pub mod check;
 pub mod collector;
+pub mod config;
+pub mod daemon;
 pub mod disasm;
+pub mod discovery;
 pub mod globals;
 pub mod goruntime;
 pub mod health;
+pub mod http;
 pub mod kernel;
 pub mod logging;
+pub mod notify;
 pub mod probes;
 pub mod process;
 pub mod render;
@@ -24,4 +30,5 @@ pub mod runtime_state;
 pub mod snapshot;
 pub mod stats;
 pub mod target;
+pub mod tenancy;
 pub mod top;

@@ -8,11 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 struct Logger {
+    timestamps: AtomicBool,
     held: AtomicBool,
     buffer: Mutex<Vec<String>>,
 }
 
 static LOGGER: Logger = Logger {
+    timestamps: AtomicBool::new(false),
     held: AtomicBool::new(false),
     buffer: Mutex::new(Vec::new()),
 };
@@ -26,7 +28,12 @@ impl Log for Logger {
         if !self.enabled(r.metadata()) {
             return;
         }
-        let line = format!("gprof: {}: {}", level_name(r.level()), r.args());
+        let line = if self.timestamps.load(Ordering::Relaxed) {
+            let now = crate::alerts::rfc3339(std::time::SystemTime::now());
+            format!("{now} {} {}", level_name(r.level()), r.args())
+        } else {
+            format!("gprof: {}: {}", level_name(r.level()), r.args())
+        };
         if self.held.load(Ordering::Relaxed) {
             if let Ok(mut b) = self.buffer.lock() {
                 b.push(line);
@@ -58,6 +65,11 @@ pub fn init(default: LevelFilter) {
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(level);
     }
+}
+
+/// Prefixes every line with an RFC 3339 timestamp (for the daemon's log).
+pub fn with_timestamps() {
+    LOGGER.timestamps.store(true, Ordering::Relaxed);
 }
 
 /// Holds log lines back (while a TUI draws).

@@ -47,6 +47,21 @@ enum Command {
         #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
         rate_window: f64,
     },
+    /// Watch every Go process on this host: per-tenant health, alerts, Prometheus metrics.
+    Daemon {
+        /// The YAML configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Check the configuration and exit.
+        #[arg(long)]
+        dry_run: bool,
+        /// Overrides `metrics_addr` of the configuration.
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
+        /// Overrides `alerting.alertmanager_url` of the configuration ("" turns it off).
+        #[arg(long)]
+        alertmanager_url: Option<String>,
+    },
     /// Explain what gprof finds in a Go binary or process, and whether it can attach.
     Check {
         /// A running process.
@@ -67,9 +82,55 @@ fn positive_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+fn daemon(
+    path: &std::path::Path,
+    dry_run: bool,
+    metrics_addr: Option<std::net::SocketAddr>,
+    alertmanager_url: Option<String>,
+) -> anyhow::Result<()> {
+    let mut config = profiler::config::Config::load(path)?;
+    if let Some(addr) = metrics_addr {
+        config.metrics_addr = addr;
+    }
+    if let Some(url) = alertmanager_url {
+        config.alerting.alertmanager_url = match url.as_str() {
+            "" => None,
+            url => Some(
+                profiler::config::check_url(url)
+                    .map_err(|e| anyhow::anyhow!("--alertmanager-url: {e}"))?,
+            ),
+        };
+    }
+    if dry_run {
+        println!(
+            "{}: valid; metrics on {}, every {:?}, {} tenant rule(s), {} threshold(s), alerts to {}",
+            path.display(),
+            config.metrics_addr,
+            config.interval.0,
+            config.tenants.rules.len(),
+            config.thresholds.len(),
+            config
+                .alerting
+                .alertmanager_url
+                .as_deref()
+                .unwrap_or("the log only")
+        );
+        return Ok(());
+    }
+    profiler::daemon::run(config)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    profiler::logging::init(log::LevelFilter::Warn);
+    let is_daemon = matches!(cli.command, Command::Daemon { .. });
+    profiler::logging::init(if is_daemon {
+        log::LevelFilter::Info
+    } else {
+        log::LevelFilter::Warn
+    });
+    if is_daemon {
+        profiler::logging::with_timestamps();
+    }
     let result = match cli.command {
         Command::Top {
             pid,
@@ -90,11 +151,19 @@ fn main() -> ExitCode {
             },
         }),
         Command::Check { pid, binary } => profiler::check::run(pid, binary.as_deref()),
+        Command::Daemon {
+            config,
+            dry_run,
+            metrics_addr,
+            alertmanager_url,
+        } => daemon(&config, dry_run, metrics_addr, alertmanager_url),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("gprof: error: {e:#}");
+            // One line, whatever the causes say.
+            let message = format!("{e:#}").replace('\n', " ");
+            eprintln!("gprof: error: {message}");
             ExitCode::FAILURE
         }
     }

@@ -9,7 +9,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::binary::GoBinary;
+use crate::binary::ExecutableInfo;
 
 /// Linux's PID_MAX_LIMIT: no PID is larger.
 pub const PID_MAX: i64 = 4_194_304;
@@ -162,18 +162,18 @@ impl Process {
 
     /// The load bias of a position-independent executable (0 otherwise): runtime address =
     /// file address + bias.
-    pub fn load_bias(&self, bin: &GoBinary) -> Result<u64, ProcessError> {
-        if !bin.pie {
+    pub fn load_bias(&self, exe: &ExecutableInfo) -> Result<u64, ProcessError> {
+        if !exe.pie {
             return Ok(0);
         }
         let path = PathBuf::from(format!("/proc/{}/maps", self.id.pid));
         let maps =
             std::fs::read_to_string(&path).map_err(|e| io_error(self.id.pid, path.clone(), e))?;
-        let (vaddr, offset) = bin
-            .first_load()
-            .ok_or_else(|| ProcessError::NotMapped(bin.path.clone()))?;
+        let (vaddr, offset) = exe
+            .first_load
+            .ok_or_else(|| ProcessError::NotMapped(exe.path.clone()))?;
         load_bias_from_maps(&maps, self.exe_dev, self.exe_ino, vaddr, offset)
-            .ok_or_else(|| ProcessError::NotMapped(bin.path.clone()))
+            .ok_or_else(|| ProcessError::NotMapped(exe.path.clone()))
     }
 }
 

@@ -89,3 +89,83 @@ impl ProcessSnapshot {
 fn non_empty<S: serde::Serializer>(buckets: &[Bucket], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(buckets.iter().filter(|b| b.count > 0))
 }
+
+/// A watched process in the daemon: its snapshot and who it belongs to.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ProcessRecord {
+    /// With the PID, the process's identity (a reused PID is another process).
+    #[serde(skip)]
+    pub start_time: u64,
+    pub tenant: String,
+    pub pod_uid: Option<String>,
+    pub container_id: Option<String>,
+    #[serde(flatten)]
+    pub snapshot: ProcessSnapshot,
+}
+
+/// A tenant's processes, aggregated: sums of what adds up, the worst of what does not.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TenantSnapshot {
+    pub tenant: String,
+    pub processes: usize,
+    pub goroutines: i64,
+    pub goroutine_leak_rate_per_min: f64,
+    pub gfree_pool_size: i64,
+    pub gc_pause_p99_seconds: f64,
+    pub gc_pause_max_seconds: f64,
+    /// The score of its worst process.
+    pub health_score: f64,
+    /// The process that sets the tenant's health score.
+    pub worst_pid: u32,
+}
+
+impl TenantSnapshot {
+    /// Aggregates the records of one tenant (`records` all carry `tenant`).
+    pub fn aggregate(tenant: &str, records: &[&ProcessRecord]) -> Self {
+        let worst = records
+            .iter()
+            .min_by(|a, b| a.snapshot.health_score.total_cmp(&b.snapshot.health_score));
+        Self {
+            tenant: tenant.to_string(),
+            processes: records.len(),
+            goroutines: records.iter().map(|r| r.snapshot.goroutines).sum(),
+            goroutine_leak_rate_per_min: records
+                .iter()
+                .map(|r| r.snapshot.goroutine_leak_rate_per_min)
+                .sum(),
+            gfree_pool_size: records
+                .iter()
+                .filter_map(|r| r.snapshot.gfree_pool_size)
+                .sum(),
+            gc_pause_p99_seconds: records
+                .iter()
+                .map(|r| r.snapshot.gc_pause_p99_seconds)
+                .fold(0.0, f64::max),
+            gc_pause_max_seconds: records
+                .iter()
+                .map(|r| r.snapshot.gc_pause_max_seconds)
+                .fold(0.0, f64::max),
+            health_score: worst.map_or(100.0, |w| w.snapshot.health_score),
+            worst_pid: worst.map_or(0, |w| w.snapshot.pid),
+        }
+    }
+}
+
+/// Everything the daemon knows at one instant.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct DaemonSnapshot {
+    pub unix: f64,
+    pub processes: Vec<ProcessRecord>,
+    pub tenants: Vec<TenantSnapshot>,
+    pub alerts: Vec<crate::alerts::Alert>,
+    pub stats: DaemonStats,
+}
+
+/// The daemon's own figures.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct DaemonStats {
+    pub attached_executables: usize,
+    pub attach_failures_total: u64,
+    pub alert_notifications_failed_total: u64,
+    pub alert_notifications_dropped_total: u64,
+}

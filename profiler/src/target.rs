@@ -6,7 +6,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use profiler_common::{Event, ProcConfig};
 
-use crate::binary::{BinaryError, GoBinary};
+use std::sync::Arc;
+
+use crate::binary::{BinaryError, ExecutableInfo, GoBinary};
 use crate::collector::{Identity, ProcessCollector, Reading, Windows};
 use crate::health::HealthModel;
 use crate::kernel::{ExeKey, Kernel, KernelError, Scope};
@@ -39,15 +41,21 @@ pub enum TargetError {
     Gone(u32),
 }
 
-/// A process and everything needed to probe it, before anything touches the kernel.
-pub struct Inspected {
-    pub process: Process,
-    pub binary: GoBinary,
+/// An executable, planned: shared by every process that runs it.
+#[derive(Debug)]
+pub struct Executable {
+    pub info: ExecutableInfo,
     pub plan: ProbePlan,
 }
 
-/// Reads the process's executable and plans its probes.
-pub fn inspect(process: Process) -> Result<Inspected, TargetError> {
+/// A process and everything needed to probe it, before anything touches the kernel.
+pub struct Inspected {
+    pub process: Process,
+    pub exe: Arc<Executable>,
+}
+
+/// Reads the process's executable and plans its probes (the file's bytes are not kept).
+pub fn plan_executable(process: &Process) -> Result<Executable, TargetError> {
     let binary = GoBinary::open(&process.exe_path()).map_err(|source| match source {
         BinaryError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             TargetError::Gone(process.pid())
@@ -55,7 +63,7 @@ pub fn inspect(process: Process) -> Result<Inspected, TargetError> {
         BinaryError::Io { path, source }
             if source.kind() == std::io::ErrorKind::PermissionDenied =>
         {
-            TargetError::Process(ProcessError::Permission(path))
+            TargetError::Process(crate::process::permission_error(path))
         }
         source => TargetError::NotGo {
             pid: process.pid(),
@@ -68,11 +76,15 @@ pub fn inspect(process: Process) -> Result<Inspected, TargetError> {
         comm: process.comm.clone(),
         source,
     })?;
-    Ok(Inspected {
-        process,
-        binary,
+    Ok(Executable {
+        info: binary.info(),
         plan,
     })
+}
+
+pub fn inspect(process: Process) -> Result<Inspected, TargetError> {
+    let exe = Arc::new(plan_executable(&process)?);
+    Ok(Inspected { process, exe })
 }
 
 /// A process being watched.
@@ -98,13 +110,10 @@ impl Target {
         windows: Windows,
         health: HealthModel,
     ) -> Result<Self, TargetError> {
-        let Inspected {
-            process,
-            binary,
-            plan,
-        } = inspected;
+        let Inspected { process, exe } = inspected;
+        let plan = &exe.plan;
         let pid = process.pid();
-        let bias = process.load_bias(binary)?;
+        let bias = process.load_bias(&exe.info)?;
         let (reader, reader_error) = match open_reader(process, plan, bias) {
             Ok(r) => (Some(r), None),
             Err(StateError::Process(
@@ -129,8 +138,8 @@ impl Target {
             mark_term_end_addr: plan.globals.last_gc_nanotime.map_or(0, |a| a + bias),
         };
         let slot = kernel.watch(pid, config)?;
-        let exe = ExeKey::of(process);
-        if let Err(e) = kernel.attach(exe, &process.exe_path(), plan, scope) {
+        let key = ExeKey::of(process);
+        if let Err(e) = kernel.attach(key, &process.exe_path(), plan, scope) {
             kernel.unwatch(pid);
             return Err(if process.is_alive() {
                 e.into()
@@ -141,13 +150,13 @@ impl Target {
         let identity = Identity {
             pid,
             comm: process.comm.clone(),
-            go_version: binary.version.raw.clone(),
+            go_version: exe.info.version.raw.clone(),
         };
         Ok(Self {
             process: process.clone(),
-            exe,
+            exe: key,
             slot,
-            go_version: binary.version.raw.clone(),
+            go_version: exe.info.version.raw.clone(),
             reader,
             reader_error,
             collector: ProcessCollector::new(identity, windows, health),

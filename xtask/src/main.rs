@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod generate;
 mod gotargets;
 mod run;
 mod toolchain;
@@ -30,6 +31,12 @@ enum Command {
     },
     /// Start a Go program that leaks goroutines and open `gprof top` on it.
     Demo,
+    /// Regenerate the files derived from others (PrometheusRule, config checksum).
+    Generate {
+        /// Only check that they are up to date.
+        #[arg(long)]
+        check: bool,
+    },
     /// Measure gprof's overhead on a worst-case goroutine-churn program.
     Bench(bench::Options),
 }
@@ -45,6 +52,7 @@ fn main() -> anyhow::Result<()> {
         Command::Test { args } => test(&args),
         Command::Demo => demo::run(),
         Command::Bench(o) => bench::run(&o),
+        Command::Generate { check } => generate::run(check),
     }
 }
 
@@ -69,6 +77,7 @@ pub fn build() -> anyhow::Result<()> {
 fn test(args: &[String]) -> anyhow::Result<()> {
     toolchain::ensure_ebpf()?;
     toolchain::ensure_test_tools()?;
+    generate::run(true)?;
     let targets = gotargets::build_all()?;
     let mut cmd = vec![
         "test",
@@ -78,5 +87,9 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         "profiler-ebpf",
     ];
     cmd.extend(args.iter().map(String::as_str));
-    run::cargo_with_env(&cmd, &[(gotargets::ENV, targets.as_os_str())])
+    let path = toolchain::test_path();
+    run::cargo_with_env(
+        &cmd,
+        &[(gotargets::ENV, targets.as_os_str()), ("PATH", &path)],
+    )
 }

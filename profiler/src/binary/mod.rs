@@ -101,6 +101,16 @@ struct Segment {
     write: bool,
 }
 
+/// What outlives the reading of an executable: enough to attach to its processes.
+#[derive(Clone, Debug)]
+pub struct ExecutableInfo {
+    pub path: PathBuf,
+    pub version: GoVersion,
+    pub pie: bool,
+    /// The lowest PT_LOAD address and its file offset (anchors a PIE's load bias).
+    pub first_load: Option<(u64, u64)>,
+}
+
 /// One Go executable, read and validated.
 #[derive(Debug)]
 pub struct GoBinary {
@@ -422,12 +432,32 @@ impl GoBinary {
         })
     }
 
-    /// The lowest PT_LOAD address and its file offset: the anchor for computing a PIE's bias
-    /// from `/proc/PID/maps`.
-    pub fn first_load(&self) -> Option<(u64, u64)> {
-        self.segments
-            .iter()
-            .min_by_key(|s| s.vaddr)
-            .map(|s| (s.vaddr, s.offset))
+    /// The small part of this binary that attaching needs (the file's bytes are dropped).
+    pub fn info(&self) -> ExecutableInfo {
+        ExecutableInfo {
+            path: self.path.clone(),
+            version: self.version.clone(),
+            pie: self.pie,
+            first_load: self
+                .segments
+                .iter()
+                .min_by_key(|s| s.vaddr)
+                .map(|s| (s.vaddr, s.offset)),
+        }
     }
+}
+
+/// Whether `path` is a Go executable, reading only its ELF headers (cheap for the many
+/// non-Go processes the daemon sees).
+pub fn is_go_executable(path: &Path) -> Result<bool, BinaryError> {
+    let file = std::fs::File::open(path).map_err(|source| BinaryError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let cache = object::ReadCache::new(file);
+    let Ok(elf) = object::File::parse(&cache) else {
+        return Ok(false);
+    };
+    Ok(elf.section_by_name(sections::BUILDINFO).is_some()
+        && elf.section_by_name(sections::PCLNTAB).is_some())
 }

@@ -1,0 +1,621 @@
+//! Threshold alerts: each configured threshold is evaluated per tenant (or per process) every
+//! interval; a level must hold for `for` before its alert fires (pending, then firing), and the
+//! alert resolves when no level holds any more or its subject goes away. One alert per
+//! threshold and subject fires at a time, at the highest level that has held long enough.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::config::{Metric, Scope, Threshold};
+use crate::process::ProcessId;
+use crate::snapshot::{DaemonSnapshot, ProcessRecord, TenantSnapshot};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// A firing (or just resolved) alert.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Alert {
+    /// alertname, severity, tenant, and for process alerts pid, comm, pod_uid, container_id.
+    pub labels: BTreeMap<String, String>,
+    pub metric: &'static str,
+    pub value: f64,
+    pub threshold: f64,
+    pub hold_seconds: f64,
+    /// When it started firing.
+    #[serde(serialize_with = "as_rfc3339")]
+    pub since: SystemTime,
+    /// Set once resolved.
+    #[serde(serialize_with = "as_rfc3339_opt")]
+    pub resolved_at: Option<SystemTime>,
+    /// The process that sets a tenant alert's value (the worst one), for the annotations.
+    pub worst_pid: Option<u32>,
+}
+
+impl Alert {
+    pub fn alertname(&self) -> &str {
+        self.labels.get("alertname").map_or("", String::as_str)
+    }
+
+    pub fn severity(&self) -> &str {
+        self.labels.get("severity").map_or("", String::as_str)
+    }
+
+    pub fn tenant(&self) -> &str {
+        self.labels.get("tenant").map_or("", String::as_str)
+    }
+
+    pub fn summary(&self) -> String {
+        let subject = match self.labels.get("pid") {
+            Some(pid) => format!("PID {pid} of tenant {}", self.tenant()),
+            None => format!("tenant {}", self.tenant()),
+        };
+        format!(
+            "{subject}: {} is {} ({} threshold {}, held {}s)",
+            self.metric,
+            round(self.value),
+            self.severity(),
+            round(self.threshold),
+            self.hold_seconds
+        )
+    }
+
+    /// One structured log line (logfmt).
+    pub fn log_line(&self) -> String {
+        let mut line = format!(
+            "alert={} metric={} value={} threshold={}",
+            if self.resolved_at.is_some() {
+                "resolved"
+            } else {
+                "firing"
+            },
+            self.metric,
+            round(self.value),
+            round(self.threshold)
+        );
+        for (k, v) in &self.labels {
+            line.push_str(&format!(" {k}={}", logfmt_value(v)));
+        }
+        if let Some(pid) = self.worst_pid {
+            line.push_str(&format!(" worst_pid={pid}"));
+        }
+        line
+    }
+}
+
+fn round(v: f64) -> String {
+    let r = (v * 1000.0).round() / 1000.0;
+    format!("{r}")
+}
+
+fn logfmt_value(v: &str) -> String {
+    if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c == '"' || c == '=') {
+        format!("{v:?}")
+    } else {
+        v.to_string()
+    }
+}
+
+/// RFC 3339 in UTC with milliseconds, as Alertmanager expects.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+fn as_rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*t))
+}
+
+fn as_rfc3339_opt<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&rfc3339(*t)),
+        None => s.serialize_none(),
+    }
+}
+
+/// What one threshold is evaluated on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Subject {
+    Tenant(String),
+    Process(ProcessId),
+}
+
+/// Since when a level's condition has held.
+#[derive(Clone, Copy, Debug, Default)]
+struct Hold {
+    since: Option<Instant>,
+}
+
+impl Hold {
+    fn update(&mut self, holds: bool, now: Instant) -> Option<Duration> {
+        if holds {
+            Some(now - *self.since.get_or_insert(now))
+        } else {
+            self.since = None;
+            None
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Track {
+    warning: Hold,
+    critical: Hold,
+    firing: Option<Alert>,
+}
+
+/// Alerts that changed in one evaluation.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub fired: Vec<Alert>,
+    pub resolved: Vec<Alert>,
+}
+
+pub struct AlertEngine {
+    rules: Vec<Threshold>,
+    tracks: HashMap<(usize, Subject), Track>,
+    /// Extra labels on every alert (e.g. the node).
+    common: BTreeMap<String, String>,
+}
+
+/// A value of `metric` for one subject, with the labels that subject brings.
+struct Observation {
+    subject: Subject,
+    value: f64,
+    labels: BTreeMap<String, String>,
+    worst_pid: Option<u32>,
+}
+
+fn tenant_value(metric: Metric, t: &TenantSnapshot) -> f64 {
+    match metric {
+        Metric::GoroutineLeakRatePerMin => t.goroutine_leak_rate_per_min,
+        Metric::GcPauseP99Seconds => t.gc_pause_p99_seconds,
+        Metric::GcPauseMaxSeconds => t.gc_pause_max_seconds,
+        Metric::GfreePoolSize => t.gfree_pool_size as f64,
+        Metric::Goroutines => t.goroutines as f64,
+        Metric::HealthScore => t.health_score,
+    }
+}
+
+fn process_value(metric: Metric, r: &ProcessRecord) -> Option<f64> {
+    let s = &r.snapshot;
+    Some(match metric {
+        Metric::GoroutineLeakRatePerMin => s.goroutine_leak_rate_per_min,
+        Metric::GcPauseP99Seconds => s.gc_pause_p99_seconds,
+        Metric::GcPauseMaxSeconds => s.gc_pause_max_seconds,
+        Metric::GfreePoolSize => s.gfree_pool_size? as f64,
+        Metric::Goroutines => s.goroutines as f64,
+        Metric::HealthScore => s.health_score,
+    })
+}
+
+impl AlertEngine {
+    pub fn new(rules: Vec<Threshold>, common: BTreeMap<String, String>) -> Self {
+        Self {
+            rules,
+            tracks: HashMap::new(),
+            common,
+        }
+    }
+
+    fn observations(rule: &Threshold, snapshot: &DaemonSnapshot) -> Vec<Observation> {
+        match rule.scope {
+            Scope::Tenant => snapshot
+                .tenants
+                .iter()
+                .map(|t| Observation {
+                    subject: Subject::Tenant(t.tenant.clone()),
+                    value: tenant_value(rule.metric, t),
+                    labels: BTreeMap::from([("tenant".to_string(), t.tenant.clone())]),
+                    worst_pid: Some(t.worst_pid),
+                })
+                .collect(),
+            Scope::Process => snapshot
+                .processes
+                .iter()
+                .filter_map(|r| {
+                    let mut labels = BTreeMap::from([
+                        ("tenant".to_string(), r.tenant.clone()),
+                        ("pid".to_string(), r.snapshot.pid.to_string()),
+                        ("comm".to_string(), r.snapshot.comm.clone()),
+                    ]);
+                    if let Some(p) = &r.pod_uid {
+                        labels.insert("pod_uid".into(), p.clone());
+                    }
+                    if let Some(c) = &r.container_id {
+                        labels.insert("container_id".into(), c.clone());
+                    }
+                    Some(Observation {
+                        subject: Subject::Process(ProcessId {
+                            pid: r.snapshot.pid,
+                            start_time: r.start_time,
+                        }),
+                        value: process_value(rule.metric, r)?,
+                        labels,
+                        worst_pid: None,
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Evaluates every threshold on a snapshot; returns what fired and what resolved.
+    pub fn evaluate(
+        &mut self,
+        snapshot: &DaemonSnapshot,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Changes {
+        let mut changes = Changes::default();
+        let mut present = std::collections::HashSet::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            for obs in Self::observations(rule, snapshot) {
+                let key = (i, obs.subject.clone());
+                present.insert(key.clone());
+                let track = self.tracks.entry(key).or_default();
+                let crosses = |limit: Option<f64>| {
+                    limit.is_some_and(|l| {
+                        if rule.metric.alerts_below() {
+                            obs.value <= l
+                        } else {
+                            obs.value >= l
+                        }
+                    })
+                };
+                let held = |d: Option<Duration>| d.is_some_and(|d| d >= rule.hold);
+                let warning_held = held(track.warning.update(crosses(rule.warning), now));
+                let critical_held = held(track.critical.update(crosses(rule.critical), now));
+                let level = if critical_held {
+                    Some((Severity::Critical, rule.critical))
+                } else if warning_held {
+                    Some((Severity::Warning, rule.warning))
+                } else {
+                    None
+                };
+                let current = track.firing.as_ref().map(|a| a.severity().to_string());
+                match (level, &mut track.firing) {
+                    (Some((sev, _)), Some(alert)) if current.as_deref() == Some(sev.name()) => {
+                        alert.value = obs.value;
+                        alert.worst_pid = obs.worst_pid;
+                    }
+                    (level, firing) => {
+                        if let Some(mut old) = firing.take() {
+                            old.value = obs.value;
+                            old.resolved_at = Some(wall);
+                            changes.resolved.push(old);
+                        }
+                        if let Some((sev, limit)) = level {
+                            let mut labels = self.common.clone();
+                            labels.extend(obs.labels);
+                            labels.insert("alertname".into(), rule.alertname.clone());
+                            labels.insert("severity".into(), sev.name().into());
+                            let alert = Alert {
+                                labels,
+                                metric: rule.metric.name(),
+                                value: obs.value,
+                                threshold: limit.unwrap_or_default(),
+                                hold_seconds: rule.hold.as_secs_f64(),
+                                since: wall,
+                                resolved_at: None,
+                                worst_pid: obs.worst_pid,
+                            };
+                            changes.fired.push(alert.clone());
+                            *firing = Some(alert);
+                        }
+                    }
+                }
+            }
+        }
+        // Subjects that went away (a process exited, a tenant lost its last process).
+        let gone: Vec<_> = self
+            .tracks
+            .keys()
+            .filter(|k| !present.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(Track {
+                firing: Some(mut alert),
+                ..
+            }) = self.tracks.remove(&key)
+            {
+                alert.resolved_at = Some(wall);
+                changes.resolved.push(alert);
+            }
+        }
+        for a in changes.resolved.iter().chain(&changes.fired) {
+            log::info!("{}", a.log_line());
+        }
+        changes
+    }
+
+    /// The alerts firing now.
+    pub fn firing(&self) -> Vec<Alert> {
+        let mut v: Vec<Alert> = self
+            .tracks
+            .values()
+            .filter_map(|t| t.firing.clone())
+            .collect();
+        v.sort_by(|a, b| a.labels.cmp(&b.labels));
+        v
+    }
+}
+
+/// Alertmanager API v2 (`POST /api/v2/alerts`) body for a set of alerts. Firing alerts get an
+/// `endsAt` of `expiry` from now, so that Alertmanager resolves them if gprof stops re-sending.
+pub fn alertmanager_body(
+    alerts: &[Alert],
+    now: SystemTime,
+    expiry: Duration,
+    generator: &str,
+) -> String {
+    let items: Vec<serde_json::Value> = alerts
+        .iter()
+        .map(|a| {
+            let mut annotations = serde_json::Map::new();
+            annotations.insert("summary".into(), a.summary().into());
+            annotations.insert("value".into(), round(a.value).into());
+            annotations.insert("threshold".into(), round(a.threshold).into());
+            if let Some(pid) = a.worst_pid {
+                annotations.insert("worst_pid".into(), pid.to_string().into());
+            }
+            serde_json::json!({
+                "labels": a.labels,
+                "annotations": annotations,
+                "startsAt": rfc3339(a.since),
+                "endsAt": rfc3339(a.resolved_at.unwrap_or(now + expiry)),
+                "generatorURL": generator,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(items).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::snapshot::TenantSnapshot;
+
+    fn tenant(name: &str, leak: f64) -> TenantSnapshot {
+        TenantSnapshot {
+            tenant: name.into(),
+            processes: 1,
+            goroutines: 100,
+            goroutine_leak_rate_per_min: leak,
+            gfree_pool_size: 0,
+            gc_pause_p99_seconds: 0.0,
+            gc_pause_max_seconds: 0.0,
+            health_score: 100.0,
+            worst_pid: 7,
+        }
+    }
+
+    fn engine() -> AlertEngine {
+        let c = Config::parse(
+            "t",
+            "thresholds:\n  - metric: goroutine_leak_rate_per_min\n    warning: 600\n    critical: 1200\n    for: 10s\n",
+        )
+        .unwrap();
+        AlertEngine::new(
+            c.thresholds,
+            BTreeMap::from([("node".to_string(), "n1".to_string())]),
+        )
+    }
+
+    fn snap(tenants: Vec<TenantSnapshot>) -> DaemonSnapshot {
+        DaemonSnapshot {
+            tenants,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pending_then_firing_then_resolved() {
+        let mut e = engine();
+        let t0 = Instant::now();
+        let w0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let at = |s: u64| (t0 + Duration::from_secs(s), w0 + Duration::from_secs(s));
+        // Leaking 2400/min from t=0: pending for 10 s, then one critical alert.
+        for s in [0, 2, 4, 6, 8] {
+            let (t, w) = at(s);
+            let c = e.evaluate(
+                &snap(vec![tenant("insure-prod", 2400.0), tenant("billing", 0.0)]),
+                t,
+                w,
+            );
+            assert!(
+                c.fired.is_empty() && c.resolved.is_empty(),
+                "fired early at {s}s"
+            );
+        }
+        let (t, w) = at(10);
+        let c = e.evaluate(
+            &snap(vec![tenant("insure-prod", 2400.0), tenant("billing", 0.0)]),
+            t,
+            w,
+        );
+        assert_eq!(c.fired.len(), 1);
+        let a = &c.fired[0];
+        assert_eq!(a.alertname(), "GprofGoroutineLeak");
+        assert_eq!(a.severity(), "critical");
+        assert_eq!(a.tenant(), "insure-prod");
+        assert_eq!(a.labels["node"], "n1");
+        assert_eq!(a.threshold, 1200.0);
+        assert_eq!(e.firing().len(), 1);
+        // Still firing: nothing new.
+        let (t, w) = at(12);
+        let c = e.evaluate(&snap(vec![tenant("insure-prod", 2300.0)]), t, w);
+        assert!(c.fired.is_empty() && c.resolved.is_empty());
+        assert_eq!(e.firing()[0].value, 2300.0);
+        // Back to normal: resolved at once.
+        let (t, w) = at(14);
+        let c = e.evaluate(&snap(vec![tenant("insure-prod", 0.0)]), t, w);
+        assert_eq!(c.resolved.len(), 1);
+        assert_eq!(c.resolved[0].resolved_at, Some(w));
+        assert!(e.firing().is_empty());
+    }
+
+    #[test]
+    fn a_blip_shorter_than_for_never_fires() {
+        let mut e = engine();
+        let t0 = Instant::now();
+        let w = UNIX_EPOCH;
+        for (s, leak) in [
+            (0, 2400.0),
+            (4, 2400.0),
+            (8, 0.0),
+            (12, 2400.0),
+            (20, 2400.0),
+        ] {
+            let c = e.evaluate(
+                &snap(vec![tenant("a", leak)]),
+                t0 + Duration::from_secs(s),
+                w,
+            );
+            assert!(c.fired.is_empty(), "fired at {s}s");
+        }
+        let c = e.evaluate(
+            &snap(vec![tenant("a", 2400.0)]),
+            t0 + Duration::from_secs(22),
+            w,
+        );
+        assert_eq!(c.fired.len(), 1);
+    }
+
+    #[test]
+    fn escalation_replaces_the_warning_and_a_vanished_tenant_resolves() {
+        let mut e = engine();
+        let t0 = Instant::now();
+        let w = UNIX_EPOCH;
+        let at = |s| t0 + Duration::from_secs(s);
+        e.evaluate(&snap(vec![tenant("a", 800.0)]), at(0), w);
+        let c = e.evaluate(&snap(vec![tenant("a", 800.0)]), at(10), w);
+        assert_eq!(c.fired[0].severity(), "warning");
+        e.evaluate(&snap(vec![tenant("a", 1500.0)]), at(12), w);
+        let c = e.evaluate(&snap(vec![tenant("a", 1500.0)]), at(22), w);
+        assert_eq!(
+            (c.resolved[0].severity(), c.fired[0].severity()),
+            ("warning", "critical")
+        );
+        assert_eq!(e.firing().len(), 1);
+        let c = e.evaluate(&snap(vec![]), at(24), w);
+        assert_eq!(c.resolved.len(), 1);
+        assert!(e.firing().is_empty());
+    }
+
+    #[test]
+    fn health_score_alerts_when_it_falls() {
+        let c = Config::parse(
+            "t",
+            "thresholds:\n  - metric: health_score\n    warning: 70\n    critical: 40\n",
+        )
+        .unwrap();
+        let mut e = AlertEngine::new(c.thresholds, BTreeMap::new());
+        let mut t = tenant("a", 0.0);
+        t.health_score = 55.0;
+        let c = e.evaluate(&snap(vec![t.clone()]), Instant::now(), UNIX_EPOCH);
+        assert_eq!(c.fired[0].severity(), "warning");
+        assert_eq!(c.fired[0].alertname(), "GprofHealthScoreLow");
+    }
+
+    #[test]
+    fn alertmanager_payload() {
+        let mut e = engine();
+        let t0 = Instant::now();
+        let w = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        e.evaluate(&snap(vec![tenant("insure-prod", 2400.0)]), t0, w);
+        e.evaluate(
+            &snap(vec![tenant("insure-prod", 2400.0)]),
+            t0 + Duration::from_secs(10),
+            w,
+        );
+        let body = alertmanager_body(
+            &e.firing(),
+            w,
+            Duration::from_secs(180),
+            "http://node:9477/metrics",
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let a = &v[0];
+        assert_eq!(a["labels"]["alertname"], "GprofGoroutineLeak");
+        assert_eq!(a["labels"]["tenant"], "insure-prod");
+        assert_eq!(a["labels"]["severity"], "critical");
+        assert_eq!(a["startsAt"], "2027-01-15T08:00:00.000Z");
+        assert_eq!(a["endsAt"], "2027-01-15T08:03:00.000Z");
+        assert_eq!(a["annotations"]["value"], "2400");
+        assert!(
+            a["annotations"]["summary"]
+                .as_str()
+                .unwrap()
+                .contains("tenant insure-prod")
+        );
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_millis(951_782_400_123)),
+            "2000-02-29T00:00:00.123Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_777_572)),
+            "2026-11-27T11:06:12.000Z"
+        );
+    }
+
+    #[test]
+    fn log_lines_are_logfmt() {
+        let mut labels = BTreeMap::new();
+        labels.insert("alertname".to_string(), "X".to_string());
+        labels.insert("tenant".to_string(), "a b".to_string());
+        let a = Alert {
+            labels,
+            metric: "goroutines",
+            value: 1.23456,
+            threshold: 1.0,
+            hold_seconds: 0.0,
+            since: UNIX_EPOCH,
+            resolved_at: None,
+            worst_pid: Some(3),
+        };
+        assert_eq!(
+            a.log_line(),
+            "alert=firing metric=goroutines value=1.235 threshold=1 alertname=X tenant=\"a b\" worst_pid=3"
+        );
+    }
+}

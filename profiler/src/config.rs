@@ -1,0 +1,656 @@
+//! The daemon's configuration file (YAML). Unknown keys are rejected, and every error names
+//! the key and the line, e.g. `thresholds[0]: unknown field `fro` at line 7 column 5`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use regex::Regex;
+use serde::Deserialize;
+
+use crate::collector::Windows;
+use crate::health::HealthModel;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// A duration written as `500ms`, `2s`, `10s`, `1m30s`, `1h`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {s:?} (use e.g. 500ms, 10s, 1m30s, 1h)");
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total += Duration::try_from_secs_f64(value * scale).map_err(|_| bad())?;
+    }
+    Ok(total)
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s)
+            .map(Dur)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A regular expression, checked when the file is read.
+#[derive(Clone, Debug)]
+pub struct Pattern(pub Regex);
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Regex::new(&s).map(Pattern).map_err(|e| {
+            // The syntax error's last line says what is wrong (the others draw a caret).
+            let text = e.to_string();
+            let why = text
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim_start_matches("error: ");
+            serde::de::Error::custom(format!("invalid regex {s:?}: {why}"))
+        })
+    }
+}
+
+fn default_metrics_addr() -> SocketAddr {
+    "0.0.0.0:9477".parse().expect("valid address")
+}
+
+fn default_interval() -> Dur {
+    Dur(Duration::from_secs(2))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where `/metrics` is served.
+    #[serde(default = "default_metrics_addr")]
+    pub metrics_addr: SocketAddr,
+    /// How often processes are sampled and thresholds evaluated.
+    #[serde(default = "default_interval")]
+    pub interval: Dur,
+    #[serde(default)]
+    pub tenants: Tenants,
+    #[serde(default)]
+    pub thresholds: Vec<Threshold>,
+    #[serde(default)]
+    pub alerting: Alerting,
+    /// Weights and references of the health score (see `health.rs`).
+    #[serde(default)]
+    pub health: HealthModel,
+    #[serde(default)]
+    pub windows: WindowsConfig,
+    #[serde(default)]
+    pub discovery: Discovery,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenants {
+    /// The environment variable that names a process's tenant.
+    #[serde(default = "Tenants::default_env_var")]
+    pub env_var: String,
+    /// The tenant of processes nothing else assigns.
+    #[serde(default = "Tenants::default_tenant")]
+    pub default: String,
+    /// Tried in order when the environment variable is absent; the first match wins.
+    #[serde(default)]
+    pub rules: Vec<TenantRule>,
+}
+
+impl Tenants {
+    fn default_env_var() -> String {
+        "GPROF_TENANT".into()
+    }
+    fn default_tenant() -> String {
+        "unassigned".into()
+    }
+}
+
+impl Default for Tenants {
+    fn default() -> Self {
+        Self {
+            env_var: Self::default_env_var(),
+            default: Self::default_tenant(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// A rule matches when every pattern it sets matches.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantRule {
+    pub tenant: String,
+    pub cgroup: Option<Pattern>,
+    pub exe: Option<Pattern>,
+    pub comm: Option<Pattern>,
+}
+
+/// The figures thresholds can watch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    GoroutineLeakRatePerMin,
+    GcPauseP99Seconds,
+    GcPauseMaxSeconds,
+    GfreePoolSize,
+    Goroutines,
+    HealthScore,
+}
+
+impl Metric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::GoroutineLeakRatePerMin => "goroutine_leak_rate_per_min",
+            Metric::GcPauseP99Seconds => "gc_pause_p99_seconds",
+            Metric::GcPauseMaxSeconds => "gc_pause_max_seconds",
+            Metric::GfreePoolSize => "gfree_pool_size",
+            Metric::Goroutines => "goroutines",
+            Metric::HealthScore => "health_score",
+        }
+    }
+
+    /// A health score alerts when it falls to its thresholds; everything else when it rises.
+    pub fn alerts_below(self) -> bool {
+        self == Metric::HealthScore
+    }
+
+    pub fn default_alertname(self) -> &'static str {
+        match self {
+            Metric::GoroutineLeakRatePerMin => "GprofGoroutineLeak",
+            Metric::GcPauseP99Seconds => "GprofGCPauseP99High",
+            Metric::GcPauseMaxSeconds => "GprofGCPauseMaxHigh",
+            Metric::GfreePoolSize => "GprofFreeGPoolLarge",
+            Metric::Goroutines => "GprofGoroutinesHigh",
+            Metric::HealthScore => "GprofHealthScoreLow",
+        }
+    }
+}
+
+/// What a threshold is evaluated on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// The tenant's aggregate: sums of goroutines, leak rates and pools; the worst pause and
+    /// health score of its processes.
+    #[default]
+    Tenant,
+    /// Each process on its own (alerts carry its `pid`).
+    Process,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawThreshold")]
+pub struct Threshold {
+    pub metric: Metric,
+    pub warning: Option<f64>,
+    pub critical: Option<f64>,
+    pub hold: Duration,
+    pub scope: Scope,
+    pub alertname: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThreshold {
+    metric: Metric,
+    warning: Option<f64>,
+    critical: Option<f64>,
+    #[serde(rename = "for", default)]
+    hold: Option<Dur>,
+    #[serde(default)]
+    scope: Scope,
+    alertname: Option<String>,
+}
+
+impl TryFrom<RawThreshold> for Threshold {
+    type Error = String;
+
+    fn try_from(r: RawThreshold) -> Result<Self, String> {
+        let name = r.metric.name();
+        if r.warning.is_none() && r.critical.is_none() {
+            return Err(format!(
+                "threshold on {name} sets neither warning nor critical"
+            ));
+        }
+        for v in [r.warning, r.critical].into_iter().flatten() {
+            if !v.is_finite() {
+                return Err(format!("threshold on {name}: {v} is not a finite number"));
+            }
+        }
+        if let (Some(w), Some(c)) = (r.warning, r.critical) {
+            let ordered = if r.metric.alerts_below() {
+                w >= c
+            } else {
+                w <= c
+            };
+            if !ordered {
+                let relation = if r.metric.alerts_below() {
+                    "above"
+                } else {
+                    "below"
+                };
+                return Err(format!(
+                    "threshold on {name}: warning ({w}) must be {relation} critical ({c})"
+                ));
+            }
+        }
+        if let Some(a) = &r.alertname
+            && (a.is_empty() || !a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            return Err(format!(
+                "alertname {a:?} must be letters, digits and underscores"
+            ));
+        }
+        Ok(Threshold {
+            metric: r.metric,
+            warning: r.warning,
+            critical: r.critical,
+            hold: r.hold.map_or(Duration::ZERO, |d| d.0),
+            scope: r.scope,
+            alertname: r
+                .alertname
+                .unwrap_or_else(|| r.metric.default_alertname().into()),
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alerting {
+    /// Alertmanager's base URL (`http://host:9093`); alerts go only to the log when unset.
+    #[serde(default, deserialize_with = "deserialize_url")]
+    pub alertmanager_url: Option<String>,
+    /// How often a firing alert is sent again (Alertmanager forgets alerts not re-sent).
+    #[serde(default = "Alerting::default_resend")]
+    pub resend_interval: Dur,
+}
+
+impl Alerting {
+    fn default_resend() -> Dur {
+        Dur(Duration::from_secs(60))
+    }
+}
+
+impl Default for Alerting {
+    fn default() -> Self {
+        Self {
+            alertmanager_url: None,
+            resend_interval: Self::default_resend(),
+        }
+    }
+}
+
+/// Checks an Alertmanager URL: plain `http://host:port[/prefix]`.
+pub fn check_url(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url:?}: only http:// URLs are supported"))?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+fn deserialize_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) if s.is_empty() => Ok(None),
+        Some(s) => check_url(&s).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowsConfig {
+    #[serde(default = "WindowsConfig::default_leak")]
+    pub leak: Dur,
+    #[serde(default = "WindowsConfig::default_rate")]
+    pub rate: Dur,
+    #[serde(default = "WindowsConfig::default_pause")]
+    pub pause: Dur,
+}
+
+impl WindowsConfig {
+    fn default_leak() -> Dur {
+        Dur(Duration::from_secs_f64(Windows::default().leak_seconds))
+    }
+    fn default_rate() -> Dur {
+        Dur(Duration::from_secs_f64(Windows::default().rate_seconds))
+    }
+    fn default_pause() -> Dur {
+        Dur(Duration::from_secs_f64(Windows::default().pause_seconds))
+    }
+
+    pub fn windows(&self) -> Windows {
+        Windows {
+            leak_seconds: self.leak.0.as_secs_f64(),
+            rate_seconds: self.rate.0.as_secs_f64(),
+            pause_seconds: self.pause.0.as_secs_f64(),
+        }
+    }
+}
+
+impl Default for WindowsConfig {
+    fn default() -> Self {
+        Self {
+            leak: Self::default_leak(),
+            rate: Self::default_rate(),
+            pause: Self::default_pause(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Discovery {
+    /// How often /proc is scanned for new Go processes.
+    #[serde(default = "Discovery::default_interval")]
+    pub interval: Dur,
+    /// Processes whose command name matches are never watched.
+    #[serde(default)]
+    pub exclude_comm: Vec<Pattern>,
+}
+
+impl Discovery {
+    fn default_interval() -> Dur {
+        Dur(Duration::from_millis(500))
+    }
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Self {
+            interval: Self::default_interval(),
+            exclude_comm: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    pub fn parse(path: &str, text: &str) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_string(),
+            message,
+        };
+        let config: Config =
+            serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
+                .map_err(|e| invalid(describe(text, &e)))?;
+        if config.interval.0 < Duration::from_millis(100) {
+            return Err(invalid("interval: must be at least 100ms".into()));
+        }
+        if config.discovery.interval.0 < Duration::from_millis(50) {
+            return Err(invalid("discovery.interval: must be at least 50ms".into()));
+        }
+        for (key, d) in [
+            ("windows.leak", config.windows.leak),
+            ("windows.rate", config.windows.rate),
+            ("windows.pause", config.windows.pause),
+            ("alerting.resend_interval", config.alerting.resend_interval),
+        ] {
+            if d.0.is_zero() {
+                return Err(invalid(format!("{key}: must be longer than 0s")));
+            }
+        }
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::parse(&shown, &text)
+    }
+}
+
+/// `line L: key.path: message` for a deserialization error, the line found by walking the
+/// YAML text along the key path (block style), else the parser's own position.
+fn describe(text: &str, e: &serde_path_to_error::Error<serde_yaml::Error>) -> String {
+    let path = e.path().to_string();
+    let mut message = e.inner().to_string();
+    // A syntax error: the scanner's own message names its lines, the key path means little.
+    if message.contains("while scanning") || message.contains("while parsing") {
+        return message;
+    }
+    if let Some(at) = message.rfind(" at line ") {
+        message.truncate(at);
+    }
+    // The parser prefixes its own (shorter) path: keep only the full one.
+    if let Some((prefix, rest)) = message.split_once(": ")
+        && path.starts_with(prefix)
+        && !prefix.contains(' ')
+    {
+        message = rest.to_string();
+    }
+    let line = locate(text, e.path()).or_else(|| e.inner().location().map(|l| l.line()));
+    match (line, path.as_str()) {
+        (Some(l), ".") => format!("line {l}: {message}"),
+        (Some(l), p) => format!("line {l}: {p}: {message}"),
+        (None, ".") => message,
+        (None, p) => format!("{p}: {message}"),
+    }
+}
+
+/// The 1-based line of `path` in block-style YAML, or None.
+fn locate(text: &str, path: &serde_path_to_error::Path) -> Option<usize> {
+    use serde_path_to_error::Segment;
+    // Tokens: (line, indent, is a list item marker, text). "- key: v" gives an item marker
+    // and a key two columns deeper.
+    let mut tokens = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let trimmed = raw.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let mut indent = raw.len() - trimmed.len();
+        let mut rest = trimmed;
+        while let Some(r) = rest
+            .strip_prefix("- ")
+            .or_else(|| (rest == "-").then_some(""))
+        {
+            tokens.push((n + 1, indent, true, ""));
+            indent += 2 + (r.len() - r.trim_start().len());
+            rest = r.trim_start();
+        }
+        if !rest.is_empty() {
+            tokens.push((n + 1, indent, false, rest));
+        }
+    }
+    let (mut lo, mut hi) = (0, tokens.len());
+    let mut line = None;
+    for segment in path.iter() {
+        let base = tokens[lo..hi].iter().map(|t| t.1).min()?;
+        let at_base = (lo..hi).filter(|&i| tokens[i].1 == base);
+        let found = match segment {
+            Segment::Map { key } => at_base.into_iter().find(|&i| {
+                let t = tokens[i].3;
+                !tokens[i].2
+                    && [key.as_str(), &format!("\"{key}\""), &format!("'{key}'")]
+                        .iter()
+                        .any(|k| {
+                            t.strip_prefix(k)
+                                .is_some_and(|r| r.trim_start().starts_with(':'))
+                        })
+            }),
+            Segment::Seq { index } => at_base.filter(|&i| tokens[i].2).nth(*index),
+            _ => None,
+        }?;
+        line = Some(tokens[found].0);
+        lo = found + 1;
+        hi = (lo..hi).find(|&i| tokens[i].1 <= base).unwrap_or(hi);
+        if lo >= hi {
+            break;
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The file issue 3 requires to be accepted as is.
+    const EXAMPLE: &str = r#"
+metrics_addr: "127.0.0.1:9477"
+interval: 2s
+tenants:
+  env_var: GPROF_TENANT
+  default: unassigned
+thresholds:
+  - metric: goroutine_leak_rate_per_min
+    warning: 600
+    critical: 1200
+    for: 10s
+alerting:
+  alertmanager_url: "http://127.0.0.1:9093"
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse("gprof.yaml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn accepts_the_documented_example() {
+        let c = Config::parse("gprof.yaml", EXAMPLE).unwrap();
+        assert_eq!(c.metrics_addr, "127.0.0.1:9477".parse().unwrap());
+        assert_eq!(c.interval.0, Duration::from_secs(2));
+        assert_eq!(c.tenants.env_var, "GPROF_TENANT");
+        assert_eq!(c.tenants.default, "unassigned");
+        let t = &c.thresholds[0];
+        assert_eq!(t.metric, Metric::GoroutineLeakRatePerMin);
+        assert_eq!((t.warning, t.critical), (Some(600.0), Some(1200.0)));
+        assert_eq!(t.hold, Duration::from_secs(10));
+        assert_eq!(t.scope, Scope::Tenant);
+        assert_eq!(t.alertname, "GprofGoroutineLeak");
+        assert_eq!(
+            c.alerting.alertmanager_url.as_deref(),
+            Some("http://127.0.0.1:9093")
+        );
+    }
+
+    #[test]
+    fn an_empty_file_means_defaults() {
+        let c = Config::parse("gprof.yaml", "{}").unwrap();
+        assert_eq!(c.metrics_addr.port(), 9477);
+        assert!(c.thresholds.is_empty());
+        assert!(c.alerting.alertmanager_url.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_line() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "metrics_addr: \"127.0.0.1:9477\"\nintervall: 2s\n",
+                "gprof.yaml: line 2: intervall: unknown field `intervall`",
+            ),
+            (
+                "thresholds:\n  - metric: goroutines\n    warning: 10\n    fro: 10s\n",
+                "gprof.yaml: line 4: thresholds[0].fro: unknown field `fro`",
+            ),
+            (
+                "interval: 2 seconds\n",
+                "gprof.yaml: line 1: interval: invalid duration \"2 seconds\"",
+            ),
+            (
+                "thresholds:\n  - metric: goroutines\n    warning: 10\n    for: soon\n",
+                "gprof.yaml: line 4: thresholds[0].for: invalid duration \"soon\"",
+            ),
+            (
+                "thresholds:\n  - metric: goroutine_count\n    warning: 1\n",
+                "gprof.yaml: line 2: thresholds[0].metric: unknown variant `goroutine_count`",
+            ),
+            (
+                "thresholds:\n  - metric: goroutines\n    warning: 100\n    critical: 10\n",
+                "gprof.yaml: line 2: thresholds[0]: threshold on goroutines: warning (100) must be below critical (10)",
+            ),
+            (
+                "thresholds:\n  - metric: health_score\n    warning: 20\n    critical: 50\n",
+                "gprof.yaml: line 2: thresholds[0]: threshold on health_score: warning (20) must be above critical (50)",
+            ),
+            (
+                "thresholds:\n  - metric: goroutines\n  - metric: goroutines\n",
+                "gprof.yaml: line 2: thresholds[0]: threshold on goroutines sets neither warning nor critical",
+            ),
+            (
+                "tenants:\n  default: x\n  rules:\n    - tenant: a\n      comm: \"(\"\n",
+                "gprof.yaml: line 5: tenants.rules[0].comm: invalid regex \"(\"",
+            ),
+            (
+                "alerting:\n  alertmanager_url: https://am:9093\n",
+                "gprof.yaml: line 2: alerting.alertmanager_url: \"https://am:9093\": only http:// URLs are supported",
+            ),
+            (
+                "metrics_addr: nowhere\n",
+                "gprof.yaml: line 1: metrics_addr: invalid socket address syntax",
+            ),
+            (
+                "thresholds: 5\n",
+                "gprof.yaml: line 1: thresholds: invalid type: integer `5`, expected a sequence",
+            ),
+            (
+                "interval: 10ms\n",
+                "gprof.yaml: interval: must be at least 100ms",
+            ),
+            (
+                "health:\n  leak_wieght: 3\n",
+                "gprof.yaml: line 2: health.leak_wieght: unknown field `leak_wieght`",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = err(text);
+            assert!(
+                e.starts_with(want),
+                "for {text:?}\n got: {e}\nwant: {want}..."
+            );
+        }
+        assert!(err(": :\n  - [").starts_with("gprof.yaml: "));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        for bad in ["", "10", "s", "10x", "-1s", "1e400s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

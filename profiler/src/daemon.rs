@@ -1,0 +1,325 @@
+//! `gprof daemon`: watches every Go process on the node. Discovery attaches to new processes
+//! (probes per executable file, shared by its processes), sampling turns them into one
+//! [`DaemonSnapshot`] per interval, and the snapshot feeds the alert engine, Alertmanager and
+//! `/metrics`.
+//!
+//! The kernel work runs on this thread; the HTTP endpoint and Alertmanager delivery run on a
+//! small tokio runtime beside it, so that neither can stall sampling.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+
+use crate::alerts::AlertEngine;
+use crate::collector::Windows;
+use crate::config::{Config, Tenants};
+use crate::discovery::Discovery;
+use crate::health::HealthModel;
+use crate::http::{self, Published};
+use crate::kernel::{ExeKey, Kernel, Scope};
+use crate::notify::Notifier;
+use crate::render::prometheus::{self, SelfUsage};
+use crate::snapshot::{DaemonSnapshot, DaemonStats, ProcessRecord, TenantSnapshot};
+use crate::target::{self, Executable, Inspected, Target, TargetError};
+use crate::tenancy::{self, Facts, Placement};
+
+/// Executables refused (unsupported release, unreadable layout) are remembered so that each
+/// is reported once; the set is cleared when it grows past this.
+const MAX_REFUSED: usize = 4096;
+
+struct Watched {
+    target: Target,
+    placement: Placement,
+}
+
+/// The set of watched processes and their shared probes.
+pub struct Watcher {
+    kernel: Kernel,
+    discovery: Discovery,
+    tenants: Tenants,
+    windows: Windows,
+    health: HealthModel,
+    targets: BTreeMap<u32, Watched>,
+    executables: HashMap<ExeKey, Arc<Executable>>,
+    refused: HashSet<ExeKey>,
+    attach_failures: u64,
+}
+
+impl Watcher {
+    pub fn new(kernel: Kernel, config: &Config) -> Self {
+        Self {
+            kernel,
+            discovery: Discovery::new(config.discovery.exclude_comm.clone()),
+            tenants: config.tenants.clone(),
+            windows: config.windows.windows(),
+            health: config.health,
+            targets: BTreeMap::new(),
+            executables: HashMap::new(),
+            refused: HashSet::new(),
+            attach_failures: 0,
+        }
+    }
+
+    /// Attaches to the Go processes that appeared since the last call.
+    pub fn discover(&mut self) {
+        for process in self.discovery.scan() {
+            let pid = process.pid();
+            // A reused PID: the old process is gone.
+            if self.targets.contains_key(&pid) {
+                self.forget(pid);
+            }
+            let key = ExeKey::of(&process);
+            if self.refused.contains(&key) {
+                continue;
+            }
+            let exe = match self.executables.get(&key) {
+                Some(e) => e.clone(),
+                None => match target::plan_executable(&process) {
+                    Ok(e) => {
+                        let e = Arc::new(e);
+                        self.executables.insert(key, e.clone());
+                        e
+                    }
+                    Err(TargetError::Gone(_)) => continue,
+                    Err(e) => {
+                        log::warn!("not watching {:#}", anyhow::Error::from(e));
+                        self.attach_failures += 1;
+                        if self.refused.len() >= MAX_REFUSED {
+                            self.refused.clear();
+                        }
+                        self.refused.insert(key);
+                        continue;
+                    }
+                },
+            };
+            let placement = tenancy::place(
+                &self.tenants,
+                &Facts::read(pid, &self.tenants.env_var, &process.comm),
+            );
+            let inspected = Inspected { process, exe };
+            match Target::attach(
+                &mut self.kernel,
+                &inspected,
+                Scope::AllProcesses,
+                self.windows,
+                self.health,
+            ) {
+                Ok(target) => {
+                    log::info!(
+                        "watching pid={pid} comm={} go={} tenant={}{}",
+                        target.process.comm,
+                        target.go_version,
+                        placement.tenant,
+                        placement
+                            .pod_uid
+                            .as_ref()
+                            .map(|p| format!(" pod_uid={p}"))
+                            .unwrap_or_default()
+                    );
+                    self.targets.insert(pid, Watched { target, placement });
+                }
+                Err(TargetError::Gone(_)) => {}
+                Err(e) => {
+                    log::warn!("cannot watch {:#}", anyhow::Error::from(e));
+                    self.attach_failures += 1;
+                }
+            }
+            self.drop_unused_executables();
+        }
+    }
+
+    /// Stops watching a process; detaches its executable's probes when it was the last user.
+    fn forget(&mut self, pid: u32) {
+        if let Some(w) = self.targets.remove(&pid) {
+            w.target.unwatch(&mut self.kernel);
+            log::info!(
+                "pid={pid} comm={} exited; no longer watched",
+                w.target.process.comm
+            );
+            self.drop_unused_executables();
+        }
+    }
+
+    fn drop_unused_executables(&mut self) {
+        let used: HashSet<ExeKey> = self.targets.values().map(|w| w.target.exe).collect();
+        let unused: Vec<ExeKey> = self
+            .executables
+            .keys()
+            .filter(|k| !used.contains(k))
+            .copied()
+            .collect();
+        for key in unused {
+            self.kernel.detach(key);
+            self.executables.remove(&key);
+        }
+    }
+
+    /// Samples every watched process; processes that exited are forgotten.
+    pub fn sample(&mut self) -> DaemonSnapshot {
+        self.kernel.flush_logs();
+        let events = self.kernel.drain_events();
+        let mut gone = Vec::new();
+        let mut processes = Vec::new();
+        for (&pid, w) in &mut self.targets {
+            match w.target.sample(&self.kernel, &events) {
+                Ok(snapshot) => processes.push(ProcessRecord {
+                    start_time: w.target.process.id.start_time,
+                    tenant: w.placement.tenant.clone(),
+                    pod_uid: w.placement.pod_uid.clone(),
+                    container_id: w.placement.container_id.clone(),
+                    snapshot,
+                }),
+                Err(TargetError::Gone(_)) => gone.push(pid),
+                Err(e) => {
+                    log::warn!("pid={pid}: {:#}; no longer watched", anyhow::Error::from(e));
+                    gone.push(pid);
+                }
+            }
+        }
+        for pid in gone {
+            self.forget(pid);
+        }
+        let mut by_tenant: BTreeMap<&str, Vec<&ProcessRecord>> = BTreeMap::new();
+        for r in &processes {
+            by_tenant.entry(&r.tenant).or_default().push(r);
+        }
+        let tenants = by_tenant
+            .iter()
+            .map(|(t, records)| TenantSnapshot::aggregate(t, records))
+            .collect();
+        DaemonSnapshot {
+            unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            tenants,
+            processes,
+            alerts: Vec::new(),
+            stats: DaemonStats {
+                attached_executables: self.executables.len(),
+                attach_failures_total: self.attach_failures,
+                ..Default::default()
+            },
+        }
+    }
+
+    pub fn watched(&self) -> usize {
+        self.targets.len()
+    }
+}
+
+/// Runs until SIGINT or SIGTERM.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("gprof-io")
+        .enable_all()
+        .build()
+        .context("starting the I/O runtime")?;
+    let kernel = Kernel::load()?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(config.metrics_addr))
+        .with_context(|| format!("metrics_addr {}: cannot listen", config.metrics_addr))?;
+    let published: Published = Arc::new(RwLock::new(String::new()));
+    runtime.spawn(http::serve(listener, published.clone()));
+
+    let node = std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty());
+    let resend = config.alerting.resend_interval.0;
+    let notifier = config.alerting.alertmanager_url.clone().map(|url| {
+        let host = node
+            .clone()
+            .unwrap_or_else(|| config.metrics_addr.to_string());
+        Notifier::spawn(
+            runtime.handle(),
+            url,
+            resend * 3,
+            format!("http://{host}/metrics"),
+        )
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        runtime.spawn(async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        log::error!("cannot watch SIGTERM: {e}");
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let common: BTreeMap<String, String> = node
+        .iter()
+        .map(|n| ("node".to_string(), n.clone()))
+        .collect();
+    let mut engine = AlertEngine::new(config.thresholds.clone(), common);
+    let mut watcher = Watcher::new(kernel, &config);
+    log::info!(
+        "gprof daemon {}: metrics on http://{}/metrics, sampling every {:?}, alerts to {}",
+        env!("CARGO_PKG_VERSION"),
+        config.metrics_addr,
+        config.interval.0,
+        config
+            .alerting
+            .alertmanager_url
+            .as_deref()
+            .unwrap_or("the log only")
+    );
+
+    let interval = config.interval.0;
+    let discovery_every = config.discovery.interval.0;
+    let mut next_discovery = Instant::now();
+    let mut next_sample = Instant::now() + interval;
+    let mut last_sent = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= next_discovery {
+            watcher.discover();
+            next_discovery = now + discovery_every;
+        }
+        if now >= next_sample {
+            let mut snapshot = watcher.sample();
+            let changes = engine.evaluate(&snapshot, now, SystemTime::now());
+            snapshot.alerts = engine.firing();
+            if let Some(n) = &notifier {
+                let changed = !changes.fired.is_empty() || !changes.resolved.is_empty();
+                if changed || (!snapshot.alerts.is_empty() && now - last_sent >= resend) {
+                    let mut batch = changes.resolved;
+                    batch.extend(snapshot.alerts.iter().cloned());
+                    n.send(batch);
+                    last_sent = now;
+                }
+                snapshot.stats.alert_notifications_failed_total =
+                    n.stats.failed.load(Ordering::Relaxed);
+                snapshot.stats.alert_notifications_dropped_total =
+                    n.stats.dropped.load(Ordering::Relaxed);
+            }
+            let text = prometheus::render(&snapshot, env!("CARGO_PKG_VERSION"), SelfUsage::read());
+            if let Ok(mut p) = published.write() {
+                *p = text;
+            }
+            next_sample += interval;
+            if next_sample < now {
+                next_sample = now + interval;
+            }
+        }
+        let wake = next_discovery.min(next_sample);
+        std::thread::sleep(
+            wake.saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100)),
+        );
+    }
+    log::info!("stopping: detaching from {} processes", watcher.watched());
+    drop(watcher);
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}

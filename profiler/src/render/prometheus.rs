@@ -1,0 +1,437 @@
+//! The daemon's snapshot in Prometheus text format (`prometheus` crate encoder). Names carry
+//! the `gprof_` prefix and base units; every process series carries `tenant`, `pid`, `comm`,
+//! `pod_uid` and `container_id` (empty when unknown), and disappears with its process.
+
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
+use prometheus::{Encoder, TextEncoder};
+
+use crate::snapshot::{DaemonSnapshot, ProcessRecord};
+
+/// Upper bounds (ns) of the exported pause histogram: every second power of two from 1 µs
+/// to 1 s, which the kernel's log2 buckets sum into exactly.
+const PAUSE_BOUNDS_LOG2: &[u32] = &[10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
+
+/// The daemon's own resource use.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SelfUsage {
+    pub cpu_seconds: f64,
+    pub resident_bytes: f64,
+}
+
+impl SelfUsage {
+    /// Reads /proc/self (utime + stime, RSS).
+    pub fn read() -> Self {
+        let ticks = 100.0; // USER_HZ on Linux
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let num = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // After comm: utime is field 14, stime 15, rss (pages) 24.
+        let page = 4096.0;
+        Self {
+            cpu_seconds: (num(11) + num(12)) / ticks,
+            resident_bytes: num(21) * page,
+        }
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let mut l = LabelPair::default();
+            l.set_name(k.to_string());
+            l.set_value(v.to_string());
+            l
+        })
+        .collect()
+}
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.to_string());
+    f.set_help(help.to_string());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
+
+fn gauge(l: Vec<LabelPair>, v: f64) -> Metric {
+    let mut g = Gauge::default();
+    g.set_value(v);
+    let mut m = Metric::from_label(l);
+    m.set_gauge(g);
+    m
+}
+
+fn counter(l: Vec<LabelPair>, v: f64) -> Metric {
+    let mut c = Counter::default();
+    c.set_value(v);
+    let mut m = Metric::from_label(l);
+    m.set_counter(c);
+    m
+}
+
+fn process_labels(r: &ProcessRecord) -> Vec<LabelPair> {
+    let pid = r.snapshot.pid.to_string();
+    labels(&[
+        ("tenant", &r.tenant),
+        ("pid", &pid),
+        ("comm", &r.snapshot.comm),
+        ("pod_uid", r.pod_uid.as_deref().unwrap_or("")),
+        ("container_id", r.container_id.as_deref().unwrap_or("")),
+    ])
+}
+
+fn pause_histogram(r: &ProcessRecord) -> Metric {
+    let s = &r.snapshot;
+    let mut buckets = Vec::new();
+    for &log2 in PAUSE_BOUNDS_LOG2 {
+        let bound = (1u64 << log2) as f64 / 1e9;
+        let cumulative: u64 = s
+            .gc_pause_buckets
+            .iter()
+            .filter(|b| b.le_seconds <= bound)
+            .map(|b| b.count)
+            .sum();
+        let mut b = Bucket::default();
+        b.set_upper_bound(bound);
+        b.set_cumulative_count(cumulative);
+        buckets.push(b);
+    }
+    let mut h = Histogram::default();
+    h.set_sample_count(s.gc_pauses_total);
+    h.set_sample_sum(s.gc_pause_seconds_total);
+    h.set_bucket(buckets);
+    let mut m = Metric::from_label(process_labels(r));
+    m.set_histogram(h);
+    m
+}
+
+/// Renders everything; `version` goes into `gprof_build_info`.
+pub fn render(snapshot: &DaemonSnapshot, version: &str, usage: SelfUsage) -> String {
+    use MetricType::{COUNTER, GAUGE, HISTOGRAM};
+    let procs = &snapshot.processes;
+    let per_process =
+        |f: &dyn Fn(&ProcessRecord) -> Option<f64>, kind: MetricType| -> Vec<Metric> {
+            procs
+                .iter()
+                .filter_map(|r| {
+                    let v = f(r)?;
+                    Some(if kind == COUNTER {
+                        counter(process_labels(r), v)
+                    } else {
+                        gauge(process_labels(r), v)
+                    })
+                })
+                .collect()
+        };
+    let mut families = vec![
+        family(
+            "gprof_goroutines",
+            "Live goroutines, as runtime.NumGoroutine() counts them.",
+            GAUGE,
+            per_process(&|r| Some(r.snapshot.goroutines as f64), GAUGE),
+        ),
+        family(
+            "gprof_system_goroutines",
+            "Runtime-internal goroutines (not in gprof_goroutines).",
+            GAUGE,
+            per_process(&|r| r.snapshot.system_goroutines.map(|v| v as f64), GAUGE),
+        ),
+        family(
+            "gprof_goroutines_created_total",
+            "Goroutines created since gprof attached.",
+            COUNTER,
+            per_process(
+                &|r| Some(r.snapshot.goroutines_created_total as f64),
+                COUNTER,
+            ),
+        ),
+        family(
+            "gprof_goroutines_exited_total",
+            "Goroutines exited since gprof attached.",
+            COUNTER,
+            per_process(
+                &|r| Some(r.snapshot.goroutines_exited_total as f64),
+                COUNTER,
+            ),
+        ),
+        family(
+            "gprof_goroutine_leak_rate_per_minute",
+            "Net growth of live goroutines per minute over the leak window.",
+            GAUGE,
+            per_process(&|r| Some(r.snapshot.goroutine_leak_rate_per_min), GAUGE),
+        ),
+        family(
+            "gprof_gfree_pool_size",
+            "Exited goroutines the runtime keeps for reuse (free-G lists).",
+            GAUGE,
+            per_process(&|r| r.snapshot.gfree_pool_size.map(|v| v as f64), GAUGE),
+        ),
+        family(
+            "gprof_gc_cycles_total",
+            "Completed GC cycles since gprof attached.",
+            COUNTER,
+            per_process(&|r| Some(r.snapshot.gc_cycles_total as f64), COUNTER),
+        ),
+        family(
+            "gprof_gc_pause_seconds",
+            "GC stop-the-world pauses since gprof attached.",
+            HISTOGRAM,
+            procs.iter().map(pause_histogram).collect(),
+        ),
+        family(
+            "gprof_gc_pause_p99_seconds",
+            "p99 of the GC pauses within the pause window.",
+            GAUGE,
+            per_process(&|r| Some(r.snapshot.gc_pause_p99_seconds), GAUGE),
+        ),
+        family(
+            "gprof_gc_pause_max_seconds",
+            "Longest GC pause since gprof attached.",
+            GAUGE,
+            per_process(&|r| Some(r.snapshot.gc_pause_max_seconds), GAUGE),
+        ),
+        family(
+            "gprof_stack_scanned_bytes",
+            "Stack memory of the live goroutines the last GC cycle scanned.",
+            GAUGE,
+            per_process(&|r| r.snapshot.last_gc_stack_bytes.map(|v| v as f64), GAUGE),
+        ),
+        family(
+            "gprof_stacks_scanned",
+            "Live goroutine stacks the last GC cycle scanned (system goroutines included).",
+            GAUGE,
+            per_process(
+                &|r| r.snapshot.last_gc_stacks_scanned.map(|v| v as f64),
+                GAUGE,
+            ),
+        ),
+        family(
+            "gprof_health_score",
+            "Health score of the process, 0 (bad) to 100.",
+            GAUGE,
+            per_process(&|r| Some(r.snapshot.health_score), GAUGE),
+        ),
+    ];
+    let tenant_family =
+        |name: &str, help: &str, f: &dyn Fn(&crate::snapshot::TenantSnapshot) -> f64| {
+            family(
+                name,
+                help,
+                GAUGE,
+                snapshot
+                    .tenants
+                    .iter()
+                    .map(|t| gauge(labels(&[("tenant", &t.tenant)]), f(t)))
+                    .collect(),
+            )
+        };
+    families.push(tenant_family(
+        "gprof_tenant_health_score",
+        "Health score of the tenant: that of its worst process.",
+        &|t| t.health_score,
+    ));
+    families.push(tenant_family(
+        "gprof_tenant_processes",
+        "Watched processes of the tenant.",
+        &|t| t.processes as f64,
+    ));
+    families.push(tenant_family(
+        "gprof_tenant_goroutines",
+        "Live goroutines of the tenant's processes.",
+        &|t| t.goroutines as f64,
+    ));
+    families.push(tenant_family(
+        "gprof_tenant_goroutine_leak_rate_per_minute",
+        "Sum of the leak rates of the tenant's processes.",
+        &|t| t.goroutine_leak_rate_per_min,
+    ));
+    let mut firing: std::collections::BTreeMap<(String, String, String), f64> = Default::default();
+    for a in &snapshot.alerts {
+        *firing
+            .entry((
+                a.tenant().to_string(),
+                a.alertname().to_string(),
+                a.severity().to_string(),
+            ))
+            .or_default() += 1.0;
+    }
+    families.push(family(
+        "gprof_alerts_firing",
+        "Alerts firing now.",
+        GAUGE,
+        firing
+            .iter()
+            .map(|((t, n, s), v)| {
+                gauge(
+                    labels(&[("tenant", t), ("alertname", n), ("severity", s)]),
+                    *v,
+                )
+            })
+            .collect(),
+    ));
+    let st = &snapshot.stats;
+    families.extend([
+        family(
+            "gprof_build_info",
+            "gprof's version.",
+            GAUGE,
+            vec![gauge(labels(&[("version", version)]), 1.0)],
+        ),
+        family(
+            "gprof_watched_processes",
+            "Go processes being watched.",
+            GAUGE,
+            vec![gauge(vec![], procs.len() as f64)],
+        ),
+        family(
+            "gprof_attached_executables",
+            "Executable files with probes attached.",
+            GAUGE,
+            vec![gauge(vec![], st.attached_executables as f64)],
+        ),
+        family(
+            "gprof_attach_failures_total",
+            "Go processes gprof could not attach to.",
+            COUNTER,
+            vec![counter(vec![], st.attach_failures_total as f64)],
+        ),
+        family(
+            "gprof_alert_notifications_failed_total",
+            "Failed deliveries to Alertmanager (each is retried).",
+            COUNTER,
+            vec![counter(vec![], st.alert_notifications_failed_total as f64)],
+        ),
+        family(
+            "gprof_alert_notifications_dropped_total",
+            "Alert updates dropped because the delivery queue was full.",
+            COUNTER,
+            vec![counter(vec![], st.alert_notifications_dropped_total as f64)],
+        ),
+        family(
+            "gprof_daemon_cpu_seconds_total",
+            "CPU time used by the gprof daemon.",
+            COUNTER,
+            vec![counter(vec![], usage.cpu_seconds)],
+        ),
+        family(
+            "gprof_daemon_resident_memory_bytes",
+            "Resident memory of the gprof daemon.",
+            GAUGE,
+            vec![gauge(vec![], usage.resident_bytes)],
+        ),
+    ]);
+    // Empty families are not written (a family needs at least one sample).
+    families.retain(|f| !f.get_metric().is_empty());
+    let mut out = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+        log::error!("encoding metrics: {e}");
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collector::buckets;
+    use crate::snapshot::{GoroutineSource, ProcessSnapshot, TenantSnapshot};
+
+    fn record(pid: u32, tenant: &str) -> ProcessRecord {
+        let mut hist = [0u64; profiler_common::PAUSE_BUCKETS];
+        hist[14] = 3; // 16-32 µs
+        hist[16] = 1; // 65-131 µs
+        ProcessRecord {
+            start_time: 1,
+            tenant: tenant.into(),
+            pod_uid: Some("1c2d3e4f-aaaa-bbbb-cccc-0123456789ab".into()),
+            container_id: None,
+            snapshot: ProcessSnapshot {
+                unix: 0.0,
+                pid,
+                comm: "svc".into(),
+                go_version: "go1.27.3".into(),
+                attached_seconds: 10.0,
+                goroutines: 1500,
+                goroutines_source: GoroutineSource::Runtime,
+                system_goroutines: Some(5),
+                goroutines_created_total: 4000,
+                goroutines_exited_total: 2500,
+                goroutine_create_rate_per_s: 2040.0,
+                goroutine_exit_rate_per_s: 2000.0,
+                goroutine_leak_rate_per_min: 2400.0,
+                gfree_pool_size: Some(40),
+                gomaxprocs: Some(2),
+                gc_cycles_total: 2,
+                gc_pauses_total: 4,
+                gc_pause_seconds_total: 0.0002,
+                gc_pause_max_seconds: 0.0001,
+                gc_pause_p99_seconds: 0.0001,
+                gc_pause_buckets: buckets(&hist),
+                other_pauses_total: 0,
+                other_pause_seconds_total: 0.0,
+                stack_scans_total: 3000,
+                stack_scanned_bytes_total: 3000 * 2048,
+                last_gc_stacks_scanned: Some(1505),
+                last_gc_stack_bytes: Some(1505 * 2048),
+                health_score: 60.0,
+                health: Default::default(),
+            },
+        }
+    }
+
+    #[test]
+    fn exposition_has_the_documented_series() {
+        let r = record(42, "insure-prod");
+        let snapshot = DaemonSnapshot {
+            tenants: vec![TenantSnapshot::aggregate("insure-prod", &[&r])],
+            processes: vec![r],
+            ..Default::default()
+        };
+        let text = render(&snapshot, "0.1.0", SelfUsage::default());
+        let labels = r#"tenant="insure-prod",pid="42",comm="svc",pod_uid="1c2d3e4f-aaaa-bbbb-cccc-0123456789ab",container_id="""#;
+        for line in [
+            format!("gprof_goroutines{{{labels}}} 1500"),
+            format!("gprof_goroutines_created_total{{{labels}}} 4000"),
+            format!("gprof_goroutines_exited_total{{{labels}}} 2500"),
+            format!("gprof_goroutine_leak_rate_per_minute{{{labels}}} 2400"),
+            format!("gprof_gfree_pool_size{{{labels}}} 40"),
+            format!("gprof_gc_cycles_total{{{labels}}} 2"),
+            format!("gprof_stack_scanned_bytes{{{labels}}} 3082240"),
+            format!("gprof_gc_pause_seconds_bucket{{{labels},le=\"0.000016384\"}} 0"),
+            format!("gprof_gc_pause_seconds_bucket{{{labels},le=\"0.000065536\"}} 3"),
+            format!("gprof_gc_pause_seconds_bucket{{{labels},le=\"0.000262144\"}} 4"),
+            format!("gprof_gc_pause_seconds_bucket{{{labels},le=\"+Inf\"}} 4"),
+            format!("gprof_gc_pause_seconds_count{{{labels}}} 4"),
+            "gprof_tenant_health_score{tenant=\"insure-prod\"} 60".to_string(),
+            "gprof_build_info{version=\"0.1.0\"} 1".to_string(),
+            "# TYPE gprof_gc_pause_seconds histogram".to_string(),
+            "# TYPE gprof_goroutines_created_total counter".to_string(),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(!text.contains("\ngo_"), "never bare go_* names");
+    }
+
+    #[test]
+    fn an_exited_process_leaves_no_series() {
+        let text = render(&DaemonSnapshot::default(), "0.1.0", SelfUsage::default());
+        assert!(!text.contains("pid="), "{text}");
+        assert!(text.contains("gprof_watched_processes 0"));
+    }
+}
