@@ -29,6 +29,12 @@ use crate::tenancy::{self, Facts, Placement};
 /// Executables refused (unsupported release, unreadable layout) are remembered so that each
 /// is reported once; the set is cleared when it grows past this.
 const MAX_REFUSED: usize = 4096;
+/// How long an executable keeps its probes (and its plan) after its last process exits:
+/// processes that run it again (restarts, cron jobs, short-lived workers) reuse them instead
+/// of paying for a new plan and attachment each time.
+const EXE_GRACE: Duration = Duration::from_secs(60);
+/// Idle executables kept attached at most (the longest idle go first).
+const MAX_IDLE_EXECUTABLES: usize = 64;
 
 struct Watched {
     target: Target,
@@ -44,6 +50,8 @@ pub struct Watcher {
     health: HealthModel,
     targets: BTreeMap<u32, Watched>,
     executables: HashMap<ExeKey, Arc<Executable>>,
+    /// Executables with no watched process, since when.
+    idle: HashMap<ExeKey, Instant>,
     refused: HashSet<ExeKey>,
     attach_failures: u64,
 }
@@ -58,6 +66,7 @@ impl Watcher {
             health: config.health,
             targets: BTreeMap::new(),
             executables: HashMap::new(),
+            idle: HashMap::new(),
             refused: HashSet::new(),
             attach_failures: 0,
         }
@@ -127,7 +136,6 @@ impl Watcher {
                     self.attach_failures += 1;
                 }
             }
-            self.drop_unused_executables();
         }
     }
 
@@ -139,21 +147,29 @@ impl Watcher {
                 "pid={pid} comm={} exited; no longer watched",
                 w.target.process.comm
             );
-            self.drop_unused_executables();
         }
     }
 
-    fn drop_unused_executables(&mut self) {
+    /// Detaches executables idle for longer than [`EXE_GRACE`], or beyond
+    /// [`MAX_IDLE_EXECUTABLES`].
+    fn expire_idle_executables(&mut self, now: Instant) {
         let used: HashSet<ExeKey> = self.targets.values().map(|w| w.target.exe).collect();
-        let unused: Vec<ExeKey> = self
-            .executables
-            .keys()
-            .filter(|k| !used.contains(k))
-            .copied()
-            .collect();
-        for key in unused {
-            self.kernel.detach(key);
-            self.executables.remove(&key);
+        for key in self.executables.keys() {
+            if used.contains(key) {
+                self.idle.remove(key);
+            } else {
+                self.idle.entry(*key).or_insert(now);
+            }
+        }
+        let mut idle: Vec<(ExeKey, Instant)> = self.idle.iter().map(|(k, t)| (*k, *t)).collect();
+        idle.sort_by_key(|&(_, since)| since);
+        let excess = idle.len().saturating_sub(MAX_IDLE_EXECUTABLES);
+        for (i, (key, since)) in idle.into_iter().enumerate() {
+            if i < excess || now - since >= EXE_GRACE {
+                self.kernel.detach(key);
+                self.executables.remove(&key);
+                self.idle.remove(&key);
+            }
         }
     }
 
@@ -182,6 +198,7 @@ impl Watcher {
         for pid in gone {
             self.forget(pid);
         }
+        self.expire_idle_executables(Instant::now());
         let mut by_tenant: BTreeMap<&str, Vec<&ProcessRecord>> = BTreeMap::new();
         for r in &processes {
             by_tenant.entry(&r.tenant).or_default().push(r);
@@ -199,6 +216,7 @@ impl Watcher {
             alerts: Vec::new(),
             stats: DaemonStats {
                 attached_executables: self.executables.len(),
+                kernel_filter_entries: self.kernel.filter_entries(),
                 attach_failures_total: self.attach_failures,
                 ..Default::default()
             },
@@ -288,7 +306,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
         if now >= next_sample {
             let mut snapshot = watcher.sample();
-            let changes = engine.evaluate(&snapshot, now, SystemTime::now());
+            // Holds are measured on the sampling schedule, not on when the thread woke, so
+            // that `for: 10s` means five 2 s intervals whatever the wake-up jitter.
+            let changes = engine.evaluate(&snapshot, next_sample, SystemTime::now());
             snapshot.alerts = engine.firing();
             if let Some(n) = &notifier {
                 let changed = !changes.fired.is_empty() || !changes.resolved.is_empty();

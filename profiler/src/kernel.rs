@@ -7,6 +7,7 @@ use std::path::Path;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues, RingBuf};
 use aya::programs::UProbe;
+use aya::programs::uprobe::UProbeLink;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use profiler_common::{Counters, Event, GcState, MAX_SLOTS, ProcConfig, maps};
@@ -137,6 +138,9 @@ pub struct Kernel {
     attachments: HashMap<ExeKey, Attachment>,
     free_slots: Vec<u32>,
     slots: HashMap<u32, u32>,
+    /// Detached links are dropped on a thread of their own: removing a uprobe waits for the
+    /// kernel to synchronize (up to hundreds of milliseconds), which must not stall sampling.
+    reaper: std::sync::mpsc::Sender<Vec<UProbeLink>>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
@@ -190,9 +194,19 @@ impl Kernel {
             PerCpuArray::try_from(take(maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
         let gc_state = Array::try_from(take(maps::GC_STATE)?).map_err(map_err(maps::GC_STATE))?;
         let events = RingBuf::try_from(take(maps::EVENTS)?).map_err(map_err(maps::EVENTS))?;
+        let (reaper, dropped) = std::sync::mpsc::channel::<Vec<UProbeLink>>();
+        std::thread::Builder::new()
+            .name("gprof-detach".into())
+            .spawn(move || {
+                for links in dropped {
+                    drop(links);
+                }
+            })
+            .map_err(|e| KernelError::Load(format!("starting the detach thread: {e}")))?;
         Ok(Self {
             ebpf,
             procs,
+            reaper,
             counters,
             gc_state,
             events,
@@ -262,10 +276,15 @@ impl Kernel {
     }
 
     fn detach_links(&mut self, links: Vec<(&'static str, UProbeLinkId)>) {
+        let mut owned = Vec::new();
         for (program, link) in links {
-            if let Err(e) = self.uprobe(program).detach(link) {
-                log::warn!("detaching {program}: {e}");
+            match self.uprobe(program).take_link(link) {
+                Ok(l) => owned.push(l),
+                Err(e) => log::warn!("detaching {program}: {e}"),
             }
+        }
+        if let Err(std::sync::mpsc::SendError(links)) = self.reaper.send(owned) {
+            drop(links);
         }
     }
 
@@ -329,6 +348,12 @@ impl Kernel {
 
     pub fn watched(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Entries of the in-kernel PROCS filter, counted in the map itself (a check that
+    /// exited processes leave nothing behind).
+    pub fn filter_entries(&self) -> usize {
+        self.procs.keys().filter(Result::is_ok).count()
     }
 
     /// A slot's counters, summed over CPUs.

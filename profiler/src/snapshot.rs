@@ -165,6 +165,8 @@ pub struct DaemonSnapshot {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct DaemonStats {
     pub attached_executables: usize,
+    /// Entries in the kernel's PROCS filter map (equals the watched processes).
+    pub kernel_filter_entries: usize,
     pub attach_failures_total: u64,
     pub alert_notifications_failed_total: u64,
     pub alert_notifications_dropped_total: u64,

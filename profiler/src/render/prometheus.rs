@@ -292,6 +292,12 @@ pub fn render(snapshot: &DaemonSnapshot, version: &str, usage: SelfUsage) -> Str
             vec![gauge(labels(&[("version", version)]), 1.0)],
         ),
         family(
+            "gprof_snapshot_timestamp_seconds",
+            "When the figures served here were sampled (seconds since the epoch).",
+            GAUGE,
+            vec![gauge(vec![], snapshot.unix)],
+        ),
+        family(
             "gprof_watched_processes",
             "Go processes being watched.",
             GAUGE,
@@ -302,6 +308,12 @@ pub fn render(snapshot: &DaemonSnapshot, version: &str, usage: SelfUsage) -> Str
             "Executable files with probes attached.",
             GAUGE,
             vec![gauge(vec![], st.attached_executables as f64)],
+        ),
+        family(
+            "gprof_kernel_filter_entries",
+            "Processes in the kernel's filter map (equals gprof_watched_processes).",
+            GAUGE,
+            vec![gauge(vec![], st.kernel_filter_entries as f64)],
         ),
         family(
             "gprof_attach_failures_total",

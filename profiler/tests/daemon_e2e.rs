@@ -1,0 +1,422 @@
+//! The daemon end to end, with a real Prometheus scraping it and a real Alertmanager receiving
+//! its alerts, all on loopback: two Go programs under tenants `insure-prod` (leaking 40
+//! goroutines/s) and `billing` (not leaking).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// The daemon, with its log lines collected (stderr).
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<Vec<(Instant, String)>>>,
+    port: u16,
+}
+
+impl Daemon {
+    fn start(config: &str, args: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "gprof-daemon-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gprof.yaml");
+        std::fs::write(&path, config).unwrap();
+        let port = free_port();
+        let mut child = Command::new(gprof())
+            .args(["daemon", "--config"])
+            .arg(&path)
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push((Instant::now(), line));
+            }
+        });
+        let d = Self { child, log, port };
+        assert!(
+            wait_for(Duration::from_secs(20), || http_get(port, "/healthz")
+                .is_some()),
+            "the daemon did not start: {:?}",
+            d.log.lock().unwrap()
+        );
+        d
+    }
+
+    fn metrics(&self) -> String {
+        http_get(self.port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    /// When the daemon logged a line containing `needle`.
+    fn logged(&self, needle: &str) -> Option<Instant> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, l)| l.contains(needle))
+            .map(|(t, _)| *t)
+    }
+
+    fn log_text(&self) -> String {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SIGTERM: the daemon detaches and exits 0.
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of `name{...tenant="t"...}` in a text exposition.
+fn series(text: &str, name: &str, label: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn alertmanager_alerts(port: u16) -> Vec<Value> {
+    http_get(
+        port,
+        "/api/v2/alerts?active=true&silenced=false&inhibited=false",
+    )
+    .and_then(|(s, b)| (s == 200).then_some(b))
+    .and_then(|b| serde_json::from_str::<Value>(&b).ok())
+    .and_then(|v| v.as_array().cloned())
+    .unwrap_or_default()
+}
+
+fn prometheus_query(port: u16, query: &str) -> Vec<Value> {
+    let q: String = query
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    http_get(port, &format!("/api/v1/query?query={q}"))
+        .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok())
+        .and_then(|v| v["data"]["result"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn tenants_alerts_prometheus_and_alertmanager() {
+    let test = "tenants_alerts_prometheus_and_alertmanager";
+    if !require_root(test) {
+        return;
+    }
+    let Some(workload) = go_target(test, "workload", "1.27.3", "stripped") else {
+        return;
+    };
+    let Some(old_workload) = go_target(test, "workload", "1.19", "plain") else {
+        return;
+    };
+    let (Some(alertmanager), Some(prometheus)) =
+        (which("prometheus-alertmanager"), which("prometheus"))
+    else {
+        skip(
+            test,
+            "prometheus and prometheus-alertmanager are needed (cargo xtask setup)",
+        );
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("gprof-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // A real Alertmanager on loopback.
+    let am_port = free_port();
+    std::fs::write(
+        dir.join("am.yml"),
+        "route:\n  receiver: none\nreceivers:\n  - name: none\n",
+    )
+    .unwrap();
+    let _am = Spawned::start(Command::new(alertmanager).args([
+        format!("--config.file={}", dir.join("am.yml").display()),
+        format!("--storage.path={}", dir.join("am-data").display()),
+        format!("--web.listen-address=127.0.0.1:{am_port}"),
+        "--cluster.listen-address=".into(),
+    ]));
+    assert!(wait_for(Duration::from_secs(20), || http_get(
+        am_port, "/-/ready"
+    )
+    .is_some_and(|(s, _)| s == 200)));
+
+    // The configuration, ports changed.
+    let config = "metrics_addr: \"127.0.0.1:9477\"\ninterval: 2s\ntenants:\n  env_var: GPROF_TENANT\n  default: unassigned\nthresholds:\n  - metric: goroutine_leak_rate_per_min\n    warning: 600\n    critical: 1200\n    for: 10s\nalerting:\n  alertmanager_url: \"http://127.0.0.1:9093\"\n";
+    let am_url = format!("http://127.0.0.1:{am_port}");
+    let daemon = Daemon::start(config, &["--alertmanager-url", &am_url]);
+
+    // A real Prometheus scraping the daemon every second.
+    let prom_port = free_port();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: gprof\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            daemon.port
+        ),
+    )
+    .unwrap();
+    let _prom = Spawned::start(Command::new(prometheus).args([
+        format!("--config.file={}", dir.join("prometheus.yml").display()),
+        format!("--storage.tsdb.path={}", dir.join("prom-data").display()),
+        format!("--web.listen-address=127.0.0.1:{prom_port}"),
+    ]));
+
+    // The two tenants' programs start after the daemon: each must be watched within 2 s.
+    let started = Instant::now();
+    let leaking = Spawned::start(
+        Command::new(&workload)
+            .env("GPROF_TENANT", "insure-prod")
+            .args([
+                "-leak-rate",
+                "40",
+                "-churn-rate",
+                "200",
+                "-gc-every",
+                "2s",
+                "-report",
+                "0",
+            ]),
+    );
+    let healthy = Spawned::start(
+        Command::new(&old_workload)
+            .env("GPROF_TENANT", "billing")
+            .args([
+                "-leak-rate",
+                "0",
+                "-churn-rate",
+                "200",
+                "-gc-every",
+                "2s",
+                "-report",
+                "0",
+            ]),
+    );
+    for (p, tenant) in [(&leaking, "insure-prod"), (&healthy, "billing")] {
+        let needle = format!("watching pid={} ", p.pid());
+        assert!(
+            wait_for(Duration::from_secs(5), || daemon.logged(&needle).is_some()),
+            "{}",
+            daemon.log_text()
+        );
+        let after = daemon.logged(&needle).unwrap() - started;
+        assert!(
+            after <= Duration::from_secs(2),
+            "{tenant}: attached after {after:?}"
+        );
+        assert!(daemon.log_text().contains(&format!("tenant={tenant}")));
+    }
+
+    // The alert: from when the tenant's leak rate is above 1200/min for good, Alertmanager
+    // has it within `for` (10 s) + one interval (2 s) + 1 s for delivery. The early estimates
+    // (a slope over few samples) may cross and fall back; the hold restarts each time.
+    let leak = |m: &str, t: &str| {
+        series(
+            m,
+            "gprof_tenant_goroutine_leak_rate_per_minute",
+            &format!("tenant=\"{t}\""),
+        )
+    };
+    let mut above_since: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let fired_at = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no alert in Alertmanager: {}",
+            daemon.log_text()
+        );
+        if alertmanager_alerts(am_port)
+            .iter()
+            .any(|a| a["labels"]["tenant"] == "insure-prod")
+        {
+            break Instant::now();
+        }
+        match leak(&daemon.metrics(), "insure-prod") {
+            Some(v) if v > 1200.0 => {
+                above_since.get_or_insert(Instant::now());
+            }
+            _ => above_since = None,
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let delay = fired_at - above_since.expect("the leak rate was never above the threshold");
+    assert!(
+        delay <= Duration::from_secs(13),
+        "alert reached Alertmanager {delay:?} after the threshold held"
+    );
+    let alerts = alertmanager_alerts(am_port);
+    let ours: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["labels"]["alertname"] == "GprofGoroutineLeak")
+        .collect();
+    assert_eq!(ours.len(), 1, "one firing alert: {alerts:?}");
+    assert_eq!(ours[0]["labels"]["severity"], "critical");
+    assert!(
+        ours[0]["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("tenant insure-prod")
+    );
+
+    // Within a minute: leak rates and health per tenant, as Prometheus scraped them.
+    std::thread::sleep(Duration::from_secs(20));
+    let m = daemon.metrics();
+    let insure = leak(&m, "insure-prod").unwrap();
+    let billing = leak(&m, "billing").unwrap();
+    assert!(
+        (insure - 2400.0).abs() <= 2400.0 * 0.05,
+        "insure-prod leaks {insure}/min"
+    );
+    assert!(billing.abs() <= 30.0, "billing leaks {billing}/min");
+    let health =
+        |t: &str| series(&m, "gprof_tenant_health_score", &format!("tenant=\"{t}\"")).unwrap();
+    assert!(health("insure-prod") < health("billing"), "{m}");
+    let scraped = prometheus_query(prom_port, "gprof_goroutine_leak_rate_per_minute");
+    let by_tenant = |t: &str| {
+        scraped
+            .iter()
+            .find(|r| r["metric"]["tenant"] == t)
+            .and_then(|r| r["value"][1].as_str()?.parse::<f64>().ok())
+    };
+    let scraped_insure = by_tenant("insure-prod").expect("Prometheus has insure-prod's series");
+    assert!(
+        (scraped_insure - 2400.0).abs() <= 120.0,
+        "Prometheus: {scraped_insure}"
+    );
+    assert!(
+        by_tenant("billing")
+            .expect("Prometheus has billing's series")
+            .abs()
+            <= 30.0
+    );
+    let scraped_pid = scraped
+        .iter()
+        .find(|r| r["metric"]["tenant"] == "insure-prod")
+        .map(|r| r["metric"]["pid"].clone())
+        .unwrap();
+    assert_eq!(scraped_pid, leaking.pid().to_string());
+    assert!(
+        !alertmanager_alerts(am_port)
+            .iter()
+            .any(|a| a["labels"]["tenant"] == "billing"),
+        "billing must get no alert"
+    );
+    assert!(m.contains("gprof_alerts_firing{tenant=\"insure-prod\",alertname=\"GprofGoroutineLeak\",severity=\"critical\"} 1"));
+    eprintln!(
+        "{test}: leak insure-prod {insure:.0}/min, billing {billing:.1}/min; health {} vs {}; alert after {delay:?}",
+        health("insure-prod"),
+        health("billing")
+    );
+
+    // The leaking process exits: its series go, and the alert resolves.
+    let pid = leaking.pid();
+    drop(leaking);
+    assert!(wait_for(Duration::from_secs(8), || !daemon
+        .metrics()
+        .contains(&format!("pid=\"{pid}\""))));
+    assert!(
+        wait_for(Duration::from_secs(10), || !alertmanager_alerts(am_port)
+            .iter()
+            .any(|a| a["labels"]["tenant"] == "insure-prod")),
+        "the alert did not resolve: {:?}",
+        alertmanager_alerts(am_port)
+    );
+    assert!(daemon.log_text().contains("alert=resolved"));
+    drop(healthy);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Alertmanager down: the daemon keeps sampling, serving metrics and logging alerts, and
+/// counts the failed deliveries.
+#[test]
+fn alertmanager_down_does_not_stall_the_daemon() {
+    let test = "alertmanager_down_does_not_stall_the_daemon";
+    if !require_root(test) {
+        return;
+    }
+    let Some(workload) = go_target(test, "workload", "1.27.3", "plain") else {
+        return;
+    };
+    let dead = free_port();
+    let config = "interval: 500ms\nthresholds:\n  - metric: goroutines\n    warning: 1\n";
+    let daemon = Daemon::start(
+        config,
+        &["--alertmanager-url", &format!("http://127.0.0.1:{dead}")],
+    );
+    let target = Spawned::start(Command::new(&workload).env("GPROF_TENANT", "lonely").args([
+        "-leak-rate",
+        "5",
+        "-report",
+        "0",
+    ]));
+    assert!(wait_for(Duration::from_secs(10), || daemon
+        .log_text()
+        .contains("alert=firing")));
+    let failed = || {
+        daemon
+            .metrics()
+            .lines()
+            .find(|l| l.starts_with("gprof_alert_notifications_failed_total "))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || failed() >= 1.0),
+        "{}",
+        daemon.log_text()
+    );
+    // Sampling goes on at its pace: the goroutine count keeps rising.
+    let goroutines = || {
+        series(
+            &daemon.metrics(),
+            "gprof_goroutines",
+            &format!("pid=\"{}\"", target.pid()),
+        )
+    };
+    let before = goroutines().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let after = goroutines().unwrap();
+    assert!(
+        after >= before + 10.0,
+        "sampling stalled: {before} then {after}"
+    );
+    assert!(
+        daemon.log_text().contains("retrying in"),
+        "{}",
+        daemon.log_text()
+    );
+}
