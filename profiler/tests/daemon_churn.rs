@@ -11,6 +11,15 @@ use common::*;
 const PROCESSES: usize = 300;
 const AT_ONCE: usize = 10;
 
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn gauge(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.split_whitespace().next() == Some(name))
@@ -40,13 +49,16 @@ fn hundreds_of_short_lived_processes() {
     .unwrap();
     let port = free_port();
     let log_path = dir.join("daemon.log");
-    let mut daemon = Command::new(gprof())
-        .args(["daemon", "--config"])
-        .arg(dir.join("gprof.yaml"))
-        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    // Killed on drop, also when an assertion fails.
+    let mut daemon = KillOnDrop(
+        Command::new(gprof())
+            .args(["daemon", "--config"])
+            .arg(dir.join("gprof.yaml"))
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let metrics = || {
         http_get(port, "/metrics")
@@ -129,7 +141,7 @@ fn hundreds_of_short_lived_processes() {
         peak_watched >= 3.0,
         "the daemon never watched the processes (peak {peak_watched})"
     );
-    assert!(daemon.try_wait().unwrap().is_none(), "the daemon died");
+    assert!(daemon.0.try_wait().unwrap().is_none(), "the daemon died");
     eprintln!(
         "{test}: {PROCESSES} processes in {elapsed:?}, up to {peak_watched} watched at once; RSS {:.1} MiB after 50, {:.1} MiB after {PROCESSES}",
         rss_early / 1048576.0,
@@ -137,12 +149,7 @@ fn hundreds_of_short_lived_processes() {
     );
     // SIGTERM: clean exit.
     // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    assert!(wait_for(Duration::from_secs(10), || daemon
-        .try_wait()
-        .ok()
-        .flatten()
-        .is_some()));
-    let _ = daemon.wait();
+    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGTERM) };
+    assert!(wait_for(Duration::from_secs(10), || daemon.0.try_wait().ok().flatten().is_some()));
     let _ = std::fs::remove_dir_all(&dir);
 }
