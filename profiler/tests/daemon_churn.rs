@@ -150,6 +150,11 @@ fn hundreds_of_short_lived_processes() {
     // SIGTERM: clean exit.
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(daemon.0.id() as i32, libc::SIGTERM) };
-    assert!(wait_for(Duration::from_secs(10), || daemon.0.try_wait().ok().flatten().is_some()));
+    assert!(wait_for(Duration::from_secs(10), || daemon
+        .0
+        .try_wait()
+        .ok()
+        .flatten()
+        .is_some()));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -198,34 +198,20 @@ fn tenants_alerts_prometheus_and_alertmanager() {
 
     // The two tenants' programs start after the daemon: each must be watched within 2 s.
     let started = Instant::now();
-    let leaking = Spawned::start(
-        Command::new(&workload)
-            .env("GPROF_TENANT", "insure-prod")
-            .args([
-                "-leak-rate",
-                "40",
-                "-churn-rate",
-                "200",
-                "-gc-every",
-                "2s",
-                "-report",
-                "0",
-            ]),
-    );
-    let healthy = Spawned::start(
-        Command::new(&old_workload)
-            .env("GPROF_TENANT", "billing")
-            .args([
-                "-leak-rate",
-                "0",
-                "-churn-rate",
-                "200",
-                "-gc-every",
-                "2s",
-                "-report",
-                "0",
-            ]),
-    );
+    let tenant_program = |bin: &std::path::Path, tenant: &str, leak_per_s: &str| {
+        Spawned::start(Command::new(bin).env("GPROF_TENANT", tenant).args([
+            "-leak-rate",
+            leak_per_s,
+            "-churn-rate",
+            "200",
+            "-gc-every",
+            "2s",
+            "-report",
+            "0",
+        ]))
+    };
+    let leaking = tenant_program(&workload, "insure-prod", "40");
+    let healthy = tenant_program(&old_workload, "billing", "0");
     for (p, tenant) in [(&leaking, "insure-prod"), (&healthy, "billing")] {
         let needle = format!("watching pid={} ", p.pid());
         assert!(
