@@ -86,7 +86,7 @@ pub fn report(bin: &GoBinary, process: Option<&Process>) -> Report {
             .and_then(|bias| {
                 Ok(RuntimeReader::new(
                     p.memory()?,
-                    plan.layout,
+                    &plan.layout,
                     &plan.globals,
                     bias,
                 )?)
@@ -124,11 +124,7 @@ pub fn report(bin: &GoBinary, process: Option<&Process>) -> Report {
 }
 
 fn describe_plan(t: &mut String, plan: &ProbePlan) {
-    let _ = writeln!(
-        t,
-        "layout:         table for go1.{}-go1.{}",
-        plan.layout.minors.0, plan.layout.minors.1
-    );
+    let _ = writeln!(t, "struct offsets: {}", plan.layout_source.describe());
     let _ = writeln!(t, "probes:");
     for p in &plan.probes {
         for (site, offset) in p.sites.iter().zip(&p.offsets) {

@@ -189,6 +189,10 @@ impl Watcher {
                     snapshot,
                 }),
                 Err(TargetError::Gone(_)) => gone.push(pid),
+                Err(TargetError::Execed(_)) => {
+                    log::info!("pid={pid} replaced its program (exec)");
+                    gone.push(pid);
+                }
                 Err(e) => {
                     log::warn!("pid={pid}: {:#}; no longer watched", anyhow::Error::from(e));
                     gone.push(pid);

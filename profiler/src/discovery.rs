@@ -14,8 +14,9 @@ const MAX_VERDICTS: usize = 8192;
 
 #[derive(Default)]
 pub struct Discovery {
-    /// Every process seen in the last scan, watched or not.
-    seen: HashSet<ProcessId>,
+    /// Every process seen in the last scan, watched or not, with the executable it ran (a
+    /// process that execs another program is seen anew).
+    seen: HashSet<(ProcessId, ExeKey)>,
     /// Whether an executable file is a Go program.
     verdicts: HashMap<ExeKey, bool>,
     exclude_comm: Vec<Pattern>,
@@ -62,8 +63,9 @@ impl Discovery {
                     continue;
                 }
             };
-            now_seen.insert(process.id);
-            if self.seen.contains(&process.id) {
+            let key = (process.id, ExeKey::of(&process));
+            now_seen.insert(key);
+            if self.seen.contains(&key) {
                 continue;
             }
             if self

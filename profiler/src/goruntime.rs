@@ -275,14 +275,27 @@ pub enum UnsupportedRelease {
     )]
     Unverified(String),
     #[error(
-        "{0} is newer than the newest release gprof knows (go1.{newest}); its runtime layout is unverified",
+        "{0} is newer than the newest release gprof knows (go1.{newest}) and the binary has no DWARF to read its runtime layout from",
         newest = newest_minor()
     )]
     TooNew(String),
+    #[error(
+        "{0} is newer than the newest release gprof knows (go1.{newest}) and its DWARF lacks what gprof reads: {1}",
+        newest = newest_minor()
+    )]
+    TooNewUnreadable(String, String),
 }
 
 fn newest_minor() -> u32 {
-    LAYOUTS.iter().map(|l| l.minors.1).max().unwrap_or(0)
+    newest_layout().minors.1
+}
+
+/// The table entry of the newest known release.
+pub fn newest_layout() -> &'static Layout {
+    LAYOUTS
+        .iter()
+        .max_by_key(|l| l.minors.1)
+        .expect("the table is not empty")
 }
 
 /// The layout of a release, or why there is none.
@@ -410,6 +423,8 @@ pub mod globals {
 pub mod sections {
     pub const BUILDINFO: &str = ".go.buildinfo";
     pub const PCLNTAB: &str = ".gopclntab";
+    /// Where position-independent builds of Go <= 1.19 keep it (it needs relocations there).
+    pub const PCLNTAB_NAMES: &[&str] = &[PCLNTAB, ".data.rel.ro.gopclntab"];
     /// Go 1.27 moved `runtime.firstmoduledata` into its own section.
     pub const MODULEDATA_CANDIDATES: &[&str] = &[".go.module", ".noptrdata", ".data"];
 }
@@ -488,5 +503,145 @@ mod tests {
             .map(|p| p.function)
             .collect();
         assert_eq!(user, ["runtime.gcMarkTermination"]);
+    }
+}
+
+/// The struct fields gprof reads, as (struct, field path) in DWARF's names.
+pub mod dwarf_fields {
+    pub const G: &str = "runtime.g";
+    pub const M: &str = "runtime.m";
+    pub const P: &str = "runtime.p";
+    pub const SCHED: &str = "runtime.schedt";
+    pub const WORK: &str = "runtime.workType";
+    pub const MSTATS: &str = "runtime.mstats";
+}
+
+/// The layout a binary's DWARF describes. `template` gives what DWARF cannot say (calling
+/// conventions and pause-clock semantics) and `minors`: the table entry of the same release,
+/// or of the newest known release for a newer one.
+pub fn layout_from_dwarf(
+    types: &crate::binary::dwarf::Types,
+    template: &Layout,
+) -> Result<Layout, String> {
+    use dwarf_fields::*;
+    let off = |ty: &str, path: &[&str]| {
+        types
+            .offset(ty, path)
+            .ok_or_else(|| format!("DWARF has no {ty}.{}", path.join(".")))
+    };
+    let sched_gfree = if types.has(SCHED, &["gFree", "n"]) {
+        SchedGFree::Counter {
+            stack: off(SCHED, &["gFree", "stack"])?,
+            no_stack: off(SCHED, &["gFree", "noStack"])?,
+            n: off(SCHED, &["gFree", "n"])?,
+        }
+    } else {
+        let layout = SchedGFree::Sized {
+            stack: off(SCHED, &["gFree", "stack"])?,
+            no_stack: off(SCHED, &["gFree", "noStack"])?,
+        };
+        // The sizes must sit right after each list head, as `SchedGFree::Sized` assumes.
+        if layout.count_offsets()
+            != [
+                off(SCHED, &["gFree", "stack", "size"])?,
+                off(SCHED, &["gFree", "noStack", "size"])?,
+            ]
+        {
+            return Err("sched.gFree lists do not carry their size after their head".into());
+        }
+        layout
+    };
+    let p_gfree_count = off(P, &["gFree", "n"]).or_else(|_| off(P, &["gFree", "size"]))?;
+    let pause_clock = match template.pause_clock {
+        PauseClock::Registers => PauseClock::Registers,
+        PauseClock::Globals { .. } => PauseClock::Globals {
+            work_t_sweep_term: off(WORK, &["tSweepTerm"])?,
+            work_pause_start: off(WORK, &["pauseStart"])?,
+            last_gc_unix: off(MSTATS, &["last_gc_unix"])?,
+            last_gc_nanotime: off(MSTATS, &["last_gc_nanotime"])?,
+        },
+    };
+    Ok(Layout {
+        minors: template.minors,
+        g_m: off(G, &["m"])?,
+        g_atomicstatus: off(G, &["atomicstatus"])?,
+        g_goid: off(G, &["goid"])?,
+        g_gopc: off(G, &["gopc"])?,
+        g_startpc: off(G, &["startpc"])?,
+        m_curg: off(M, &["curg"])?,
+        m_preemptoff: off(M, &["preemptoff"])?,
+        p_gfree_count,
+        sched_ngsys: off(SCHED, &["ngsys"])?,
+        sched_gfree,
+        stw_reason_source: template.stw_reason_source,
+        pause_clock,
+    })
+}
+
+impl Layout {
+    /// The fields in which two layouts differ, for messages.
+    pub fn differences(&self, other: &Layout) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cmp = |name: &str, a: String, b: String| {
+            if a != b {
+                out.push(format!("{name}: {a} vs {b}"));
+            }
+        };
+        cmp(
+            "g.m",
+            format!("{:#x}", self.g_m),
+            format!("{:#x}", other.g_m),
+        );
+        cmp(
+            "g.atomicstatus",
+            format!("{:#x}", self.g_atomicstatus),
+            format!("{:#x}", other.g_atomicstatus),
+        );
+        cmp(
+            "g.goid",
+            format!("{:#x}", self.g_goid),
+            format!("{:#x}", other.g_goid),
+        );
+        cmp(
+            "g.gopc",
+            format!("{:#x}", self.g_gopc),
+            format!("{:#x}", other.g_gopc),
+        );
+        cmp(
+            "g.startpc",
+            format!("{:#x}", self.g_startpc),
+            format!("{:#x}", other.g_startpc),
+        );
+        cmp(
+            "m.curg",
+            format!("{:#x}", self.m_curg),
+            format!("{:#x}", other.m_curg),
+        );
+        cmp(
+            "m.preemptoff",
+            format!("{:#x}", self.m_preemptoff),
+            format!("{:#x}", other.m_preemptoff),
+        );
+        cmp(
+            "p.gFree count",
+            format!("{:#x}", self.p_gfree_count),
+            format!("{:#x}", other.p_gfree_count),
+        );
+        cmp(
+            "schedt.ngsys",
+            format!("{:#x}", self.sched_ngsys),
+            format!("{:#x}", other.sched_ngsys),
+        );
+        cmp(
+            "schedt.gFree",
+            format!("{:x?}", self.sched_gfree),
+            format!("{:x?}", other.sched_gfree),
+        );
+        cmp(
+            "pause clock",
+            format!("{:x?}", self.pause_clock),
+            format!("{:x?}", other.pause_clock),
+        );
+        out
     }
 }

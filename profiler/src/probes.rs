@@ -30,15 +30,51 @@ pub struct PlannedProbe {
     pub offsets: Vec<u64>,
 }
 
+/// Where a plan's struct offsets come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LayoutSource {
+    /// gprof's table (the binary has no DWARF).
+    Table,
+    /// gprof's table, and the binary's DWARF agrees with it.
+    TableCheckedByDwarf,
+    /// The binary's DWARF, which differs from the table (a patched toolchain, another
+    /// GOEXPERIMENT...): the differences.
+    DwarfOverTable(Vec<String>),
+    /// The binary's DWARF, for a release newer than the table; conventions of go1.N assumed.
+    DwarfNewerRelease(u32),
+}
+
+impl LayoutSource {
+    pub fn describe(&self) -> String {
+        match self {
+            LayoutSource::Table => "gprof's table (no DWARF to check it against)".into(),
+            LayoutSource::TableCheckedByDwarf => {
+                "gprof's table, checked against the binary's DWARF".into()
+            }
+            LayoutSource::DwarfOverTable(d) => format!(
+                "the binary's DWARF, which differs from gprof's table ({})",
+                d.join("; ")
+            ),
+            LayoutSource::DwarfNewerRelease(m) => {
+                format!(
+                    "the binary's DWARF (release newer than the table; calling conventions of go1.{m} assumed)"
+                )
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ProbePlan {
-    pub layout: &'static Layout,
+    pub layout: Layout,
+    pub layout_source: LayoutSource,
     pub probes: Vec<PlannedProbe>,
     pub globals: Candidates,
 }
 
 pub fn plan(bin: &GoBinary) -> Result<ProbePlan, PlanError> {
-    let layout = goruntime::layout_for(&bin.version)?;
+    let (layout, layout_source) = resolve_layout(bin)?;
+    let layout_ref = &layout;
     let mut probes = Vec::new();
     for spec in goruntime::PROBES {
         let function = bin.function(spec.function)?.clone();
@@ -57,12 +93,60 @@ pub fn plan(bin: &GoBinary) -> Result<ProbePlan, PlanError> {
             offsets,
         });
     }
-    validate_p_offset(bin, layout)?;
+    validate_p_offset(bin, layout_ref)?;
+    let globals = globals::locate(bin, layout_ref)?;
     Ok(ProbePlan {
         layout,
+        layout_source,
         probes,
-        globals: globals::locate(bin, layout)?,
+        globals,
     })
+}
+
+/// The struct offsets to use: the table, checked against DWARF when the binary has it (DWARF
+/// wins a disagreement); for a release newer than the table, DWARF alone or a refusal.
+fn resolve_layout(bin: &GoBinary) -> Result<(Layout, LayoutSource), PlanError> {
+    let types = || -> Option<crate::binary::dwarf::Types> {
+        match bin.dwarf_types() {
+            Ok(t) => t,
+            Err(e) => {
+                log::warn!("{}: {e}; using gprof's table", bin.path.display());
+                None
+            }
+        }
+    };
+    match goruntime::layout_for(&bin.version) {
+        Ok(table) => {
+            let Some(types) = types() else {
+                return Ok((table.clone(), LayoutSource::Table));
+            };
+            match goruntime::layout_from_dwarf(&types, table) {
+                Ok(d) if d == *table => Ok((d, LayoutSource::TableCheckedByDwarf)),
+                Ok(d) => {
+                    let diff = table.differences(&d);
+                    log::warn!(
+                        "{}: DWARF differs from gprof's table for {}: {}",
+                        bin.path.display(),
+                        bin.version,
+                        diff.join("; ")
+                    );
+                    Ok((d, LayoutSource::DwarfOverTable(diff)))
+                }
+                Err(e) => {
+                    log::warn!("{}: {e}; using gprof's table", bin.path.display());
+                    Ok((table.clone(), LayoutSource::Table))
+                }
+            }
+        }
+        Err(UnsupportedRelease::TooNew(release)) => {
+            let newest = goruntime::newest_layout();
+            let types = types().ok_or_else(|| UnsupportedRelease::TooNew(release.clone()))?;
+            let layout = goruntime::layout_from_dwarf(&types, newest)
+                .map_err(|e| UnsupportedRelease::TooNewUnreadable(release.clone(), e))?;
+            Ok((layout, LayoutSource::DwarfNewerRelease(newest.minors.1)))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `gfput` increments `p.gFree`'s count: the table's offset must appear in its code, which

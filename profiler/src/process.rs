@@ -154,6 +154,13 @@ impl Process {
         matches!(read_stat(self.id.pid), Ok(s) if s.start_time == self.id.start_time && s.state != 'Z' && s.state != 'X')
     }
 
+    /// Whether the process still runs the executable it was opened with (an `exec` keeps
+    /// the PID and start time but replaces the program).
+    pub fn runs_same_executable(&self) -> bool {
+        std::fs::metadata(self.exe_path())
+            .is_ok_and(|m| m.dev() == self.exe_dev && m.ino() == self.exe_ino)
+    }
+
     pub fn memory(&self) -> Result<ProcMem, ProcessError> {
         let path = PathBuf::from(format!("/proc/{}/mem", self.id.pid));
         let file = File::open(&path).map_err(|e| io_error(self.id.pid, path.clone(), e))?;

@@ -39,6 +39,8 @@ pub enum TargetError {
     State { pid: u32, source: StateError },
     #[error("PID {0} exited")]
     Gone(u32),
+    #[error("PID {0} replaced its program (exec)")]
+    Execed(u32),
 }
 
 /// An executable, planned: shared by every process that runs it.
@@ -179,6 +181,9 @@ impl Target {
         if !self.process.is_alive() {
             return Err(TargetError::Gone(pid));
         }
+        if !self.process.runs_same_executable() {
+            return Err(TargetError::Execed(pid));
+        }
         let counters = kernel.counters(self.slot)?;
         let gc = kernel.gc_state(self.slot)?;
         let mine: Vec<Event> = events.iter().filter(|e| e.tgid == pid).copied().collect();
@@ -216,7 +221,7 @@ fn open_reader(
     plan: &ProbePlan,
     bias: u64,
 ) -> Result<RuntimeReader, StateError> {
-    RuntimeReader::new(process.memory()?, plan.layout, &plan.globals, bias)
+    RuntimeReader::new(process.memory()?, &plan.layout, &plan.globals, bias)
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns` and of the kernel's event stamps.

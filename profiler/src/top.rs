@@ -98,8 +98,8 @@ fn batch(kernel: &mut Kernel, target: &mut Target, opts: &TopOptions) -> anyhow:
                     return Err(e).context("writing to stdout");
                 }
             }
-            Err(TargetError::Gone(pid)) => {
-                eprintln!("gprof: PID {pid} exited");
+            Err(e @ (TargetError::Gone(_) | TargetError::Execed(_))) => {
+                eprintln!("gprof: {e}");
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
@@ -131,7 +131,9 @@ fn interactive(kernel: &mut Kernel, target: &mut Target, opts: &TopOptions) -> a
             ticker.advance();
             match sample(kernel, target) {
                 Ok(s) => view.update(s),
-                Err(TargetError::Gone(pid)) => return Ok(Some(format!("gprof: PID {pid} exited"))),
+                Err(e @ (TargetError::Gone(_) | TargetError::Execed(_))) => {
+                    return Ok(Some(format!("gprof: {e}")));
+                }
                 Err(e) => return Err(e.into()),
             }
             ticks += 1;

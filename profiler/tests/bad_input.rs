@@ -124,26 +124,6 @@ fn kernel_thread() {
     assert!(e.contains("kernel thread"), "{e}");
 }
 
-/// A copy of a real Go program whose recorded release is rewritten (same length), so that it
-/// still runs but claims a release gprof has not verified.
-fn relabeled(test: &str, release: &str, from: &str, to: &str) -> Option<std::path::PathBuf> {
-    let bin = go_target(test, "workload", release, "stripped")?;
-    let mut bytes = std::fs::read(&bin).unwrap();
-    assert_eq!(from.len(), to.len());
-    let mut n = 0;
-    for i in 0..bytes.len().saturating_sub(from.len()) {
-        if &bytes[i..i + from.len()] == from.as_bytes() {
-            bytes[i..i + to.len()].copy_from_slice(to.as_bytes());
-            n += 1;
-        }
-    }
-    assert!(n > 0, "{from} not found in {}", bin.display());
-    let out = std::env::temp_dir().join(format!("gprof-test-{test}-{}", std::process::id()));
-    std::fs::write(&out, bytes).unwrap();
-    std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    Some(out)
-}
-
 #[test]
 fn unsupported_releases() {
     let cases = [
@@ -156,7 +136,7 @@ fn unsupported_releases() {
         ),
     ];
     for (release, from, to, want) in cases {
-        let Some(bin) = relabeled("unsupported_releases", release, from, to) else {
+        let Some(bin) = relabeled("unsupported_releases", release, "stripped", from, to) else {
             return;
         };
         let e = fails(&["check", bin.to_str().unwrap()]);

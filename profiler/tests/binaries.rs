@@ -8,7 +8,7 @@ use profiler::binary::{GoBinary, SymbolSource};
 use profiler::disasm::Placement;
 use profiler::globals;
 use profiler::goruntime::Stack;
-use profiler::probes;
+use profiler::probes::{self, LayoutSource};
 
 #[test]
 fn every_built_release_is_read_and_planned() {
@@ -37,6 +37,13 @@ fn every_built_release_is_read_and_planned() {
         );
         assert_eq!(bin.has_dwarf, !stripped);
         let plan = probes::plan(&bin).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        // Where DWARF exists, it must agree with gprof's table.
+        let want = if stripped {
+            LayoutSource::Table
+        } else {
+            LayoutSource::TableCheckedByDwarf
+        };
+        assert_eq!(plan.layout_source, want, "{}", path.display());
         for p in &plan.probes {
             for s in &p.sites {
                 assert!(s.addr >= p.function.entry && s.addr < p.function.end);
@@ -83,9 +90,9 @@ fn stripped_paths_agree_with_the_symbol_table() {
         let bin = GoBinary::open(path).unwrap();
         let plan = probes::plan(&bin).unwrap();
         let symtab =
-            globals::from_symtab(&bin, plan.layout).expect("unstripped binaries have symbols");
+            globals::from_symtab(&bin, &plan.layout).expect("unstripped binaries have symbols");
         let decoded =
-            globals::by_decoding(&bin, plan.layout).unwrap_or_else(|e| panic!("go{release}: {e}"));
+            globals::by_decoding(&bin, &plan.layout).unwrap_or_else(|e| panic!("go{release}: {e}"));
         assert_eq!(decoded.sched, symtab.sched, "go{release}: runtime.sched");
         let allgs = bin.data_symbol("runtime.allgs").unwrap();
         assert_eq!(

@@ -94,3 +94,59 @@ fn live_screen_quits_on_q_and_restores_the_terminal() {
         "{test}: the alternate screen was not left last"
     );
 }
+
+/// A release newer than gprof's table, in a binary with DWARF: the layout comes from DWARF
+/// (the binary here is go1.27.3 relabeled go1.28.0, so the figures can be checked).
+#[test]
+fn newer_release_with_dwarf_is_read_from_dwarf() {
+    let test = "newer_release_with_dwarf_is_read_from_dwarf";
+    let Some(bin) = relabeled(test, "1.27.3", "plain", "go1.27.3", "go1.28.0") else {
+        return;
+    };
+    let out = Command::new(gprof())
+        .args(["check"])
+        .arg(&bin)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("go release:     go1.28.0"), "{text}");
+    assert!(
+        text.contains("release newer than the table; calling conventions of go1.27 assumed"),
+        "{text}"
+    );
+    if require_root(test) {
+        let target = Spawned::start(Command::new(&bin).args([
+            "-report",
+            "100ms",
+            "-parked",
+            "500",
+            "-churn-rate",
+            "500",
+        ]));
+        assert!(wait_for(Duration::from_secs(5), || target.snapshot().len() >= 5));
+        let (ok, samples, err) = run_gprof(&[
+            "top",
+            "--batch",
+            "--iterations",
+            "5",
+            "--pid",
+            &target.pid().to_string(),
+        ]);
+        assert!(ok, "{err}");
+        let own = target.snapshot();
+        for s in &samples[1..] {
+            let truth = interpolate(&own, "num_goroutine", f(s, "unix")).unwrap();
+            let got = f(s, "goroutines");
+            assert!(
+                (got - truth).abs() <= (truth * 0.02).max(5.0),
+                "{got} vs {truth}"
+            );
+        }
+    }
+    let _ = std::fs::remove_file(bin);
+}

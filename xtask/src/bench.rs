@@ -52,8 +52,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     let churn = gotargets::build(
         &run::workspace().join("testdata/go/churn"),
         &o.go,
-        "stripped",
-        &["-ldflags=-s -w"],
+        gotargets::variant("stripped"),
     )?;
     let gprof = run::workspace().join("target/release/gprof");
     let (mut without, mut with) = (Vec::new(), Vec::new());
@@ -156,8 +155,7 @@ fn daemon(o: &Options, n: usize) -> anyhow::Result<()> {
     let workload = gotargets::build(
         &run::workspace().join("testdata/go/workload"),
         &o.go,
-        "stripped",
-        &["-ldflags=-s -w"],
+        gotargets::variant("stripped"),
     )?;
     let gprof = run::workspace().join("target/release/gprof");
     let dir = std::env::temp_dir().join(format!("gprof-bench-{}", std::process::id()));

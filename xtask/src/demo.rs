@@ -14,8 +14,7 @@ pub fn run() -> anyhow::Result<()> {
     let workload = gotargets::build(
         &run::workspace().join("testdata/go/workload"),
         RELEASE,
-        "stripped",
-        &["-ldflags=-s -w"],
+        gotargets::variant("stripped"),
     )?;
     let mut child = Command::new(&workload)
         .args([

@@ -1,4 +1,4 @@
-//! Builds the Go test programs in `testdata/go/` once per Go release and variant, into
+//! Builds the Go test programs in `testdata/go/` once per Go release and build variant, into
 //! `target/go-targets/PROGRAM/RELEASE/VARIANT`. The tests find them through [`ENV`].
 
 use std::path::{Path, PathBuf};
@@ -10,8 +10,73 @@ use crate::toolchain::{self, GO_RELEASES};
 /// Environment variable that tells the tests where the built programs are.
 pub const ENV: &str = "GPROF_GO_TARGETS";
 
-/// Build variants: name and extra `go build` flags.
-pub const VARIANTS: &[(&str, &[&str])] = &[("plain", &[]), ("stripped", &["-ldflags=-s -w"])];
+/// One way of building a Go program.
+pub struct Variant {
+    pub name: &'static str,
+    pub cgo: bool,
+    pub flags: &'static [&'static str],
+    pub ldflags: &'static [&'static str],
+}
+
+/// The build variants of the release matrix.
+pub const VARIANTS: &[Variant] = &[
+    Variant {
+        name: "plain",
+        cgo: false,
+        flags: &[],
+        ldflags: &[],
+    },
+    // No .symtab, no DWARF: functions from .gopclntab, globals from machine code.
+    Variant {
+        name: "stripped",
+        cgo: false,
+        flags: &[],
+        ldflags: &["-s", "-w"],
+    },
+    Variant {
+        name: "trimpath",
+        cgo: false,
+        flags: &["-trimpath"],
+        ldflags: &[],
+    },
+    // cgo with external linking: runtime.text is no longer the start of .text.
+    Variant {
+        name: "cgo",
+        cgo: true,
+        flags: &[],
+        ldflags: &[],
+    },
+    // Position-independent: loaded at a random address (load bias), pointers relocated.
+    Variant {
+        name: "pie",
+        cgo: false,
+        flags: &["-buildmode=pie"],
+        ldflags: &[],
+    },
+];
+
+/// Which variants each program needs (the accuracy matrix runs the workload in all of them).
+fn variants_of(program: &str) -> &'static [&'static str] {
+    match program {
+        "workload" => &["plain", "stripped", "trimpath", "cgo", "pie"],
+        _ => &["plain", "stripped"],
+    }
+}
+
+/// Extra linker flags a program needs on a release.
+fn program_ldflags(program: &str, release: &str) -> &'static [&'static str] {
+    let minor: u32 = release
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    // freelist reads runtime.allglen through go:linkname, which Go 1.23+ refuses by default.
+    if program == "freelist" && minor >= 23 {
+        &["-checklinkname=0"]
+    } else {
+        &[]
+    }
+}
 
 pub fn dir() -> PathBuf {
     run::workspace().join("target/go-targets")
@@ -35,35 +100,69 @@ fn newest_source(program: &Path) -> std::time::SystemTime {
         .unwrap_or(std::time::UNIX_EPOCH)
 }
 
-/// Builds every program for every release and variant (skipping up-to-date outputs).
+/// Builds every program for every release and variant it needs (skipping up-to-date
+/// outputs), two releases at a time.
 pub fn build_all() -> anyhow::Result<PathBuf> {
-    for program in programs()? {
-        for release in GO_RELEASES {
-            for (variant, flags) in VARIANTS {
-                build(&program, release, variant, flags)?;
-            }
-        }
+    let programs = programs()?;
+    let jobs: Vec<(&Path, &str, &Variant)> = programs
+        .iter()
+        .flat_map(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            GO_RELEASES.iter().flat_map(move |r| {
+                let wanted = variants_of(&name);
+                VARIANTS
+                    .iter()
+                    .filter(move |v| wanted.contains(&v.name))
+                    .map(move |v| (p.as_path(), *r, v))
+            })
+        })
+        .collect();
+    let results: Vec<anyhow::Result<PathBuf>> = std::thread::scope(|s| {
+        let halves: Vec<_> = [0, 1]
+            .into_iter()
+            .map(|half| {
+                let mine: Vec<_> = jobs
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| i % 2 == half)
+                    .map(|(_, j)| *j)
+                    .collect();
+                s.spawn(move || {
+                    mine.into_iter()
+                        .map(|(p, r, v)| build(p, r, v))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        halves
+            .into_iter()
+            .flat_map(|h| h.join().expect("build thread"))
+            .collect()
+    });
+    for r in results {
+        r?;
     }
     Ok(dir())
 }
 
-/// The path of one built program.
-pub fn path(program: &str, release: &str, variant: &str) -> PathBuf {
-    dir().join(program).join(release).join(variant)
+/// The variant called `name`.
+pub fn variant(name: &str) -> &'static Variant {
+    VARIANTS
+        .iter()
+        .find(|v| v.name == name)
+        .expect("known variant")
 }
 
-pub fn build(
-    program: &Path,
-    release: &str,
-    variant: &str,
-    flags: &[&str],
-) -> anyhow::Result<PathBuf> {
+pub fn build(program: &Path, release: &str, variant: &Variant) -> anyhow::Result<PathBuf> {
     let name = program
         .file_name()
         .expect("program dir")
         .to_string_lossy()
         .into_owned();
-    let out = path(&name, release, variant);
+    let out = dir().join(&name).join(release).join(variant.name);
     let fresh = out
         .metadata()
         .and_then(|m| m.modified())
@@ -71,16 +170,19 @@ pub fn build(
     if fresh {
         return Ok(out);
     }
-    run::status(
-        Command::new(toolchain::go_binary(release))
-            .current_dir(program)
-            .env("GOTOOLCHAIN", "local")
-            .env("CGO_ENABLED", "0")
-            .env("GOFLAGS", "-mod=mod")
-            .args(["build", "-o"])
-            .arg(&out)
-            .args(flags)
-            .arg("."),
-    )?;
+    let mut ldflags: Vec<&str> = variant.ldflags.to_vec();
+    ldflags.extend(program_ldflags(&name, release));
+    let mut cmd = Command::new(toolchain::go_binary(release));
+    cmd.current_dir(program)
+        .env("GOTOOLCHAIN", "local")
+        .env("CGO_ENABLED", if variant.cgo { "1" } else { "0" })
+        .env("GOFLAGS", "-mod=mod")
+        .args(["build", "-o"])
+        .arg(&out)
+        .args(variant.flags);
+    if !ldflags.is_empty() {
+        cmd.arg(format!("-ldflags={}", ldflags.join(" ")));
+    }
+    run::status(cmd.arg("."))?;
     Ok(out)
 }

@@ -2,6 +2,7 @@
 //! when stripped), its validated text base, and the bytes behind any virtual address.
 
 pub mod buildinfo;
+pub mod dwarf;
 pub mod moduledata;
 pub mod pclntab;
 
@@ -43,6 +44,8 @@ pub enum BinaryError {
         symtab: u64,
         pclntab: u64,
     },
+    #[error("unreadable DWARF: {0}")]
+    Dwarf(String),
     #[error("address {0:#x} is not backed by the file")]
     Unmapped(u64),
 }
@@ -173,7 +176,10 @@ impl GoBinary {
         let section = |name: &'static str| file.section_by_name(name);
         let buildinfo =
             section(sections::BUILDINFO).ok_or(BinaryError::NotGo(sections::BUILDINFO))?;
-        let pcln = section(sections::PCLNTAB).ok_or(BinaryError::NotGo(sections::PCLNTAB))?;
+        let pcln = sections::PCLNTAB_NAMES
+            .iter()
+            .find_map(|name| file.section_by_name(name))
+            .ok_or(BinaryError::NotGo(sections::PCLNTAB))?;
         let has_dwarf = section(".debug_info").is_some();
 
         let mut relocations = HashMap::new();
@@ -432,6 +438,17 @@ impl GoBinary {
         })
     }
 
+    /// The struct types of the binary's DWARF (None without DWARF). Parsed on demand: it
+    /// costs time and memory on large binaries.
+    pub fn dwarf_types(&self) -> Result<Option<dwarf::Types>, BinaryError> {
+        if !self.has_dwarf {
+            return Ok(None);
+        }
+        let file = ElfFile64::<Endianness>::parse(self.bytes.as_slice())
+            .map_err(|e| BinaryError::NotElf(e.to_string()))?;
+        dwarf::Types::read(&file)
+    }
+
     /// The small part of this binary that attaching needs (the file's bytes are dropped).
     pub fn info(&self) -> ExecutableInfo {
         ExecutableInfo {
@@ -459,5 +476,7 @@ pub fn is_go_executable(path: &Path) -> Result<bool, BinaryError> {
         return Ok(false);
     };
     Ok(elf.section_by_name(sections::BUILDINFO).is_some()
-        && elf.section_by_name(sections::PCLNTAB).is_some())
+        && sections::PCLNTAB_NAMES
+            .iter()
+            .any(|name| elf.section_by_name(name).is_some()))
 }

@@ -2,6 +2,8 @@
 //! and the skip policy (skip loudly without root or tools, but never when `CI=true`).
 #![allow(dead_code)]
 
+pub mod accuracy;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -267,4 +269,33 @@ pub fn which(cmd: &str) -> Option<PathBuf> {
         .split(':')
         .map(|d| PathBuf::from(d).join(cmd))
         .find(|p| p.is_file())
+}
+
+/// A copy of a real Go program whose recorded release is rewritten (same length), so that it
+/// still runs but claims a release gprof has not verified.
+pub fn relabeled(
+    test: &str,
+    release: &str,
+    variant: &str,
+    from: &str,
+    to: &str,
+) -> Option<PathBuf> {
+    let bin = go_target(test, "workload", release, variant)?;
+    let mut bytes = std::fs::read(&bin).unwrap();
+    assert_eq!(from.len(), to.len());
+    let mut n = 0;
+    for i in 0..bytes.len().saturating_sub(from.len()) {
+        if &bytes[i..i + from.len()] == from.as_bytes() {
+            bytes[i..i + to.len()].copy_from_slice(to.as_bytes());
+            n += 1;
+        }
+    }
+    assert!(n > 0, "{from} not found in {}", bin.display());
+    let out = std::env::temp_dir().join(format!(
+        "gprof-test-{test}-{variant}-{}",
+        std::process::id()
+    ));
+    std::fs::write(&out, bytes).unwrap();
+    std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    Some(out)
 }

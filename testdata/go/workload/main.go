@@ -34,7 +34,9 @@ var (
 	finished atomic.Int64
 	checksum atomic.Uint64
 	stopping atomic.Bool
-	never    = make(chan struct{})
+	// Set by cgo.go in cgo builds.
+	cgoCall func() int64
+	never   = make(chan struct{})
 )
 
 // sample is one report line; field names are what the gprof tests read.
@@ -75,6 +77,13 @@ func main() {
 		}()
 	} else {
 		close(churnDone)
+	}
+	if cgoCall != nil {
+		go func() {
+			for range time.Tick(100 * time.Millisecond) {
+				cgoCall()
+			}
+		}()
 	}
 	if *gcEvery > 0 {
 		go func() {

@@ -1,0 +1,219 @@
+//! The accuracy check shared by the accuracy tests: a workload that leaks, churns and
+//! collects garbage at known rates, under `gprof top --batch`, against its own figures.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::*;
+
+/// The workload of the acceptance check: 20 leaked goroutines/s, 2000 short-lived/s, a GC
+/// every 2 s.
+const LEAK_PER_S: f64 = 20.0;
+const CHURN_PER_S: f64 = 2000.0;
+
+#[derive(Clone, Debug)]
+pub struct Measured {
+    pub max_live_error: f64,
+    pub leak_per_min: f64,
+    pub create_per_s: f64,
+    pub gc_cycles: f64,
+    pub pause_ratio: f64,
+}
+
+/// Runs the workload under `gprof top --batch` for `samples` one-second samples and checks
+/// every figure against the runtime's own; panics with the reason when one is off.
+pub fn run(test: &str, release: &str, variant: &str, samples: u32) -> Option<Measured> {
+    if !require_root(test) {
+        return None;
+    }
+    let bin = go_target(test, "workload", release, variant)?;
+    let workload = Spawned::start(Command::new(&bin).args([
+        "-leak-rate",
+        &LEAK_PER_S.to_string(),
+        "-churn-rate",
+        &CHURN_PER_S.to_string(),
+        "-gc-every",
+        "2s",
+        "-report",
+        "100ms",
+        "-parked",
+        "1000",
+    ]));
+    assert!(
+        wait_for(Duration::from_secs(5), || workload.snapshot().len() >= 10),
+        "{test}: the workload reports nothing"
+    );
+    let pid = workload.pid().to_string();
+    let (ok, got, err) = run_gprof(&[
+        "top",
+        "--pid",
+        &pid,
+        "--batch",
+        "--interval",
+        "1",
+        "--iterations",
+        &samples.to_string(),
+    ]);
+    assert!(ok, "{test}: gprof failed: {err}");
+    assert_eq!(got.len(), samples as usize, "{test}: {err}");
+    std::thread::sleep(Duration::from_millis(300));
+    let own = workload.snapshot();
+    drop(workload);
+    check(test, release, &got, &own)
+}
+
+fn check(test: &str, release: &str, samples: &[Value], own: &[Value]) -> Option<Measured> {
+    // Half a GC cycle per one-second sample, minus the edges.
+    let min_cycles = (samples.len() as f64 / 2.0 - 2.0).floor();
+    for s in samples {
+        let version = s["go_version"].as_str().unwrap();
+        assert!(
+            version.starts_with(&format!("go{release}")),
+            "{test}: {version}"
+        );
+        assert_eq!(s["goroutines_source"], "runtime", "{test}: {s}");
+    }
+    // Live goroutines, at every sample, against NumGoroutine interpolated to the same instant.
+    let mut max_live_error: f64 = 0.0;
+    for s in &samples[1..] {
+        let t = f(s, "unix");
+        let Some(truth) = interpolate(own, "num_goroutine", t) else {
+            continue;
+        };
+        let got = f(s, "goroutines");
+        let allowed = (truth * 0.02).max(5.0);
+        assert!(
+            (got - truth).abs() <= allowed,
+            "{test}: {got} live goroutines at {t}, the runtime says {truth:.1}"
+        );
+        max_live_error = max_live_error.max((got - truth).abs() / truth);
+    }
+
+    let last = samples.last().unwrap();
+    let leak = f(last, "goroutine_leak_rate_per_min");
+    let want_leak = LEAK_PER_S * 60.0;
+    assert!(
+        (leak - want_leak).abs() <= want_leak * 0.05,
+        "{test}: leak rate {leak}/min, the workload leaks {want_leak}/min"
+    );
+    let create = f(last, "goroutine_create_rate_per_s");
+    let want_create = LEAK_PER_S + CHURN_PER_S;
+    assert!(
+        (create - want_create).abs() <= want_create * 0.05,
+        "{test}: creation rate {create}/s, want {want_create}/s"
+    );
+
+    // Creations between the first and last sample, against the runtime's own count
+    // (runtime/metrics from Go 1.26, else the program's own count of its go statements).
+    let created_key = if own[0].get("created_metric").is_some() {
+        "created_metric"
+    } else {
+        "leaked"
+    };
+    let own_created = |t: f64| {
+        let v = interpolate(own, created_key, t)?;
+        Some(if created_key == "leaked" {
+            v + interpolate(own, "churned", t)?
+        } else {
+            v
+        })
+    };
+    let (first, last) = (&samples[1], samples.last().unwrap());
+    let (t0, t1) = (f(first, "unix"), f(last, "unix"));
+    let truth = own_created(t1).unwrap() - own_created(t0).unwrap();
+    let got = f(last, "goroutines_created_total") - f(first, "goroutines_created_total");
+    // One report period of the workload (100 ms) is the sampling boundary.
+    let boundary = want_create * 0.1;
+    assert!(
+        (got - truth).abs() <= boundary,
+        "{test}: {got} creations counted, the runtime made {truth:.0}"
+    );
+    let exited = f(last, "goroutines_exited_total") - f(first, "goroutines_exited_total");
+    let truth_exits =
+        interpolate(own, "finished", t1).unwrap() - interpolate(own, "finished", t0).unwrap();
+    assert!(
+        (exited - truth_exits).abs() <= boundary,
+        "{test}: {exited} exits counted, the workload finished {truth_exits:.0}"
+    );
+
+    // GC cycles: at every sample where the runtime's count is steady, the difference between
+    // the two counts must be the same (the cycles before attach), i.e. no cycle is missed.
+    let offsets: Vec<(f64, f64, f64)> = samples
+        .iter()
+        .filter_map(|s| {
+            let t = f(s, "unix");
+            let n = stable(own, "num_gc", t, 0.25)?;
+            Some((
+                t,
+                n - f(s, "gc_cycles_total"),
+                stable(own, "pause_total_ns", t, 0.25)?,
+            ))
+        })
+        .collect();
+    assert!(
+        offsets.len() as f64 >= min_cycles,
+        "{test}: too few steady samples ({})",
+        offsets.len()
+    );
+    let offset = offsets[0].1;
+    for &(t, o, _) in &offsets {
+        assert_eq!(
+            o, offset,
+            "{test}: GC cycle count drifted at {t} (runtime - gprof = {o}, first {offset})"
+        );
+    }
+    let (ta, _, pa) = offsets[0];
+    let (tb, _, pb) = *offsets.last().unwrap();
+    let at = |t: f64| samples.iter().find(|s| f(s, "unix") == t).unwrap();
+    let cycles = f(at(tb), "gc_cycles_total") - f(at(ta), "gc_cycles_total");
+    assert!(
+        cycles >= min_cycles,
+        "{test}: only {cycles} GC cycles in {:.0} s",
+        tb - ta
+    );
+    let pause = f(at(tb), "gc_pause_seconds_total") - f(at(ta), "gc_pause_seconds_total");
+    let truth_pause = (pb - pa) / 1e9;
+    let pause_ratio = pause / truth_pause;
+    assert!(
+        (pause_ratio - 1.0).abs() <= 0.10,
+        "{test}: GC pauses {pause:.6} s, the runtime says {truth_pause:.6} s"
+    );
+    let pauses = f(at(tb), "gc_pauses_total") - f(at(ta), "gc_pauses_total");
+    assert!(
+        pauses >= 2.0 * cycles,
+        "{test}: {pauses} pauses for {cycles} cycles"
+    );
+
+    // The GC census counts every live stack, system goroutines included.
+    let census = f(last, "last_gc_stacks_scanned");
+    let live = f(last, "goroutines") + f(last, "system_goroutines");
+    assert!(
+        (census - live).abs() <= live * 0.05 + 2.0 * 2.0 * LEAK_PER_S,
+        "{test}: census {census}, live {live}"
+    );
+    assert!(f(last, "gfree_pool_size") >= 0.0);
+    let health = f(last, "health_score");
+    assert!(
+        health <= 61.0,
+        "{test}: a 1200/min leak must cost the leak weight, score {health}"
+    );
+
+    let m = Measured {
+        max_live_error,
+        leak_per_min: leak,
+        create_per_s: create,
+        gc_cycles: cycles,
+        pause_ratio,
+    };
+    eprintln!(
+        "{test}: max live error {:.2}%, leak {:.1}/min, creation {:.1}/s, {} GC cycles exact, pause total ratio {:.3}",
+        m.max_live_error * 100.0,
+        m.leak_per_min,
+        m.create_per_s,
+        m.gc_cycles,
+        m.pause_ratio
+    );
+    Some(m)
+}

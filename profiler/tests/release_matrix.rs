@@ -1,0 +1,174 @@
+//! Every supported Go release (1.19, 1.21-1.27) in every build variant (plain, stripped,
+//! -trimpath, cgo with external linking, PIE): live goroutines, leak rate and GC cycles
+//! against the runtime's own figures, and the free-G pool against the runtime's free lists.
+//! Cases run four at a time; every failure is reported, with the table of measured errors.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::process::Command;
+use std::sync::Mutex;
+
+use common::*;
+
+const RELEASES: &[&str] = &[
+    "1.19", "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3",
+];
+const VARIANTS: &[&str] = &["plain", "stripped", "trimpath", "cgo", "pie"];
+const SAMPLES: u32 = 16;
+const AT_ONCE: usize = 4;
+
+/// Runs `cases` on [`AT_ONCE`] threads; returns (case, Ok(result) or Err(panic message)).
+fn run_all<T: Send>(
+    cases: Vec<(String, String)>,
+    f: impl Fn(&str, &str) -> T + Sync,
+) -> Vec<(String, String, Result<T, String>)> {
+    let queue = Mutex::new(cases.into_iter().collect::<VecDeque<_>>());
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..AT_ONCE {
+            s.spawn(|| {
+                while let Some((release, variant)) = queue.lock().unwrap().pop_front() {
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        f(&release, &variant)
+                    }))
+                    .map_err(|e| {
+                        e.downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default()
+                    });
+                    results.lock().unwrap().push((release, variant, r));
+                }
+            });
+        }
+    });
+    let mut r = results.into_inner().unwrap();
+    r.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    r
+}
+
+fn cases(variants: &[&str]) -> Vec<(String, String)> {
+    RELEASES
+        .iter()
+        .flat_map(|r| variants.iter().map(move |v| (r.to_string(), v.to_string())))
+        .collect()
+}
+
+#[test]
+fn goroutines_leak_and_gc_in_every_release_and_variant() {
+    let test = "goroutines_leak_and_gc_in_every_release_and_variant";
+    if !require_root(test) {
+        return;
+    }
+    for (r, v) in cases(VARIANTS) {
+        go_target(test, "workload", &r, &v).expect("built by cargo xtask test");
+    }
+    let results = run_all(cases(VARIANTS), |release, variant| {
+        accuracy::run(&format!("go{release}/{variant}"), release, variant, SAMPLES)
+            .expect("measured")
+    });
+    eprintln!(
+        "\n{:<10} {:<9} {:>10} {:>12} {:>10} {:>10} {:>12}",
+        "release", "variant", "live err", "leak/min", "create/s", "GC cycles", "pause ratio"
+    );
+    let mut failures = Vec::new();
+    for (release, variant, r) in &results {
+        match r {
+            Ok(m) => eprintln!(
+                "go{release:<8} {variant:<9} {:>9.2}% {:>12.1} {:>10.1} {:>10} {:>12.3}",
+                m.max_live_error * 100.0,
+                m.leak_per_min,
+                m.create_per_s,
+                m.gc_cycles,
+                m.pause_ratio
+            ),
+            Err(e) => {
+                eprintln!("go{release:<8} {variant:<9} FAILED: {e}");
+                failures.push(format!("go{release}/{variant}: {e}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        results.len(),
+        failures.join("\n")
+    );
+}
+
+/// At quiet checkpoints (nothing starts or ends), the pool gprof reads must be exactly the
+/// runtime's: `allglen - NumGoroutine` is the pool plus the system goroutines in every
+/// release, and from Go 1.26 runtime/metrics gives the system goroutines on their own.
+#[test]
+fn free_pool_equals_the_runtime_free_lists() {
+    let test = "free_pool_equals_the_runtime_free_lists";
+    if !require_root(test) {
+        return;
+    }
+    let results = run_all(cases(&["plain", "stripped"]), |release, variant| {
+        let bin = go_target(test, "freelist", release, variant).expect("built by cargo xtask test");
+        let program = Spawned::start(
+            Command::new(&bin).args(["-rounds", "3", "-quiet", "2s", "-burst", "3000"]),
+        );
+        let pid = program.pid().to_string();
+        let (_, samples, err) = run_gprof(&["top", "--batch", "--interval", "0.5", "--pid", &pid]);
+        let own = program.snapshot();
+        let quiet: Vec<_> = own.iter().filter(|c| c["phase"] == "quiet").collect();
+        assert_eq!(quiet.len(), 3, "{err}");
+        let mut checked = 0;
+        let mut pools = Vec::new();
+        for q in quiet {
+            let end = own
+                .iter()
+                .find(|c| c["phase"] == "end" && c["round"] == q["round"])
+                .expect("end of the checkpoint");
+            let (t0, t1) = (f(q, "unix"), f(end, "unix"));
+            for s in samples
+                .iter()
+                .filter(|s| f(s, "unix") > t0 + 0.05 && f(s, "unix") < t1 - 0.05)
+            {
+                let pool = f(s, "gfree_pool_size");
+                let system = f(s, "system_goroutines");
+                assert_eq!(
+                    f(s, "goroutines"),
+                    f(q, "num_goroutine"),
+                    "live goroutines at a quiet checkpoint"
+                );
+                assert_eq!(
+                    pool + system,
+                    f(q, "pool_plus_system"),
+                    "pool + system goroutines = allglen - NumGoroutine"
+                );
+                if let Some(p) = q.get("pool") {
+                    assert_eq!(pool, p.as_f64().unwrap(), "pool against runtime/metrics");
+                    assert_eq!(
+                        system,
+                        f(q, "system_goroutines"),
+                        "system goroutines against runtime/metrics"
+                    );
+                }
+                checked += 1;
+                pools.push(pool);
+            }
+        }
+        assert!(
+            checked >= 6,
+            "only {checked} samples fell in quiet checkpoints"
+        );
+        pools
+    });
+    let mut failures = Vec::new();
+    for (release, variant, r) in &results {
+        match r {
+            Ok(p) => eprintln!(
+                "go{release:<8} {variant:<9} free-G pool exact in {} samples (sizes {:?})",
+                p.len(),
+                p
+            ),
+            Err(e) => failures.push(format!("go{release}/{variant}: {e}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -1,0 +1,3 @@
+module gprof.test/freelist
+
+go 1.19
