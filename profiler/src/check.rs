@@ -79,6 +79,15 @@ pub fn report(bin: &GoBinary, process: Option<&Process>) -> Report {
     describe_plan(&mut t, &plan);
     let mut verdict = String::from("yes");
     let mut ok = true;
+    let host = std::env::consts::ARCH;
+    if bin.arch.name() != host {
+        // Planned as it would be on its own architecture, but not attachable from here.
+        ok = false;
+        verdict = format!(
+            "not from this host: the binary is {}, this gprof runs on {host}",
+            bin.arch.name()
+        );
+    }
     if let Some(p) = process {
         let live = p
             .load_bias(&bin.info())

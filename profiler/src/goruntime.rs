@@ -298,7 +298,33 @@ pub fn newest_layout() -> &'static Layout {
         .expect("the table is not empty")
 }
 
-/// The layout of a release, or why there is none.
+/// Where arm64 builds differ from the (amd64) table, found by the DWARF cross-check of the
+/// arm64 builds of every release: go1.21's `workType` is laid out differently.
+const ARM64_PAUSE_CLOCKS: &[(u32, PauseClock)] = &[(
+    21,
+    PauseClock::Globals {
+        work_t_sweep_term: 0x220,
+        work_pause_start: 0x248,
+        last_gc_unix: 0xe08,
+        last_gc_nanotime: 0x1e28,
+    },
+)];
+
+/// The layout of a release on an architecture, or why there is none.
+pub fn layout_for_arch(
+    version: &GoVersion,
+    arch: crate::binary::Arch,
+) -> Result<Layout, UnsupportedRelease> {
+    let mut layout = layout_for(version)?.clone();
+    if arch == crate::binary::Arch::Aarch64
+        && let Some((_, clock)) = ARM64_PAUSE_CLOCKS.iter().find(|(m, _)| *m == version.minor)
+    {
+        layout.pause_clock = *clock;
+    }
+    Ok(layout)
+}
+
+/// The (amd64) layout of a release, or why there is none.
 pub fn layout_for(version: &GoVersion) -> Result<&'static Layout, UnsupportedRelease> {
     if version.major == 1
         && let Some(layout) = LAYOUTS

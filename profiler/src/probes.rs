@@ -115,8 +115,9 @@ fn resolve_layout(bin: &GoBinary) -> Result<(Layout, LayoutSource), PlanError> {
             }
         }
     };
-    match goruntime::layout_for(&bin.version) {
+    match goruntime::layout_for_arch(&bin.version, bin.arch) {
         Ok(table) => {
+            let table = &table;
             let Some(types) = types() else {
                 return Ok((table.clone(), LayoutSource::Table));
             };

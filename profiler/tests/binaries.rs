@@ -28,7 +28,7 @@ fn every_built_release_is_read_and_planned() {
             path.display(),
             bin.version
         );
-        let stripped = variant == "stripped";
+        let stripped = variant.ends_with("stripped");
         assert_eq!(
             bin.symbol_source == SymbolSource::Pclntab,
             stripped,
@@ -86,7 +86,12 @@ fn stripped_paths_agree_with_the_symbol_table() {
         );
         return;
     }
-    for (release, _, path) in targets.iter().filter(|t| t.1 == "plain") {
+    for (release, variant, path) in targets.iter().filter(|t| t.1 == "plain" || t.1 == "arm64") {
+        let stripped_variant = if variant == "plain" {
+            "stripped"
+        } else {
+            "arm64-stripped"
+        };
         let bin = GoBinary::open(path).unwrap();
         let plan = probes::plan(&bin).unwrap();
         let symtab =
@@ -119,7 +124,7 @@ fn stripped_paths_agree_with_the_symbol_table() {
         );
 
         // The stripped build of the same program has the same code at the same addresses.
-        let stripped = GoBinary::open(&path.with_file_name("stripped")).unwrap();
+        let stripped = GoBinary::open(&path.with_file_name(stripped_variant)).unwrap();
         let stripped_plan = probes::plan(&stripped).unwrap();
         assert_eq!(stripped.text.text, bin.text.text, "go{release}: text base");
         for (a, b) in plan.probes.iter().zip(&stripped_plan.probes) {

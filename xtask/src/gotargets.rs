@@ -13,6 +13,8 @@ pub const ENV: &str = "GPROF_GO_TARGETS";
 /// One way of building a Go program.
 pub struct Variant {
     pub name: &'static str,
+    /// GOARCH when not the host's (such builds are read and planned, not run).
+    pub goarch: Option<&'static str>,
     pub cgo: bool,
     pub flags: &'static [&'static str],
     pub ldflags: &'static [&'static str],
@@ -22,6 +24,7 @@ pub struct Variant {
 pub const VARIANTS: &[Variant] = &[
     Variant {
         name: "plain",
+        goarch: None,
         cgo: false,
         flags: &[],
         ldflags: &[],
@@ -29,12 +32,14 @@ pub const VARIANTS: &[Variant] = &[
     // No .symtab, no DWARF: functions from .gopclntab, globals from machine code.
     Variant {
         name: "stripped",
+        goarch: None,
         cgo: false,
         flags: &[],
         ldflags: &["-s", "-w"],
     },
     Variant {
         name: "trimpath",
+        goarch: None,
         cgo: false,
         flags: &["-trimpath"],
         ldflags: &[],
@@ -42,6 +47,7 @@ pub const VARIANTS: &[Variant] = &[
     // cgo with external linking: runtime.text is no longer the start of .text.
     Variant {
         name: "cgo",
+        goarch: None,
         cgo: true,
         flags: &[],
         ldflags: &[],
@@ -49,16 +55,40 @@ pub const VARIANTS: &[Variant] = &[
     // Position-independent: loaded at a random address (load bias), pointers relocated.
     Variant {
         name: "pie",
+        goarch: None,
         cgo: false,
         flags: &["-buildmode=pie"],
         ldflags: &[],
+    },
+    // Cross-built for arm64: decoded and planned by the tests (nothing runs them here).
+    Variant {
+        name: "arm64",
+        goarch: Some("arm64"),
+        cgo: false,
+        flags: &[],
+        ldflags: &[],
+    },
+    Variant {
+        name: "arm64-stripped",
+        goarch: Some("arm64"),
+        cgo: false,
+        flags: &[],
+        ldflags: &["-s", "-w"],
     },
 ];
 
 /// Which variants each program needs (the accuracy matrix runs the workload in all of them).
 fn variants_of(program: &str) -> &'static [&'static str] {
     match program {
-        "workload" => &["plain", "stripped", "trimpath", "cgo", "pie"],
+        "workload" => &[
+            "plain",
+            "stripped",
+            "trimpath",
+            "cgo",
+            "pie",
+            "arm64",
+            "arm64-stripped",
+        ],
         _ => &["plain", "stripped"],
     }
 }
@@ -75,6 +105,15 @@ fn program_ldflags(program: &str, release: &str) -> &'static [&'static str] {
         &["-checklinkname=0"]
     } else {
         &[]
+    }
+}
+
+/// The host's architecture as Go names it.
+fn host_goarch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
     }
 }
 
@@ -177,6 +216,7 @@ pub fn build(program: &Path, release: &str, variant: &Variant) -> anyhow::Result
         .env("GOTOOLCHAIN", "local")
         .env("CGO_ENABLED", if variant.cgo { "1" } else { "0" })
         .env("GOFLAGS", "-mod=mod")
+        .env("GOARCH", variant.goarch.unwrap_or(host_goarch()))
         .args(["build", "-o"])
         .arg(&out)
         .args(variant.flags);

