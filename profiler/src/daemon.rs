@@ -77,8 +77,15 @@ impl Watcher {
         for process in self.discovery.scan() {
             let pid = process.pid();
             // A reused PID: the old process is gone.
-            if self.targets.contains_key(&pid) {
-                self.forget(pid);
+            // The PID is watched already: the process execed another program, or the PID was
+            // reused by a new process.
+            if let Some(old) = self.targets.get(&pid) {
+                let why = if old.target.process.id == process.id {
+                    "replaced its program (exec)"
+                } else {
+                    "exited (its PID was reused)"
+                };
+                self.forget(pid, why);
             }
             let key = ExeKey::of(&process);
             if self.refused.contains(&key) {
@@ -140,11 +147,11 @@ impl Watcher {
     }
 
     /// Stops watching a process; detaches its executable's probes when it was the last user.
-    fn forget(&mut self, pid: u32) {
+    fn forget(&mut self, pid: u32, why: &str) {
         if let Some(w) = self.targets.remove(&pid) {
             w.target.unwatch(&mut self.kernel);
             log::info!(
-                "pid={pid} comm={} exited; no longer watched",
+                "pid={pid} comm={} {why}; no longer watched",
                 w.target.process.comm
             );
         }
@@ -188,19 +195,15 @@ impl Watcher {
                     container_id: w.placement.container_id.clone(),
                     snapshot,
                 }),
-                Err(TargetError::Gone(_)) => gone.push(pid),
+                Err(TargetError::Gone(_)) => gone.push((pid, "exited".to_string())),
                 Err(TargetError::Execed(_)) => {
-                    log::info!("pid={pid} replaced its program (exec)");
-                    gone.push(pid);
+                    gone.push((pid, "replaced its program (exec)".to_string()))
                 }
-                Err(e) => {
-                    log::warn!("pid={pid}: {:#}; no longer watched", anyhow::Error::from(e));
-                    gone.push(pid);
-                }
+                Err(e) => gone.push((pid, format!("{:#}", anyhow::Error::from(e)))),
             }
         }
-        for pid in gone {
-            self.forget(pid);
+        for (pid, why) in gone {
+            self.forget(pid, &why);
         }
         self.expire_idle_executables(Instant::now());
         let mut by_tenant: BTreeMap<&str, Vec<&ProcessRecord>> = BTreeMap::new();

@@ -24,8 +24,14 @@ pub const NEEDED_CAPABILITIES: &str = "root, or CAP_BPF + CAP_PERFMON (load and 
 pub enum KernelError {
     #[error("missing privileges to {action}: gprof needs {NEEDED_CAPABILITIES}")]
     Permission { action: String },
-    #[error("this kernel has no uprobe support (no /sys/bus/event_source/devices/uprobe)")]
-    NoUprobes,
+    #[error("this kernel has no uprobe support (no {0}): gprof needs CONFIG_UPROBE_EVENTS")]
+    NoUprobes(String),
+    #[error(
+        "this kernel has no BTF (no {0}): gprof needs a kernel built with CONFIG_DEBUG_INFO_BTF"
+    )]
+    NoBtf(String),
+    #[error("kernel {0} is too old: gprof needs Linux 5.19 or newer")]
+    OldKernel(String),
     #[error("the kernel refused gprof's eBPF programs: {0}")]
     Load(String),
     #[error("cannot attach {function} in {exe}: {why}")]
@@ -98,6 +104,36 @@ pub fn check_privileges() -> Result<(), KernelError> {
     })
 }
 
+/// Where sysfs is: `GPROF_SYSFS`, else `/sys` (a container may mount the host's elsewhere).
+pub fn sysfs() -> std::path::PathBuf {
+    std::env::var_os("GPROF_SYSFS").map_or_else(|| "/sys".into(), Into::into)
+}
+
+/// The kernel features gprof relies on: the uprobe PMU, BTF, and Linux 5.19+ (ring buffers
+/// since 5.8, `bpf_map_lookup_percpu_elem` since 5.19).
+pub fn check_kernel() -> Result<(), KernelError> {
+    let sys = sysfs();
+    let uprobe = sys.join("bus/event_source/devices/uprobe");
+    if !uprobe.exists() {
+        return Err(KernelError::NoUprobes(uprobe.display().to_string()));
+    }
+    let btf = sys.join("kernel/btf/vmlinux");
+    if !btf.exists() {
+        return Err(KernelError::NoBtf(btf.display().to_string()));
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = release.trim();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    if let (Some(major), Some(minor)) = (parts.next(), parts.next())
+        && (major, minor) < (5, 19)
+    {
+        return Err(KernelError::OldKernel(release.to_string()));
+    }
+    Ok(())
+}
+
 /// Identity of an executable file: probes are per file, shared by its processes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ExeKey {
@@ -147,9 +183,7 @@ pub struct Kernel {
 impl Kernel {
     pub fn load() -> Result<Self, KernelError> {
         check_privileges()?;
-        if !Path::new("/sys/bus/event_source/devices/uprobe").exists() {
-            return Err(KernelError::NoUprobes);
-        }
+        check_kernel()?;
         let nr_cpus =
             aya::util::nr_cpus().map_err(|(what, e)| KernelError::Load(format!("{what}: {e}")))?;
         let nr = nr_cpus as u32;

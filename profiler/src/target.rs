@@ -126,6 +126,8 @@ impl Target {
             Err(StateError::Process(ProcessError::NotFound(_))) => {
                 return Err(TargetError::Gone(pid));
             }
+            // Reading a process that is exiting fails: that is an exit, not a fallback.
+            Err(_) if !process.is_alive() => return Err(TargetError::Gone(pid)),
             Err(e) => {
                 log::warn!("PID {pid}: {e}; live goroutines will come from the GC census");
                 (None, Some(e.to_string()))

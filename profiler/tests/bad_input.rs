@@ -212,3 +212,50 @@ fn version_names_this_gprof() {
     assert!(out.status.success());
     assert!(v.contains("not GNU gprof") && v.contains("eBPF"), "{v}");
 }
+
+#[test]
+fn kernel_without_uprobes_or_btf() {
+    if !is_root() {
+        // Without root the missing privileges are reported first.
+        skip(
+            "kernel_without_uprobes_or_btf",
+            "needs root to get past the privilege check",
+        );
+        return;
+    }
+    let Some(bin) = go_target(
+        "kernel_without_uprobes_or_btf",
+        "workload",
+        "1.27.3",
+        "plain",
+    ) else {
+        return;
+    };
+    let target = Spawned::start(Command::new(&bin).args(["-report", "0"]));
+    let pid = target.pid().to_string();
+    let sys = std::env::temp_dir().join(format!("gprof-fake-sys-{}", std::process::id()));
+    std::fs::create_dir_all(&sys).unwrap();
+    let run = || {
+        let out = Command::new(gprof())
+            .env("GPROF_SYSFS", &sys)
+            .args(["top", "--batch", "--iterations", "1", "--pid", &pid])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let e = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(e.lines().count(), 1, "{e}");
+        e
+    };
+    let e = run();
+    assert!(
+        e.contains("no uprobe support") && e.contains("CONFIG_UPROBE_EVENTS"),
+        "{e}"
+    );
+    std::fs::create_dir_all(sys.join("bus/event_source/devices/uprobe")).unwrap();
+    let e = run();
+    assert!(
+        e.contains("no BTF") && e.contains("CONFIG_DEBUG_INFO_BTF"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&sys);
+}

@@ -8,11 +8,13 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -25,6 +27,7 @@ var (
 	depth     = flag.Int("depth", 0, "recursion depth of each short-lived goroutine (grows its stack)")
 	tasks     = flag.Int64("tasks", 0, "stop after this many short-lived goroutines have finished")
 	parked    = flag.Int("parked", 0, "goroutines started at once that wait for the whole run (a service's steady state)")
+	execPath  = flag.String("exec", "", "after -duration, replace this program with that one (same PID), run with -report 0")
 )
 
 // Counters of the goroutines this program started itself.
@@ -101,14 +104,26 @@ func main() {
 		}()
 	}
 
+	// SIGTERM ends the run like -duration: spawning stops, the short-lived goroutines finish
+	// and the final line is printed.
+	terminated := make(chan os.Signal, 1)
+	signal.Notify(terminated, syscall.SIGTERM)
 	for {
 		time.Sleep(10 * time.Millisecond)
 		if *duration > 0 && time.Since(start) >= *duration {
 			break
 		}
+		if len(terminated) > 0 {
+			break
+		}
 		if *tasks > 0 && finished.Load() >= *tasks {
 			break
 		}
+	}
+	if *execPath != "" {
+		err := syscall.Exec(*execPath, []string{*execPath, "-report", "0"}, os.Environ())
+		fmt.Fprintf(os.Stderr, "workload: exec %s: %v\n", *execPath, err)
+		os.Exit(1)
 	}
 	stopping.Store(true)
 	<-churnDone
