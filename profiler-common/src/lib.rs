@@ -16,6 +16,41 @@ pub const PAUSE_BUCKETS: usize = 32;
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 
+/// Go's register-based calling convention (ABIInternal) as indices into the kernel's saved
+/// registers (`struct pt_regs` read as an array of u64): where a probe finds a Go function's
+/// integer arguments and results, and the current g.
+pub mod abi {
+    pub struct Abi {
+        /// Argument (and result) registers, in order.
+        pub args: [usize; 9],
+        /// The register that holds the current g.
+        pub g: usize,
+        /// u64 words of `struct pt_regs`.
+        pub regs_len: usize,
+    }
+
+    /// `struct pt_regs` of x86_64, in kernel order.
+    pub const X86_64_PT_REGS: [&str; 21] = [
+        "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
+        "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss",
+    ];
+
+    /// amd64: arguments in RAX, RBX, RCX, RDI, RSI, R8, R9, R10, R11; g in R14.
+    pub const X86_64: Abi = Abi {
+        args: [10, 5, 11, 14, 13, 9, 8, 7, 6],
+        g: 1,
+        regs_len: 21,
+    };
+
+    /// arm64 (`user_pt_regs`: x0-x30, sp, pc, pstate): arguments in R0-R15 (the first nine
+    /// are all gprof reads), g in R28.
+    pub const AARCH64: Abi = Abi {
+        args: [0, 1, 2, 3, 4, 5, 6, 7, 8],
+        g: 28,
+        regs_len: 34,
+    };
+}
+
 /// Map names, as the eBPF object defines them and user space looks them up.
 pub mod maps {
     pub const PROCS: &str = "PROCS";
@@ -197,6 +232,23 @@ mod tests {
         assert_eq!(pause_bucket(1023), 9);
         assert_eq!(pause_bucket(1024), 10);
         assert_eq!(pause_bucket(u64::MAX), PAUSE_BUCKETS - 1);
+    }
+
+    #[test]
+    fn go_register_abi() {
+        let name = |i: usize| abi::X86_64_PT_REGS[i];
+        let args: [&str; 9] = abi::X86_64.args.map(name);
+        assert_eq!(
+            args,
+            ["rax", "rbx", "rcx", "rdi", "rsi", "r8", "r9", "r10", "r11"]
+        );
+        assert_eq!(name(abi::X86_64.g), "r14");
+        assert_eq!(abi::X86_64.regs_len, abi::X86_64_PT_REGS.len());
+        assert_eq!(abi::AARCH64.args, [0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(abi::AARCH64.g, 28);
+        for a in [&abi::X86_64, &abi::AARCH64] {
+            assert!(a.args.iter().chain([&a.g]).all(|&i| i < a.regs_len));
+        }
     }
 
     #[test]
