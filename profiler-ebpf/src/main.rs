@@ -45,6 +45,9 @@ static NR_CPUS: u32 = 1;
 
 /// Pauses longer than this are taken as a probe that missed the stop (attached mid-pause).
 const MAX_PLAUSIBLE_PAUSE_NS: u64 = 60_000_000_000;
+/// `bpf_ringbuf_output` flag: do not wake a reader (gprof polls instead).
+const BPF_RB_NO_WAKEUP: u64 = 1;
+
 /// How long before `stopTheWorldWithSema` the runtime's own pause start may lie (Go <= 1.21).
 const MAX_PAUSE_START_LEAD_NS: u64 = 10_000_000;
 
@@ -273,7 +276,8 @@ fn sum_stack_scans(slot: u32) -> Option<(u64, u64)> {
 #[inline(always)]
 fn emit(event: Event) {
     // A full ring buffer drops the record; the totals in GC_STATE stay exact.
-    let _ = EVENTS.output::<Event>(&event, 0);
+    // No wakeup: user space polls the ring once per sampling interval.
+    let _ = EVENTS.output::<Event>(&event, BPF_RB_NO_WAKEUP);
 }
 
 #[cfg(not(test))]

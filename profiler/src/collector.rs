@@ -8,7 +8,7 @@ use profiler_common::{Counters, Event, GcState, PAUSE_BUCKETS, event_kind, stw_k
 
 use crate::health::{HealthInputs, HealthModel};
 use crate::runtime_state::RuntimeCounts;
-use crate::snapshot::{Bucket, GoroutineSource, ProcessSnapshot};
+use crate::snapshot::{Bucket, CountsSource, GoroutineSource, ProcessSnapshot};
 use crate::stats::{Series, quantile};
 
 /// Windows over which rates and trends are computed.
@@ -50,7 +50,37 @@ pub struct Reading {
     pub counters: Counters,
     pub gc: GcState,
     pub runtime: Option<RuntimeCounts>,
+    pub hot: HotProbes,
+    /// The hot probes' estimated hits per second were they always attached.
+    pub hot_demand: Option<f64>,
 }
+
+/// The state of the hot probes (creation, exit, stack scan), which the budget may window.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HotProbes {
+    /// Monotonic ns since when they are attached without a break; None while detached.
+    pub on_since_ns: Option<u64>,
+    /// The last period they were attached and no longer are: (from, to) in monotonic ns.
+    pub last_window_ns: Option<(u64, u64)>,
+    /// The share of time they are attached (1: always).
+    pub duty: f64,
+}
+
+impl HotProbes {
+    pub const ALWAYS: HotProbes = HotProbes {
+        on_since_ns: Some(0),
+        last_window_ns: None,
+        duty: 1.0,
+    };
+}
+
+/// Figures that come from the hot probes, and so are sampled while those run in windows.
+pub const HOT_PROBE_FIGURES: &[&str] = &[
+    "stack_scans_total",
+    "stack_scanned_bytes_total",
+    "last_gc_stacks_scanned",
+    "last_gc_stack_bytes",
+];
 
 #[derive(Debug)]
 pub struct ProcessCollector {
@@ -66,6 +96,15 @@ pub struct ProcessCollector {
     /// The census baseline for [`GoroutineSource::GcCensus`]: live stacks at the last cycle,
     /// and created - exited at that moment.
     census: Option<(i64, i64)>,
+    /// The runtime's counts when gprof attached: creations and exits count from there.
+    baseline: Option<RuntimeCounts>,
+    /// When the last GC sweep termination ended (the mark phase, and its stack scans, begin).
+    mark_start_ns: u64,
+    /// Monotonic ns of the last update, and how long the hot probes were attached until then.
+    last_update_ns: Option<u64>,
+    hot_attached_ns: u64,
+    /// The creations and exits reported last.
+    totals: (u64, u64),
 }
 
 impl ProcessCollector {
@@ -81,22 +120,38 @@ impl ProcessCollector {
             pauses: VecDeque::new(),
             last_cycle: None,
             census: None,
+            baseline: None,
+            mark_start_ns: 0,
+            last_update_ns: None,
+            hot_attached_ns: 0,
+            totals: (0, 0),
         }
+    }
+
+    /// The runtime's counts at attach, from which creations and exits are counted.
+    pub fn set_baseline(&mut self, counts: RuntimeCounts) {
+        self.baseline = Some(counts);
     }
 
     pub fn identity(&self) -> &Identity {
         &self.identity
     }
 
-    /// Takes the kernel's records for this process (call before [`Self::update`]).
-    pub fn absorb(&mut self, events: &[Event], counters: &Counters) {
+    /// Takes the kernel's records for this process (call before [`Self::update`]). A GC
+    /// cycle's stack census counts only if the hot probes were attached through its mark phase.
+    pub fn absorb(&mut self, events: &[Event], counters: &Counters, hot: HotProbes) {
         for e in events {
             log::debug!("PID {}: kernel record {e:?}", self.identity.pid);
             match e.kind {
                 event_kind::PAUSE if stw_kind::is_gc(e.b as u32) => {
-                    self.pauses.push_back((e.ts_ns, e.a))
+                    self.pauses.push_back((e.ts_ns, e.a));
+                    if e.b as u32 == stw_kind::GC_SWEEP_TERM {
+                        self.mark_start_ns = e.ts_ns;
+                    }
                 }
-                event_kind::GC_CYCLE => {
+                event_kind::GC_CYCLE
+                    if hot.on_since_ns.is_some_and(|t| t <= self.mark_start_ns) =>
+                {
                     self.last_cycle = Some((e.b, e.c));
                     self.census =
                         Some((e.b as i64, counters.created as i64 - counters.exited as i64));
@@ -108,8 +163,35 @@ impl ProcessCollector {
 
     pub fn update(&mut self, r: &Reading, now_ns: u64) -> ProcessSnapshot {
         let c = &r.counters;
-        self.created.push(r.t, c.created as f64);
-        self.exited.push(r.t, c.exited as f64);
+        // The hot probes' attached time since the last update: the current period and the
+        // last closed one (the budget switches them at most twice between two samples).
+        let attach_ns = now_ns.saturating_sub((r.t * 1e9) as u64);
+        let from = self.last_update_ns.unwrap_or(attach_ns);
+        let overlap = |(a, b): (u64, u64)| b.min(now_ns).saturating_sub(a.max(from));
+        self.hot_attached_ns += r
+            .hot
+            .on_since_ns
+            .map_or(0, |since| overlap((since, now_ns)))
+            + r.hot.last_window_ns.map_or(0, overlap);
+        self.last_update_ns = Some(now_ns);
+        // Creations and exits: from the runtime's goroutine IDs and counts (exact whatever
+        // the probes do), else from the probes.
+        let (created, exited, counts_source) = match (&r.runtime, &self.baseline) {
+            (Some(now), Some(base)) => {
+                let created = (now.goids - base.goids).max(0);
+                let alive = |x: &RuntimeCounts| x.goroutines() + x.ngsys;
+                let exited = (created - (alive(now) - alive(base))).max(0);
+                (created as u64, exited as u64, CountsSource::Runtime)
+            }
+            _ => (c.created, c.exited, CountsSource::Probes),
+        };
+        // Under heavy churn a reading can be a batch of IDs behind the last one: totals are
+        // counters, they never go down.
+        let created = created.max(self.totals.0);
+        let exited = exited.max(self.totals.1);
+        self.totals = (created, exited);
+        self.created.push(r.t, created as f64);
+        self.exited.push(r.t, exited as f64);
         let (goroutines, source) = match (&r.runtime, self.census) {
             (Some(rt), _) => (rt.goroutines(), GoroutineSource::Runtime),
             (None, Some((scanned, net_then))) => (
@@ -145,8 +227,9 @@ impl ProcessCollector {
             goroutines,
             goroutines_source: source,
             system_goroutines: r.runtime.map(|rt| rt.ngsys),
-            goroutines_created_total: c.created,
-            goroutines_exited_total: c.exited,
+            goroutines_created_total: created,
+            goroutines_exited_total: exited,
+            counts_source,
             goroutine_create_rate_per_s: self
                 .created
                 .rate(self.windows.rate_seconds)
@@ -167,6 +250,19 @@ impl ProcessCollector {
             stack_scanned_bytes_total: c.stack_scan_bytes,
             last_gc_stacks_scanned: self.last_cycle.map(|(n, _)| n),
             last_gc_stack_bytes: self.last_cycle.map(|(_, b)| b),
+            hot_probes_duty: r.hot.duty,
+            hot_probes_attached_seconds_total: (self.hot_attached_ns as f64 / 1e9).min(r.t),
+            sampled: if r.hot.duty < 1.0 {
+                HOT_PROBE_FIGURES.to_vec()
+            } else {
+                Vec::new()
+            },
+            probe_hits_total: c.created
+                + c.exited
+                + c.stack_scans
+                + 2 * (g.gc_pauses + g.other_pauses)
+                + g.gc_cycles,
+            hot_probe_demand_per_s: r.hot_demand,
             health_score: 0.0,
             health: Default::default(),
         };
@@ -202,6 +298,15 @@ pub fn buckets(hist: &[u64; PAUSE_BUCKETS]) -> Vec<Bucket> {
 mod tests {
     use super::*;
 
+    fn collector() -> ProcessCollector {
+        let id = Identity {
+            pid: 1,
+            comm: "w".into(),
+            go_version: "go1.27.3".into(),
+        };
+        ProcessCollector::new(id, Windows::default(), HealthModel::default())
+    }
+
     fn reading(t: f64, created: u64, exited: u64, live: i64) -> Reading {
         Reading {
             t,
@@ -218,18 +323,18 @@ mod tests {
                 sched_free: 4,
                 p_free: 2,
                 procs: 2,
+                goids: created as i64 + 100,
             }),
+            hot: HotProbes::ALWAYS,
+            hot_demand: None,
         }
     }
 
     #[test]
     fn rates_and_leak_from_a_steady_workload() {
-        let id = Identity {
-            pid: 1,
-            comm: "w".into(),
-            go_version: "go1.27.3".into(),
-        };
-        let mut c = ProcessCollector::new(id, Windows::default(), HealthModel::default());
+        let mut c = collector();
+        // Counts from the runtime (goroutine IDs), not the probes, which report nothing here.
+        c.set_baseline(reading(0.0, 0, 0, 100).runtime.unwrap());
         let mut last = None;
         for i in 0..=30 {
             let t = i as f64;
@@ -285,7 +390,7 @@ mod tests {
             c: 500 * 8192,
             ..Default::default()
         });
-        c.absorb(&events, &counters);
+        c.absorb(&events, &counters, HotProbes::ALWAYS);
         let mut r = reading(1.0, 60, 10, 0);
         r.runtime = None;
         let s = c.update(&r, 2_000_000_000);
@@ -293,6 +398,75 @@ mod tests {
         assert_eq!(s.goroutines_source, GoroutineSource::GcCensus);
         assert_eq!(s.goroutines, 510);
         assert_eq!(s.mean_stack_bytes(), Some(8192.0));
+        assert_eq!(s.counts_source, CountsSource::Probes);
+    }
+
+    #[test]
+    fn a_census_counts_only_when_the_scans_were_probed_throughout() {
+        let mut c = collector();
+        let cycle = |sweep_ns: u64, scans: u64| {
+            [
+                Event {
+                    kind: event_kind::PAUSE,
+                    ts_ns: sweep_ns,
+                    a: 1000,
+                    b: stw_kind::GC_SWEEP_TERM as u64,
+                    ..Default::default()
+                },
+                Event {
+                    kind: event_kind::GC_CYCLE,
+                    ts_ns: sweep_ns + 5_000_000,
+                    b: scans,
+                    c: scans * 2048,
+                    ..Default::default()
+                },
+            ]
+        };
+        let windowed = |since: Option<u64>| HotProbes {
+            on_since_ns: since,
+            last_window_ns: None,
+            duty: 0.1,
+        };
+        // Attached since t=100: a cycle marking from t=200 counts.
+        c.absorb(&cycle(200, 50), &Counters::default(), windowed(Some(100)));
+        // Attached only from t=350, after that cycle's mark began at t=300: it does not.
+        c.absorb(&cycle(300, 77), &Counters::default(), windowed(Some(350)));
+        // Detached: does not either.
+        c.absorb(&cycle(400, 88), &Counters::default(), windowed(None));
+        let mut r = reading(1.0, 0, 0, 10);
+        r.hot = windowed(None);
+        let s = c.update(&r, 1_000);
+        assert_eq!(s.last_gc_stacks_scanned, Some(50));
+        assert_eq!(s.hot_probes_duty, 0.1);
+        assert!(s.sampled.contains(&"last_gc_stacks_scanned"));
+    }
+
+    #[test]
+    fn attached_time_of_the_hot_probes() {
+        const S: u64 = 1_000_000_000;
+        let mut c = collector();
+        let at = |t: u64, on: Option<u64>, last: Option<(u64, u64)>| {
+            let mut r = reading((t - 10) as f64, 0, 0, 10);
+            r.hot = HotProbes {
+                on_since_ns: on.map(|s| s * S),
+                last_window_ns: last.map(|(a, b)| (a * S, b * S)),
+                duty: 0.5,
+            };
+            r
+        };
+        // Attached at t=10 with the probes off; a window from 12 to 13, another from 14.
+        assert_eq!(
+            c.update(&at(11, None, None), 11 * S)
+                .hot_probes_attached_seconds_total,
+            0.0
+        );
+        let s = c.update(&at(13, None, Some((12, 13))), 13 * S);
+        assert_eq!(s.hot_probes_attached_seconds_total, 1.0);
+        let s = c.update(&at(15, Some(14), Some((12, 13))), 15 * S);
+        assert_eq!(s.hot_probes_attached_seconds_total, 2.0);
+        // Cut by a surge at 15 (right after that sample), back on at 16.
+        let s = c.update(&at(17, Some(16), Some((14, 15))), 17 * S);
+        assert_eq!(s.hot_probes_attached_seconds_total, 3.0);
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .find(|c: char| c.is_ascii_digit())
             .unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
             "ms" => 1e-3,
             "s" => 1.0,
             "m" => 60.0,
@@ -115,6 +117,56 @@ pub struct Config {
     pub windows: WindowsConfig,
     #[serde(default)]
     pub discovery: Discovery,
+    #[serde(default)]
+    pub budget: Budget,
+}
+
+/// The overhead budget of the hot probes (see `budget.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// Share of one core, in percent, the hot probes may cost each process; `null` for no
+    /// limit.
+    #[serde(default = "Budget::default_percent")]
+    pub cpu_percent: Option<f64>,
+    /// Estimated cost of one probe hit.
+    #[serde(default = "Budget::default_cost")]
+    pub cost_per_hit: Dur,
+    /// The longest the hot probes stay detached.
+    #[serde(default = "Budget::default_max_off")]
+    pub max_off: Dur,
+}
+
+impl Budget {
+    fn default_percent() -> Option<f64> {
+        crate::budget::BudgetConfig::default()
+            .fraction_of_core
+            .map(|f| f * 100.0)
+    }
+    fn default_cost() -> Dur {
+        Dur(crate::budget::BudgetConfig::default().cost_per_hit)
+    }
+    fn default_max_off() -> Dur {
+        Dur(crate::budget::BudgetConfig::default().max_off)
+    }
+
+    pub fn config(&self) -> crate::budget::BudgetConfig {
+        crate::budget::BudgetConfig {
+            fraction_of_core: self.cpu_percent.map(|p| p / 100.0),
+            cost_per_hit: self.cost_per_hit.0,
+            max_off: self.max_off.0,
+        }
+    }
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            cpu_percent: Self::default_percent(),
+            cost_per_hit: Self::default_cost(),
+            max_off: Self::default_max_off(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -417,7 +469,17 @@ impl Config {
         if config.discovery.interval.0 < Duration::from_millis(50) {
             return Err(invalid("discovery.interval: must be at least 50ms".into()));
         }
+        if config
+            .budget
+            .cpu_percent
+            .is_some_and(|p| !(p > 0.0 && p <= 100.0))
+        {
+            return Err(invalid(
+                "budget.cpu_percent: must be above 0 and at most 100".into(),
+            ));
+        }
         for (key, d) in [
+            ("budget.cost_per_hit", config.budget.cost_per_hit),
             ("windows.leak", config.windows.leak),
             ("windows.rate", config.windows.rate),
             ("windows.pause", config.windows.pause),

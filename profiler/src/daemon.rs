@@ -14,6 +14,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 
 use crate::alerts::AlertEngine;
+use crate::budget::{BudgetConfig, HotControl, HotLoad, SURGE_CHECK};
+use crate::collector::HotProbes;
 use crate::collector::Windows;
 use crate::config::{Config, Tenants};
 use crate::discovery::Discovery;
@@ -23,7 +25,7 @@ use crate::kernel::{ExeKey, Kernel, Scope};
 use crate::notify::Notifier;
 use crate::render::prometheus::{self, SelfUsage};
 use crate::snapshot::{DaemonSnapshot, DaemonStats, ProcessRecord, TenantSnapshot};
-use crate::target::{self, Executable, Inspected, Target, TargetError};
+use crate::target::{self, Executable, Inspected, Target, TargetError, monotonic_ns};
 use crate::tenancy::{self, Facts, Placement};
 
 /// Executables refused (unsupported release, unreadable layout) are remembered so that each
@@ -54,6 +56,10 @@ pub struct Watcher {
     idle: HashMap<ExeKey, Instant>,
     refused: HashSet<ExeKey>,
     attach_failures: u64,
+    /// The hot probes of each attached executable, under the budget.
+    hot: HashMap<ExeKey, HotControl>,
+    budget: BudgetConfig,
+    interval: Duration,
 }
 
 impl Watcher {
@@ -69,6 +75,9 @@ impl Watcher {
             idle: HashMap::new(),
             refused: HashSet::new(),
             attach_failures: 0,
+            hot: HashMap::new(),
+            budget: config.budget.config(),
+            interval: config.interval.0,
         }
     }
 
@@ -122,6 +131,7 @@ impl Watcher {
                 Scope::AllProcesses,
                 self.windows,
                 self.health,
+                self.budget.fraction_of_core.is_some(),
             ) {
                 Ok(target) => {
                     log::info!(
@@ -157,6 +167,62 @@ impl Watcher {
         }
     }
 
+    /// Between samples: detaches the hot probes of an executable at once if creations surge
+    /// in one of its processes.
+    fn check_surges(&mut self) {
+        let mut demand: HashMap<ExeKey, f64> = HashMap::new();
+        for w in self.targets.values_mut() {
+            if self
+                .hot
+                .get(&w.target.exe)
+                .is_some_and(HotControl::watches_for_surges)
+                && let Some(d) = w.target.creation_demand_now()
+            {
+                let e = demand.entry(w.target.exe).or_insert(0.0);
+                *e = e.max(d);
+            }
+        }
+        for (key, d) in demand {
+            if let Some(control) = self.hot.get_mut(&key) {
+                control.check_surge(&mut self.kernel, d);
+            }
+        }
+    }
+
+    /// One budget step per attached executable, on the busiest of its processes. An
+    /// executable with a process whose counts need the probes keeps them attached.
+    fn steer_hot_probes(&mut self) {
+        let (now, now_ns) = (Instant::now(), monotonic_ns());
+        let mut per_exe: HashMap<ExeKey, (HotLoad, bool)> = HashMap::new();
+        for w in self.targets.values() {
+            let e = per_exe
+                .entry(w.target.exe)
+                .or_insert((HotLoad::default(), true));
+            let load = w.target.hot_load();
+            if let Some(rate) = load.demand_per_s {
+                e.0.demand_per_s = Some(e.0.demand_per_s.map_or(rate, |r| r.max(rate)));
+            }
+            e.0.hits = e.0.hits.max(load.hits);
+            e.1 &= w.target.has_exact_counts();
+        }
+        self.hot.retain(|key, _| self.executables.contains_key(key));
+        for (key, (load, exact)) in per_exe {
+            let limited = self.hot.get(&key).is_some_and(HotControl::is_limited);
+            if limited && !exact {
+                // A process whose live count depends on the probes joined: back to always on.
+                let _ = self.kernel.set_hot(key, true);
+                self.hot.remove(&key);
+            }
+            let budget = self.budget;
+            let attached = self.kernel.hot_is_on(key);
+            let control = self
+                .hot
+                .entry(key)
+                .or_insert_with(|| HotControl::new(key, budget, exact, attached, now_ns));
+            control.step(&mut self.kernel, now, now_ns, self.interval, load);
+        }
+    }
+
     /// Detaches executables idle for longer than [`EXE_GRACE`], or beyond
     /// [`MAX_IDLE_EXECUTABLES`].
     fn expire_idle_executables(&mut self, now: Instant) {
@@ -187,7 +253,11 @@ impl Watcher {
         let mut gone = Vec::new();
         let mut processes = Vec::new();
         for (&pid, w) in &mut self.targets {
-            match w.target.sample(&self.kernel, &events) {
+            let hot = self
+                .hot
+                .get(&w.target.exe)
+                .map_or(HotProbes::ALWAYS, HotControl::probes);
+            match w.target.sample(&self.kernel, &events, hot) {
                 Ok(snapshot) => processes.push(ProcessRecord {
                     start_time: w.target.process.id.start_time,
                     tenant: w.placement.tenant.clone(),
@@ -206,6 +276,7 @@ impl Watcher {
             self.forget(pid, &why);
         }
         self.expire_idle_executables(Instant::now());
+        self.steer_hot_probes();
         let mut by_tenant: BTreeMap<&str, Vec<&ProcessRecord>> = BTreeMap::new();
         for r in &processes {
             by_tenant.entry(&r.tenant).or_default().push(r);
@@ -342,8 +413,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let wake = next_discovery.min(next_sample);
         std::thread::sleep(
             wake.saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(100)),
+                .min(SURGE_CHECK),
         );
+        watcher.check_surges();
     }
     log::info!("stopping: detaching from {} processes", watcher.watched());
     drop(watcher);

@@ -111,6 +111,10 @@ pub struct Layout {
     /// `p.gFree`'s count (`n` before 1.25, `size` since).
     pub p_gfree_count: u64,
     pub sched_ngsys: u64,
+    /// `sched.goidgen`: goroutine IDs handed out to the Ps, in batches of 16.
+    pub sched_goidgen: u64,
+    /// `p.goidcache` (the next ID the P hands out), followed by `p.goidcacheend`.
+    pub p_goidcache: u64,
     pub sched_gfree: SchedGFree,
     /// One of [`profiler_common::stw_reason`].
     pub stw_reason_source: u32,
@@ -153,6 +157,8 @@ pub const LAYOUTS: &[Layout] = &[
         m_preemptoff: 0xf8,
         p_gfree_count: 0x9a8,
         sched_ngsys: 0x48,
+        sched_goidgen: 0x0,
+        p_goidcache: 0x180,
         sched_gfree: SchedGFree::Counter {
             stack: 0xa0,
             no_stack: 0xa8,
@@ -177,6 +183,8 @@ pub const LAYOUTS: &[Layout] = &[
         m_preemptoff: 0xf8,
         p_gfree_count: 0x9a8,
         sched_ngsys: 0x48,
+        sched_goidgen: 0x0,
+        p_goidcache: 0x180,
         sched_gfree: SchedGFree::Counter {
             stack: 0xa8,
             no_stack: 0xb0,
@@ -201,6 +209,8 @@ pub const LAYOUTS: &[Layout] = &[
         m_preemptoff: 0xf8,
         p_gfree_count: 0x9a8,
         sched_ngsys: 0x48,
+        sched_goidgen: 0x0,
+        p_goidcache: 0x180,
         sched_gfree: SchedGFree::Counter {
             stack: 0xa8,
             no_stack: 0xb0,
@@ -220,6 +230,8 @@ pub const LAYOUTS: &[Layout] = &[
         m_preemptoff: 0xf8,
         p_gfree_count: 0x9a0,
         sched_ngsys: 0x48,
+        sched_goidgen: 0x0,
+        p_goidcache: 0x178,
         sched_gfree: SchedGFree::Counter {
             stack: 0xa8,
             no_stack: 0xb0,
@@ -239,6 +251,8 @@ pub const LAYOUTS: &[Layout] = &[
         m_preemptoff: 0xf0,
         p_gfree_count: 0x9a0,
         sched_ngsys: 0x50,
+        sched_goidgen: 0x0,
+        p_goidcache: 0x178,
         sched_gfree: SchedGFree::Sized {
             stack: 0xb0,
             no_stack: 0xc0,
@@ -257,6 +271,8 @@ pub const LAYOUTS: &[Layout] = &[
         m_preemptoff: 0xf8,
         p_gfree_count: 0x9a8,
         sched_ngsys: 0x60,
+        sched_goidgen: 0x0,
+        p_goidcache: 0x180,
         sched_gfree: SchedGFree::Sized {
             stack: 0xc0,
             no_stack: 0xd0,
@@ -368,6 +384,9 @@ pub struct ProbeSpec {
     pub site: Site,
     /// What the probe measures, for `gprof check` and error messages.
     pub purpose: &'static str,
+    /// Fires in proportion to the target's activity (per goroutine created, exited, scanned):
+    /// subject to the overhead budget.
+    pub hot: bool,
 }
 
 /// The probes gprof attaches, in attach order (counters before the events that read them).
@@ -377,6 +396,7 @@ pub const PROBES: &[ProbeSpec] = &[
         program: programs::NEWPROC1,
         stack: Stack::System,
         site: Site::Entry,
+        hot: true,
         purpose: "goroutine created",
     },
     ProbeSpec {
@@ -384,6 +404,7 @@ pub const PROBES: &[ProbeSpec] = &[
         program: programs::GFPUT,
         stack: Stack::System,
         site: Site::Entry,
+        hot: true,
         purpose: "goroutine exited to the free pool",
     },
     ProbeSpec {
@@ -391,6 +412,7 @@ pub const PROBES: &[ProbeSpec] = &[
         program: programs::SCANSTACK,
         stack: Stack::System,
         site: Site::Entry,
+        hot: true,
         purpose: "GC scans a live goroutine's stack",
     },
     ProbeSpec {
@@ -398,6 +420,7 @@ pub const PROBES: &[ProbeSpec] = &[
         program: programs::STW_STOP,
         stack: Stack::System,
         site: Site::Entry,
+        hot: false,
         purpose: "stop-the-world begins",
     },
     ProbeSpec {
@@ -405,6 +428,7 @@ pub const PROBES: &[ProbeSpec] = &[
         program: programs::STW_START_RET,
         stack: Stack::System,
         site: Site::Returns,
+        hot: false,
         purpose: "stop-the-world ends (result: the runtime's own end time)",
     },
     ProbeSpec {
@@ -412,6 +436,7 @@ pub const PROBES: &[ProbeSpec] = &[
         program: programs::GC_MARK_TERMINATION,
         stack: Stack::Goroutine,
         site: Site::Entry,
+        hot: false,
         purpose: "GC cycle completes",
     },
 ];
@@ -598,6 +623,14 @@ pub fn layout_from_dwarf(
         m_preemptoff: off(M, &["preemptoff"])?,
         p_gfree_count,
         sched_ngsys: off(SCHED, &["ngsys"])?,
+        sched_goidgen: off(SCHED, &["goidgen"])?,
+        p_goidcache: {
+            let cache = off(P, &["goidcache"])?;
+            if off(P, &["goidcacheend"])? != cache + 8 {
+                return Err("p.goidcacheend does not follow p.goidcache".into());
+            }
+            cache
+        },
         sched_gfree,
         stw_reason_source: template.stw_reason_source,
         pause_clock,
@@ -607,67 +640,29 @@ pub fn layout_from_dwarf(
 impl Layout {
     /// The fields in which two layouts differ, for messages.
     pub fn differences(&self, other: &Layout) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut cmp = |name: &str, a: String, b: String| {
-            if a != b {
-                out.push(format!("{name}: {a} vs {b}"));
-            }
-        };
-        cmp(
-            "g.m",
-            format!("{:#x}", self.g_m),
-            format!("{:#x}", other.g_m),
-        );
-        cmp(
-            "g.atomicstatus",
-            format!("{:#x}", self.g_atomicstatus),
-            format!("{:#x}", other.g_atomicstatus),
-        );
-        cmp(
-            "g.goid",
-            format!("{:#x}", self.g_goid),
-            format!("{:#x}", other.g_goid),
-        );
-        cmp(
-            "g.gopc",
-            format!("{:#x}", self.g_gopc),
-            format!("{:#x}", other.g_gopc),
-        );
-        cmp(
-            "g.startpc",
-            format!("{:#x}", self.g_startpc),
-            format!("{:#x}", other.g_startpc),
-        );
-        cmp(
-            "m.curg",
-            format!("{:#x}", self.m_curg),
-            format!("{:#x}", other.m_curg),
-        );
-        cmp(
-            "m.preemptoff",
-            format!("{:#x}", self.m_preemptoff),
-            format!("{:#x}", other.m_preemptoff),
-        );
-        cmp(
-            "p.gFree count",
-            format!("{:#x}", self.p_gfree_count),
-            format!("{:#x}", other.p_gfree_count),
-        );
-        cmp(
-            "schedt.ngsys",
-            format!("{:#x}", self.sched_ngsys),
-            format!("{:#x}", other.sched_ngsys),
-        );
-        cmp(
-            "schedt.gFree",
-            format!("{:x?}", self.sched_gfree),
-            format!("{:x?}", other.sched_gfree),
-        );
-        cmp(
-            "pause clock",
-            format!("{:x?}", self.pause_clock),
-            format!("{:x?}", other.pause_clock),
-        );
-        out
+        type Show = fn(&Layout) -> String;
+        let fields: [(&str, Show); 14] = [
+            ("g.m", |l| format!("{:#x}", l.g_m)),
+            ("g.atomicstatus", |l| format!("{:#x}", l.g_atomicstatus)),
+            ("g.goid", |l| format!("{:#x}", l.g_goid)),
+            ("g.gopc", |l| format!("{:#x}", l.g_gopc)),
+            ("g.startpc", |l| format!("{:#x}", l.g_startpc)),
+            ("m.curg", |l| format!("{:#x}", l.m_curg)),
+            ("m.preemptoff", |l| format!("{:#x}", l.m_preemptoff)),
+            ("p.gFree count", |l| format!("{:#x}", l.p_gfree_count)),
+            ("p.goidcache", |l| format!("{:#x}", l.p_goidcache)),
+            ("schedt.ngsys", |l| format!("{:#x}", l.sched_ngsys)),
+            ("schedt.goidgen", |l| format!("{:#x}", l.sched_goidgen)),
+            ("schedt.gFree", |l| format!("{:x?}", l.sched_gfree)),
+            ("pause clock", |l| format!("{:x?}", l.pause_clock)),
+            ("stw reason", |l| l.stw_reason_source.to_string()),
+        ];
+        fields
+            .iter()
+            .filter_map(|(name, show)| {
+                let (a, b) = (show(self), show(other));
+                (a != b).then(|| format!("{name}: {a} vs {b}"))
+            })
+            .collect()
     }
 }

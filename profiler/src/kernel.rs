@@ -159,8 +159,25 @@ pub enum Scope {
     AllProcesses,
 }
 
+/// The probes of one executable. The file stays open so that the hot probes can be attached
+/// again (through `/proc/self/fd/N`) even after the process that showed it exited or the file
+/// was replaced on disk.
 struct Attachment {
-    links: Vec<(&'static str, UProbeLinkId)>,
+    file: std::fs::File,
+    scope: UProbeScope,
+    /// Probes that fire a few times per GC cycle: always attached.
+    cold: Vec<(&'static str, UProbeLinkId)>,
+    /// Creation, exit and stack-scan probes, which the budget may detach for a while.
+    hot: Option<Vec<(&'static str, UProbeLinkId)>>,
+    /// Where the hot probes go: (program, function, file offset).
+    hot_sites: Vec<(&'static str, String, u64)>,
+}
+
+impl Attachment {
+    fn path(&self) -> std::path::PathBuf {
+        use std::os::fd::AsRawFd;
+        format!("/proc/self/fd/{}", self.file.as_raw_fd()).into()
+    }
 }
 
 /// Loaded programs and maps.
@@ -232,8 +249,14 @@ impl Kernel {
         std::thread::Builder::new()
             .name("gprof-detach".into())
             .spawn(move || {
+                // Each detach waits for the kernel's uprobe SRCU grace period (about 0.1 s
+                // here): in parallel, a window of hot probes closes in one period, not three.
                 for links in dropped {
-                    drop(links);
+                    std::thread::scope(|s| {
+                        for link in links {
+                            s.spawn(move || drop(link));
+                        }
+                    });
                 }
             })
             .map_err(|e| KernelError::Load(format!("starting the detach thread: {e}")))?;
@@ -252,14 +275,17 @@ impl Kernel {
         })
     }
 
-    /// Attaches every planned probe to `exe` (a path to the file, e.g. `/proc/PID/exe`). All
-    /// or nothing: on any failure the probes attached so far are removed again.
+    /// Attaches the probes of `plan` to `exe` (a path to the file, e.g. `/proc/PID/exe`); the
+    /// hot ones only if `hot` (the budget may attach them later with [`Self::set_hot`]). All
+    /// or nothing: on any failure the probes attached so far are removed again. A no-op when
+    /// `key` is attached already.
     pub fn attach(
         &mut self,
         key: ExeKey,
         exe: &Path,
         plan: &ProbePlan,
         scope: Scope,
+        hot: bool,
     ) -> Result<(), KernelError> {
         if self.attachments.contains_key(&key) {
             return Ok(());
@@ -270,38 +296,114 @@ impl Kernel {
             }
             Scope::AllProcesses => UProbeScope::AllProcesses,
         };
-        let mut links = Vec::new();
-        for probe in &plan.probes {
-            for &offset in &probe.offsets {
-                let program = self.uprobe(probe.spec.program);
-                match program.attach(UProbeAttachLocation::AbsoluteOffset(offset), exe, scope) {
-                    Ok(link) => links.push((probe.spec.program, link)),
-                    Err(e) => {
-                        let error = if is_permission(&e) {
-                            KernelError::Permission {
-                                action: format!("attach uprobes to {}", exe.display()),
-                            }
-                        } else {
-                            KernelError::Attach {
-                                function: probe.function.name.clone(),
-                                exe: exe.display().to_string(),
-                                why: e.to_string(),
-                            }
-                        };
-                        self.detach_links(links);
-                        return Err(error);
-                    }
+        let file = std::fs::File::open(exe).map_err(|e| KernelError::Attach {
+            function: "(all)".into(),
+            exe: exe.display().to_string(),
+            why: e.to_string(),
+        })?;
+        let sites = |hot: bool| -> Vec<(&'static str, String, u64)> {
+            plan.probes
+                .iter()
+                .filter(|p| p.spec.hot == hot)
+                .flat_map(|p| {
+                    p.offsets
+                        .iter()
+                        .map(|&o| (p.spec.program, p.function.name.clone(), o))
+                })
+                .collect()
+        };
+        let mut attachment = Attachment {
+            file,
+            scope,
+            cold: Vec::new(),
+            hot: None,
+            hot_sites: sites(true),
+        };
+        attachment.cold = self.attach_sites(&attachment, &sites(false))?;
+        if hot {
+            let hot_sites = attachment.hot_sites.clone();
+            match self.attach_sites(&attachment, &hot_sites) {
+                Ok(links) => attachment.hot = Some(links),
+                Err(e) => {
+                    self.detach_links(std::mem::take(&mut attachment.cold));
+                    return Err(e);
                 }
             }
         }
-        self.attachments.insert(key, Attachment { links });
+        self.attachments.insert(key, attachment);
         Ok(())
+    }
+
+    /// Attaches programs at file offsets of the attachment's file; all or nothing.
+    fn attach_sites(
+        &mut self,
+        a: &Attachment,
+        sites: &[(&'static str, String, u64)],
+    ) -> Result<Vec<(&'static str, UProbeLinkId)>, KernelError> {
+        let path = a.path();
+        let mut links = Vec::new();
+        for (program, function, offset) in sites {
+            match self.uprobe(program).attach(
+                UProbeAttachLocation::AbsoluteOffset(*offset),
+                &path,
+                a.scope,
+            ) {
+                Ok(link) => links.push((*program, link)),
+                Err(e) => {
+                    let error = if is_permission(&e) {
+                        KernelError::Permission {
+                            action: "attach uprobes".into(),
+                        }
+                    } else {
+                        KernelError::Attach {
+                            function: function.clone(),
+                            exe: path.display().to_string(),
+                            why: e.to_string(),
+                        }
+                    };
+                    self.detach_links(links);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(links)
+    }
+
+    /// Attaches or detaches the hot probes of one executable (the overhead budget's lever).
+    pub fn set_hot(&mut self, key: ExeKey, on: bool) -> Result<(), KernelError> {
+        let Some(mut a) = self.attachments.remove(&key) else {
+            return Ok(());
+        };
+        let result = match (on, a.hot.take()) {
+            (true, None) => {
+                let sites = a.hot_sites.clone();
+                self.attach_sites(&a, &sites)
+                    .map(|links| a.hot = Some(links))
+            }
+            (false, Some(links)) => {
+                self.detach_links(links);
+                Ok(())
+            }
+            (_, links) => {
+                a.hot = links;
+                Ok(())
+            }
+        };
+        self.attachments.insert(key, a);
+        result
+    }
+
+    pub fn hot_is_on(&self, key: ExeKey) -> bool {
+        self.attachments.get(&key).is_some_and(|a| a.hot.is_some())
     }
 
     /// Removes the probes of one executable.
     pub fn detach(&mut self, key: ExeKey) {
         if let Some(a) = self.attachments.remove(&key) {
-            self.detach_links(a.links);
+            self.detach_links(a.cold);
+            if let Some(hot) = a.hot {
+                self.detach_links(hot);
+            }
         }
     }
 

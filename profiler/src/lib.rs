@@ -10,6 +10,7 @@
 
 pub mod alerts;
 pub mod binary;
+pub mod budget;
 pub mod check;
 pub mod collector;
 pub mod config;

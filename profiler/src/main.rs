@@ -46,6 +46,9 @@ enum Command {
         /// Seconds of history behind the creation and exit rates.
         #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
         rate_window: f64,
+        /// The hot probes' cost budget, in percent of one core ("off": no limit).
+        #[arg(long, default_value = "1", value_parser = budget_percent)]
+        budget: Budget,
     },
     /// Watch every Go process on this host: per-tenant health, alerts, Prometheus metrics.
     Daemon {
@@ -71,6 +74,22 @@ enum Command {
         #[arg(required_unless_present = "pid")]
         binary: Option<PathBuf>,
     },
+}
+
+/// `--budget`: a percentage of one core, or "off".
+#[derive(Clone, Copy, Debug)]
+struct Budget(Option<f64>);
+
+fn budget_percent(s: &str) -> Result<Budget, String> {
+    if s == "off" {
+        return Ok(Budget(None));
+    }
+    match s.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(Budget(Some(p / 100.0))),
+        _ => Err(format!(
+            "{s:?} is not a percentage of a core (0-100] or \"off\""
+        )),
+    }
 }
 
 fn positive_seconds(s: &str) -> Result<f64, String> {
@@ -139,6 +158,7 @@ fn main() -> ExitCode {
             iterations,
             leak_window,
             rate_window,
+            budget,
         } => profiler::top::run(&profiler::top::TopOptions {
             pid,
             interval: Duration::from_secs_f64(interval),
@@ -148,6 +168,10 @@ fn main() -> ExitCode {
                 leak_seconds: leak_window,
                 rate_seconds: rate_window,
                 ..Windows::default()
+            },
+            budget: profiler::budget::BudgetConfig {
+                fraction_of_core: budget.0,
+                ..Default::default()
             },
         }),
         Command::Check { pid, binary } => profiler::check::run(pid, binary.as_deref()),

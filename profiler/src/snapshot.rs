@@ -18,6 +18,16 @@ pub enum GoroutineSource {
     Unknown,
 }
 
+/// Where creation and exit counts come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CountsSource {
+    /// The runtime's goroutine ID generator and counts (exact, no probe needed).
+    Runtime,
+    /// The creation and exit probes.
+    Probes,
+}
+
 /// One histogram bucket: pauses of at most `le_seconds` (and more than the previous bound).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Bucket {
@@ -41,6 +51,7 @@ pub struct ProcessSnapshot {
     pub system_goroutines: Option<i64>,
     pub goroutines_created_total: u64,
     pub goroutines_exited_total: u64,
+    pub counts_source: CountsSource,
     pub goroutine_create_rate_per_s: f64,
     pub goroutine_exit_rate_per_s: f64,
     /// Net growth of live goroutines per minute over the leak window (least-squares slope).
@@ -71,6 +82,21 @@ pub struct ProcessSnapshot {
     /// and their total size.
     pub last_gc_stacks_scanned: Option<u64>,
     pub last_gc_stack_bytes: Option<u64>,
+
+    /// Share of the time the hot probes (creation, exit, stack scan) are attached: below 1
+    /// when the overhead budget runs them in windows.
+    pub hot_probes_duty: f64,
+    /// How long the hot probes have been attached since gprof attached (equal to
+    /// `attached_seconds` while within budget).
+    pub hot_probes_attached_seconds_total: f64,
+    /// Figures that are sampled (from windowed probes) rather than exact.
+    pub sampled: Vec<&'static str>,
+    /// Probe hits in this process counted by the kernel since attach (every probe: creation,
+    /// exit and stack scan while attached, two per stop-the-world, one per GC cycle).
+    pub probe_hits_total: u64,
+    /// The hot probes' hits per second were they attached all the time, estimated from the
+    /// runtime's counts (what the budget weighs); None before two samples.
+    pub hot_probe_demand_per_s: Option<f64>,
 
     pub health_score: f64,
     pub health: Health,
@@ -170,4 +196,53 @@ pub struct DaemonStats {
     pub attach_failures_total: u64,
     pub alert_notifications_failed_total: u64,
     pub alert_notifications_dropped_total: u64,
+}
+
+/// A realistic snapshot for the renderers' tests: a process leaking 1200 goroutines/min.
+#[cfg(test)]
+pub(crate) fn example() -> ProcessSnapshot {
+    let mut hist = [0u64; profiler_common::PAUSE_BUCKETS];
+    hist[14] = 3; // 16-32 µs
+    hist[16] = 1; // 65-131 µs
+    ProcessSnapshot {
+        unix: 1_700_000_000.123,
+        pid: 42,
+        comm: "svc".into(),
+        go_version: "go1.27.3".into(),
+        attached_seconds: 75.0,
+        goroutines: 1500,
+        goroutines_source: GoroutineSource::Runtime,
+        system_goroutines: Some(5),
+        goroutines_created_total: 4000,
+        goroutines_exited_total: 2500,
+        counts_source: CountsSource::Runtime,
+        goroutine_create_rate_per_s: 2020.0,
+        goroutine_exit_rate_per_s: 2000.0,
+        goroutine_leak_rate_per_min: 1200.0,
+        gfree_pool_size: Some(40),
+        gomaxprocs: Some(2),
+        gc_cycles_total: 2,
+        gc_pauses_total: 4,
+        gc_pause_seconds_total: 0.0042,
+        gc_pause_max_seconds: 0.0001,
+        gc_pause_p99_seconds: 0.0001,
+        gc_pause_buckets: crate::collector::buckets(&hist),
+        other_pauses_total: 3,
+        other_pause_seconds_total: 0.00002,
+        stack_scans_total: 3000,
+        stack_scanned_bytes_total: 3000 * 2048,
+        last_gc_stacks_scanned: Some(1505),
+        last_gc_stack_bytes: Some(1505 * 8192),
+        hot_probes_duty: 1.0,
+        hot_probes_attached_seconds_total: 3600.0,
+        sampled: Vec::new(),
+        probe_hits_total: 1_234_567,
+        hot_probe_demand_per_s: Some(4040.0),
+        health_score: 60.0,
+        health: crate::health::Health {
+            score: 60.0,
+            leak_penalty: 40.0,
+            ..Default::default()
+        },
+    }
 }

@@ -4,17 +4,18 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use profiler_common::{Event, ProcConfig};
+use profiler_common::{Counters, Event, GcState, ProcConfig};
 
 use std::sync::Arc;
 
 use crate::binary::{BinaryError, ExecutableInfo, GoBinary};
-use crate::collector::{Identity, ProcessCollector, Reading, Windows};
+use crate::budget::HotLoad;
+use crate::collector::{HotProbes, Identity, ProcessCollector, Reading, Windows};
 use crate::health::HealthModel;
 use crate::kernel::{ExeKey, Kernel, KernelError, Scope};
 use crate::probes::{self, PlanError, ProbePlan};
 use crate::process::{Process, ProcessError};
-use crate::runtime_state::{RuntimeReader, StateError};
+use crate::runtime_state::{RuntimeCounts, RuntimeReader, StateError};
 use crate::snapshot::ProcessSnapshot;
 
 #[derive(Debug, thiserror::Error)]
@@ -100,17 +101,26 @@ pub struct Target {
     pub reader_error: Option<String>,
     collector: ProcessCollector,
     attached: Instant,
+    /// What the hot-probe rate is estimated from at the last sample: (monotonic ns, probe
+    /// hits counted, goroutine IDs handed out, GC cycles).
+    last_hot: Option<(u64, u64, Option<i64>, u64)>,
+    hot_load: HotLoad,
+    /// The last surge check: (monotonic ns, `sched.goidgen`).
+    surge_mark: Option<(u64, u64)>,
 }
 
 impl Target {
     /// Starts watching: reads the runtime's globals, adds the process to the kernel filter and
     /// attaches the probes to its executable (unless already attached for another process).
+    /// `limit_hot`: the hot probes are under a budget, so they wait for its first estimate
+    /// when the runtime's counts can be read (else they start attached: counts need them).
     pub fn attach(
         kernel: &mut Kernel,
         inspected: &Inspected,
         scope: Scope,
         windows: Windows,
         health: HealthModel,
+        limit_hot: bool,
     ) -> Result<Self, TargetError> {
         let Inspected { process, exe } = inspected;
         let plan = &exe.plan;
@@ -143,7 +153,8 @@ impl Target {
         };
         let slot = kernel.watch(pid, config)?;
         let key = ExeKey::of(process);
-        if let Err(e) = kernel.attach(key, &process.exe_path(), plan, scope) {
+        let hot = !(limit_hot && reader.is_some());
+        if let Err(e) = kernel.attach(key, &process.exe_path(), plan, scope, hot) {
             kernel.unwatch(pid);
             return Err(if process.is_alive() {
                 e.into()
@@ -156,6 +167,13 @@ impl Target {
             comm: process.comm.clone(),
             go_version: exe.info.version.raw.clone(),
         };
+        let mut collector = ProcessCollector::new(identity, windows, health);
+        let mut last_hot = None;
+        if let Some(counts) = reader.as_ref().and_then(|r| r.read().ok()) {
+            collector.set_baseline(counts);
+            // The kernel's counts start at zero: the first sample already gives a rate.
+            last_hot = Some((monotonic_ns(), 0, Some(counts.goids), 0));
+        }
         Ok(Self {
             process: process.clone(),
             exe: key,
@@ -163,9 +181,41 @@ impl Target {
             go_version: exe.info.version.raw.clone(),
             reader,
             reader_error,
-            collector: ProcessCollector::new(identity, windows, health),
+            collector,
             attached: Instant::now(),
+            last_hot,
+            hot_load: HotLoad::default(),
+            surge_mark: None,
         })
+    }
+
+    /// Whether creations, exits and live goroutines come from the runtime's memory (then the
+    /// hot probes may run in windows without losing them).
+    pub fn has_exact_counts(&self) -> bool {
+        self.reader.is_some()
+    }
+
+    /// Between samples: the hot probes' demand (two hits per creation) since the last call,
+    /// from `sched.goidgen` alone; None without the runtime's counts or within 10 ms.
+    pub fn creation_demand_now(&mut self) -> Option<f64> {
+        let generated = self.reader.as_ref()?.goidgen().ok()?;
+        let now = monotonic_ns();
+        let age = |t: u64| now.saturating_sub(t);
+        let rate = match self.surge_mark {
+            Some((t, _)) if age(t) < 10_000_000 => return None,
+            // A mark from before the probes were last attached says nothing about now.
+            Some((t, g)) if age(t) < 500_000_000 => {
+                Some(2.0 * generated.saturating_sub(g) as f64 / (age(t) as f64 / 1e9))
+            }
+            _ => None,
+        };
+        self.surge_mark = Some((now, generated));
+        rate
+    }
+
+    /// The hot probes' load between the last two samples.
+    pub fn hot_load(&self) -> HotLoad {
+        self.hot_load
     }
 
     pub fn pid(&self) -> u32 {
@@ -178,18 +228,24 @@ impl Target {
         &mut self,
         kernel: &Kernel,
         events: &[Event],
+        hot: HotProbes,
     ) -> Result<ProcessSnapshot, TargetError> {
         let pid = self.pid();
         if !self.process.is_alive() {
             return Err(TargetError::Gone(pid));
         }
         if !self.process.runs_same_executable() {
+            // An exiting process loses its executable link before it turns zombie.
+            if !self.process.is_alive() || std::fs::metadata(self.process.exe_path()).is_err() {
+                return Err(TargetError::Gone(pid));
+            }
             return Err(TargetError::Execed(pid));
         }
         let counters = kernel.counters(self.slot)?;
         let gc = kernel.gc_state(self.slot)?;
         let mine: Vec<Event> = events.iter().filter(|e| e.tgid == pid).copied().collect();
-        self.collector.absorb(&mine, &counters);
+        self.collector.absorb(&mine, &counters, hot);
+        let now_ns = monotonic_ns();
         let runtime = match &self.reader {
             Some(r) => match r.read() {
                 Ok(c) => Some(c),
@@ -198,6 +254,7 @@ impl Target {
             },
             None => None,
         };
+        self.estimate_hot_rate(now_ns, &counters, &gc, runtime.as_ref());
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
@@ -207,8 +264,39 @@ impl Target {
             counters,
             gc,
             runtime,
+            hot,
+            hot_demand: self.hot_load.demand_per_s,
         };
-        Ok(self.collector.update(&reading, monotonic_ns()))
+        Ok(self.collector.update(&reading, now_ns))
+    }
+
+    fn estimate_hot_rate(
+        &mut self,
+        now_ns: u64,
+        c: &Counters,
+        gc: &GcState,
+        rt: Option<&RuntimeCounts>,
+    ) {
+        let hits = c.created + c.exited + c.stack_scans;
+        let now = (now_ns, hits, rt.map(|r| r.goids), gc.gc_cycles);
+        self.hot_load.hits = self
+            .last_hot
+            .map_or(0, |(_, h, _, _)| hits.saturating_sub(h));
+        self.hot_load.demand_per_s = self.last_hot.and_then(|(t, h, goids, cycles)| {
+            let dt = now_ns.saturating_sub(t) as f64 / 1e9;
+            if dt <= 0.0 {
+                return None;
+            }
+            Some(match (rt, goids) {
+                (Some(r), Some(before)) => {
+                    let created = (r.goids - before).max(0) as f64;
+                    let stacks = (r.goroutines() + r.ngsys).max(0) as f64;
+                    (2.0 * created + stacks * gc.gc_cycles.saturating_sub(cycles) as f64) / dt
+                }
+                _ => hits.saturating_sub(h) as f64 / dt,
+            })
+        });
+        self.last_hot = Some(now);
     }
 
     /// Stops watching (the executable's probes stay for other processes of the same file;

@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
 
+use crate::budget::{BudgetConfig, HotControl, SURGE_CHECK};
 use crate::collector::Windows;
 use crate::health::HealthModel;
 use crate::kernel::{Kernel, Scope};
 use crate::process::Process;
 use crate::render::{json, tui};
-use crate::target::{self, Target, TargetError};
+use crate::target::{self, Target, TargetError, monotonic_ns};
 
 #[derive(Clone, Debug)]
 pub struct TopOptions {
@@ -20,6 +21,7 @@ pub struct TopOptions {
     pub batch: bool,
     pub iterations: Option<u64>,
     pub windows: Windows,
+    pub budget: BudgetConfig,
 }
 
 /// Attaches (all checks happen before the terminal is touched), then runs the chosen view.
@@ -28,21 +30,84 @@ pub fn run(opts: &TopOptions) -> anyhow::Result<()> {
     let pid = process.pid();
     let inspected = target::inspect(process)?;
     let mut kernel = Kernel::load()?;
-    let mut target = Target::attach(
+    let target = Target::attach(
         &mut kernel,
         &inspected,
         Scope::Process(pid),
         opts.windows,
         HealthModel::default(),
+        opts.budget.fraction_of_core.is_some(),
     )?;
     drop(inspected);
     if let Some(why) = &target.reader_error {
         log::warn!("{why}");
     }
+    let hot_attached = kernel.hot_is_on(target.exe);
+    let hot = HotControl::new(
+        target.exe,
+        opts.budget,
+        target.has_exact_counts(),
+        hot_attached,
+        monotonic_ns(),
+    );
+    let mut session = Session {
+        kernel,
+        target,
+        hot,
+        interval: opts.interval,
+    };
     if opts.batch {
-        batch(&mut kernel, &mut target, opts)
+        batch(&mut session, opts)
     } else {
-        interactive(&mut kernel, &mut target, opts)
+        interactive(&mut session, opts)
+    }
+}
+
+/// The attached process, its kernel side, and its hot probes under the budget.
+struct Session {
+    kernel: Kernel,
+    target: Target,
+    hot: HotControl,
+    interval: Duration,
+}
+
+impl Session {
+    /// Between samples: detaches the hot probes at once if creations surge.
+    fn check_surge(&mut self) {
+        if self.hot.watches_for_surges()
+            && let Some(demand) = self.target.creation_demand_now()
+        {
+            self.hot.check_surge(&mut self.kernel, demand);
+        }
+    }
+
+    /// Waits until the next tick, looking for surges meanwhile.
+    fn wait(&mut self, ticker: &Ticker) {
+        loop {
+            let left = ticker.remaining();
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(left.min(SURGE_CHECK));
+            self.check_surge();
+        }
+    }
+
+    fn sample(&mut self) -> Result<crate::snapshot::ProcessSnapshot, TargetError> {
+        self.kernel.flush_logs();
+        let events = self.kernel.drain_events();
+        let snapshot = self
+            .target
+            .sample(&self.kernel, &events, self.hot.probes())?;
+        let load = self.target.hot_load();
+        self.hot.step(
+            &mut self.kernel,
+            Instant::now(),
+            monotonic_ns(),
+            self.interval,
+            load,
+        );
+        Ok(snapshot)
     }
 }
 
@@ -73,22 +138,13 @@ impl Ticker {
     }
 }
 
-fn sample(
-    kernel: &mut Kernel,
-    target: &mut Target,
-) -> Result<crate::snapshot::ProcessSnapshot, TargetError> {
-    kernel.flush_logs();
-    let events = kernel.drain_events();
-    target.sample(kernel, &events)
-}
-
-fn batch(kernel: &mut Kernel, target: &mut Target, opts: &TopOptions) -> anyhow::Result<()> {
+fn batch(session: &mut Session, opts: &TopOptions) -> anyhow::Result<()> {
     let mut ticker = Ticker::new(opts.interval);
     let stdout = std::io::stdout();
     for _ in 0..opts.iterations.unwrap_or(u64::MAX) {
-        std::thread::sleep(ticker.remaining());
+        session.wait(&ticker);
         ticker.advance();
-        match sample(kernel, target) {
+        match session.sample() {
             Ok(s) => {
                 let mut out = stdout.lock();
                 if let Err(e) = json::write_line(&mut out, &s) {
@@ -108,7 +164,7 @@ fn batch(kernel: &mut Kernel, target: &mut Target, opts: &TopOptions) -> anyhow:
     Ok(())
 }
 
-fn interactive(kernel: &mut Kernel, target: &mut Target, opts: &TopOptions) -> anyhow::Result<()> {
+fn interactive(session: &mut Session, opts: &TopOptions) -> anyhow::Result<()> {
     let mut view = tui::TopView::new(opts.interval.as_secs_f64());
     crate::logging::hold();
     let result = (|| -> anyhow::Result<Option<String>> {
@@ -117,7 +173,7 @@ fn interactive(kernel: &mut Kernel, target: &mut Target, opts: &TopOptions) -> a
         let mut ticks = 0u64;
         loop {
             guard.terminal.draw(|f| tui::draw(f, &view))?;
-            if event::poll(ticker.remaining())? {
+            if event::poll(ticker.remaining().min(SURGE_CHECK))? {
                 if let TermEvent::Key(k) = event::read()?
                     && k.kind == KeyEventKind::Press
                     && (matches!(k.code, KeyCode::Char('q') | KeyCode::Esc)
@@ -128,8 +184,12 @@ fn interactive(kernel: &mut Kernel, target: &mut Target, opts: &TopOptions) -> a
                 }
                 continue;
             }
+            session.check_surge();
+            if !ticker.remaining().is_zero() {
+                continue;
+            }
             ticker.advance();
-            match sample(kernel, target) {
+            match session.sample() {
                 Ok(s) => view.update(s),
                 Err(e @ (TargetError::Gone(_) | TargetError::Execed(_))) => {
                     return Ok(Some(format!("gprof: {e}")));

@@ -220,6 +220,18 @@ pub fn render(snapshot: &DaemonSnapshot, version: &str, usage: SelfUsage) -> Str
             ),
         ),
         family(
+            "gprof_probe_hits_total",
+            "Probe hits in the process counted by the kernel since gprof attached.",
+            COUNTER,
+            per_process(&|r| Some(r.snapshot.probe_hits_total as f64), COUNTER),
+        ),
+        family(
+            "gprof_hot_probes_duty",
+            "Share of time the creation, exit and stack-scan probes are attached (below 1 when the overhead budget samples them).",
+            GAUGE,
+            per_process(&|r| Some(r.snapshot.hot_probes_duty), GAUGE),
+        ),
+        family(
             "gprof_health_score",
             "Health score of the process, 0 (bad) to 100.",
             GAUGE,
@@ -358,48 +370,20 @@ pub fn render(snapshot: &DaemonSnapshot, version: &str, usage: SelfUsage) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::buckets;
-    use crate::snapshot::{GoroutineSource, ProcessSnapshot, TenantSnapshot};
+    use crate::snapshot::{ProcessSnapshot, TenantSnapshot};
 
     fn record(pid: u32, tenant: &str) -> ProcessRecord {
-        let mut hist = [0u64; profiler_common::PAUSE_BUCKETS];
-        hist[14] = 3; // 16-32 µs
-        hist[16] = 1; // 65-131 µs
         ProcessRecord {
             start_time: 1,
             tenant: tenant.into(),
             pod_uid: Some("1c2d3e4f-aaaa-bbbb-cccc-0123456789ab".into()),
             container_id: None,
             snapshot: ProcessSnapshot {
-                unix: 0.0,
                 pid,
-                comm: "svc".into(),
-                go_version: "go1.27.3".into(),
-                attached_seconds: 10.0,
-                goroutines: 1500,
-                goroutines_source: GoroutineSource::Runtime,
-                system_goroutines: Some(5),
-                goroutines_created_total: 4000,
-                goroutines_exited_total: 2500,
-                goroutine_create_rate_per_s: 2040.0,
-                goroutine_exit_rate_per_s: 2000.0,
                 goroutine_leak_rate_per_min: 2400.0,
-                gfree_pool_size: Some(40),
-                gomaxprocs: Some(2),
-                gc_cycles_total: 2,
-                gc_pauses_total: 4,
                 gc_pause_seconds_total: 0.0002,
-                gc_pause_max_seconds: 0.0001,
-                gc_pause_p99_seconds: 0.0001,
-                gc_pause_buckets: buckets(&hist),
-                other_pauses_total: 0,
-                other_pause_seconds_total: 0.0,
-                stack_scans_total: 3000,
-                stack_scanned_bytes_total: 3000 * 2048,
-                last_gc_stacks_scanned: Some(1505),
                 last_gc_stack_bytes: Some(1505 * 2048),
-                health_score: 60.0,
-                health: Default::default(),
+                ..crate::snapshot::example()
             },
         }
     }

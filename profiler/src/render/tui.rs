@@ -102,6 +102,18 @@ pub fn bytes(b: f64) -> String {
     }
 }
 
+/// Whether the hot probes run all the time (all figures exact) or in budget windows.
+fn probes_status(s: &ProcessSnapshot) -> String {
+    if s.hot_probes_duty >= 1.0 {
+        "probes: all on".into()
+    } else {
+        format!(
+            "probes: sampled {:.1}% (budget; stack census sampled)",
+            s.hot_probes_duty * 100.0
+        )
+    }
+}
+
 pub fn draw(frame: &mut Frame, view: &TopView) {
     let [header, body, health, sparks, footer] = Layout::vertical([
         Constraint::Length(1),
@@ -122,12 +134,13 @@ pub fn draw(frame: &mut Frame, view: &TopView) {
                 Style::default().fg(Color::Black).bg(Color::Cyan),
             ),
             Span::raw(format!(
-                "  PID {} ({})  {}  attached {}  every {}",
+                "  PID {} ({})  {}  attached {}  every {}  {}",
                 s.pid,
                 s.comm,
                 s.go_version,
                 clock(s.attached_seconds),
-                duration(view.interval_seconds)
+                duration(view.interval_seconds),
+                probes_status(s)
             )),
         ])),
         header,
@@ -311,43 +324,20 @@ mod tests {
     use ratatui::backend::TestBackend;
 
     use super::*;
-    use crate::collector::buckets;
 
     fn snapshot() -> ProcessSnapshot {
         ProcessSnapshot {
-            unix: 0.0,
             pid: 4242,
             comm: "leaky".into(),
-            go_version: "go1.27.3".into(),
-            attached_seconds: 75.0,
             goroutines: 1543,
-            goroutines_source: GoroutineSource::Runtime,
-            system_goroutines: Some(5),
             goroutines_created_total: 150_000,
             goroutines_exited_total: 148_500,
-            goroutine_create_rate_per_s: 2020.0,
-            goroutine_exit_rate_per_s: 2000.0,
-            goroutine_leak_rate_per_min: 1200.0,
             gfree_pool_size: Some(37),
-            gomaxprocs: Some(2),
             gc_cycles_total: 37,
             gc_pauses_total: 74,
-            gc_pause_seconds_total: 0.0042,
-            gc_pause_max_seconds: 0.00011,
-            gc_pause_p99_seconds: 0.0001,
-            gc_pause_buckets: buckets(&[0; profiler_common::PAUSE_BUCKETS]),
-            other_pauses_total: 3,
-            other_pause_seconds_total: 0.00002,
-            stack_scans_total: 40_000,
-            stack_scanned_bytes_total: 80_000_000,
             last_gc_stacks_scanned: Some(1548),
             last_gc_stack_bytes: Some(1548 * 8192),
-            health_score: 60.0,
-            health: crate::health::Health {
-                score: 60.0,
-                leak_penalty: 40.0,
-                ..Default::default()
-            },
+            ..crate::snapshot::example()
         }
     }
 

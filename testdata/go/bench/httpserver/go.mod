@@ -1,0 +1,3 @@
+module gprof.test/httpserver
+
+go 1.19

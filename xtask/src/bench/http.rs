@@ -1,0 +1,193 @@
+//! A Go HTTP server under load from wrk on loopback: each request runs its work in a
+//! goroutine of its own, and one in 100 leaves a goroutine behind. Two copies run side by
+//! side on CPU 1 (GOMAXPROCS=1), each loaded by its own wrk on CPU 0 (with gprof, which
+//! watches A); the throughput ratio is what gprof costs A. gprof's leak and creation rates
+//! are checked against A's own counts.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+use super::gprof::{self, Attached, JsonLines, interpolate, num};
+use super::{Measure, Mode, Run};
+use crate::{gotargets, run};
+
+const LEAK_EVERY: u64 = 100;
+const CONNECTIONS: u32 = 32;
+/// gprof's sampling interval: short, so that the budget's windows (one interval each) come
+/// and go several times within a run and the run shows their average cost.
+const INTERVAL: &str = "0.1";
+
+pub struct Http {
+    copies: [PathBuf; 2],
+    go: String,
+    seconds: u64,
+}
+
+/// The server and the figures it prints about itself.
+struct Server {
+    child: Child,
+    addr: String,
+    reports: JsonLines,
+}
+
+impl Server {
+    fn start(program: &PathBuf) -> anyhow::Result<Self> {
+        let mut child = Command::new("taskset")
+            .args(["-c", "1"])
+            .arg(program)
+            .args(["-leak-every", &LEAK_EVERY.to_string(), "-report", "100ms"])
+            .env("GOMAXPROCS", "1")
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let (reports, _) = JsonLines::collect(child.stdout.take().context("stdout")?);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let addr = loop {
+            if let Some(a) = reports
+                .get(0)
+                .and_then(|v| Some(v["addr"].as_str()?.to_string()))
+            {
+                break a;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("the HTTP server printed no address");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Ok(Self {
+            child,
+            addr,
+            reports,
+        })
+    }
+
+    /// Loads the server for `seconds` with wrk on CPU 0; returns requests per second.
+    fn load(&self, seconds: u64) -> anyhow::Result<f64> {
+        let out = run::output(
+            Command::new("taskset")
+                .args(["-c", "0", "wrk", "-t1"])
+                .args([
+                    format!("-c{CONNECTIONS}"),
+                    format!("-d{seconds}s"),
+                    format!("http://{}/", self.addr),
+                ]),
+        )?;
+        let rate = out
+            .lines()
+            .find_map(|l| l.strip_prefix("Requests/sec:"))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        match rate {
+            Some(r) if !out.contains("Non-2xx") && !out.contains("Socket errors") => Ok(r),
+            _ => bail!("wrk failed:\n{out}"),
+        }
+    }
+
+    fn reports(&self) -> Vec<Value> {
+        self.reports.all()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Http {
+    pub fn new(go: &str, seconds: u64) -> anyhow::Result<Self> {
+        let program = gotargets::build(
+            &run::workspace().join("testdata/go/bench/httpserver"),
+            go,
+            gotargets::variant("stripped"),
+        )?;
+        Ok(Self {
+            copies: super::pair(&program)?,
+            go: go.into(),
+            seconds,
+        })
+    }
+
+    pub fn measure(&self) -> Measure {
+        Measure {
+            title: format!(
+                "HTTP server, Go {} (stripped, GOMAXPROCS=1): a goroutine per request, two copies side by side on one CPU, each under wrk -c{CONNECTIONS} for {} s on loopback",
+                self.go, self.seconds
+            ),
+            ratio: "throughput",
+            unit: "requests/s",
+        }
+    }
+
+    pub fn run(&mut self, mode: Mode) -> anyhow::Result<Run> {
+        let a = Server::start(&self.copies[0])?;
+        let b = Server::start(&self.copies[1])?;
+        let window = self.seconds.to_string();
+        let attached = match mode.gprof_args() {
+            Some(args) => {
+                let mut all = vec!["--leak-window", &window, "--rate-window", &window];
+                all.extend_from_slice(args);
+                Some(Attached::start(a.child.id(), INTERVAL, &all, Some("0"))?)
+            }
+            None => None,
+        };
+        // Connections and warm caches before the measured part.
+        std::thread::scope(|s| {
+            let warm = s.spawn(|| b.load(1));
+            a.load(1)?;
+            warm.join().expect("wrk thread")
+        })?;
+        let gprof_cpu0 = attached
+            .as_ref()
+            .and_then(|g| gprof::cpu_seconds(g.pid()))
+            .unwrap_or(0.0);
+        let before = attached.as_ref().and_then(Attached::latest);
+        let (rate_a, rate_b) = std::thread::scope(|s| {
+            let other = s.spawn(|| b.load(self.seconds));
+            let mine = a.load(self.seconds);
+            (mine, other.join().expect("wrk thread"))
+        });
+        let (rate_a, rate_b) = (rate_a?, rate_b?);
+        let mut result = Run {
+            ratio: rate_a / rate_b,
+            value: rate_a,
+            ..Run::default()
+        };
+        let Some(g) = attached else {
+            return Ok(result);
+        };
+        let end = g.latest().context("no gprof sample")?;
+        let before = before.context("no gprof sample")?;
+        let (cpu, rss) = g.usage(gprof_cpu0);
+        result.gprof_cpu = Some(cpu);
+        result.gprof_rss = Some(rss);
+        result.hits_per_s = gprof::hits_per_s(&before, &end);
+        result.duty = gprof::attached_share(&before, &end);
+        g.stop();
+        // gprof's rates over the load against the server's own counts over the same span.
+        let own = a.reports();
+        let t1 = num(&end, "unix").unwrap_or(0.0);
+        let span = self.seconds as f64;
+        let own_rate = |key: &str| {
+            Some((interpolate(&own, key, t1)? - interpolate(&own, key, t1 - span)?) / span)
+        };
+        if let (Some(want), Some(got)) =
+            (own_rate("leaked"), num(&end, "goroutine_leak_rate_per_min"))
+        {
+            result
+                .errors
+                .push(("leak rate", (got / 60.0 - want) / want));
+        }
+        if let (Some(want), Some(got)) = (
+            own_rate("created_metric"),
+            num(&end, "goroutine_create_rate_per_s"),
+        ) {
+            result.errors.push(("creation rate", (got - want) / want));
+        }
+        Ok(result)
+    }
+}
