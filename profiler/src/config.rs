@@ -125,8 +125,8 @@ pub struct Config {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Budget {
-    /// Share of one core, in percent, the hot probes may cost each process; `null` for no
-    /// limit.
+    /// Share of its CPU time, in percent (at most of one core), the hot probes may cost
+    /// each process; `null` for no limit.
     #[serde(default = "Budget::default_percent")]
     pub cpu_percent: Option<f64>,
     /// Estimated cost of one probe hit.
@@ -135,6 +135,9 @@ pub struct Budget {
     /// The longest the hot probes stay detached.
     #[serde(default = "Budget::default_max_off")]
     pub max_off: Dur,
+    /// What each sampling window costs beyond its counted hits, as time at the full rate.
+    #[serde(default = "Budget::default_window_overhead")]
+    pub window_overhead: Dur,
 }
 
 impl Budget {
@@ -149,12 +152,16 @@ impl Budget {
     fn default_max_off() -> Dur {
         Dur(crate::budget::BudgetConfig::default().max_off)
     }
+    fn default_window_overhead() -> Dur {
+        Dur(crate::budget::BudgetConfig::default().window_overhead)
+    }
 
     pub fn config(&self) -> crate::budget::BudgetConfig {
         crate::budget::BudgetConfig {
             fraction_of_core: self.cpu_percent.map(|p| p / 100.0),
             cost_per_hit: self.cost_per_hit.0,
             max_off: self.max_off.0,
+            window_overhead: self.window_overhead.0,
         }
     }
 }
@@ -165,6 +172,7 @@ impl Default for Budget {
             cpu_percent: Self::default_percent(),
             cost_per_hit: Self::default_cost(),
             max_off: Self::default_max_off(),
+            window_overhead: Self::default_window_overhead(),
         }
     }
 }

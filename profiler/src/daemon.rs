@@ -199,8 +199,10 @@ impl Watcher {
                 .entry(w.target.exe)
                 .or_insert((HotLoad::default(), true));
             let load = w.target.hot_load();
-            if let Some(rate) = load.demand_per_s {
-                e.0.demand_per_s = Some(e.0.demand_per_s.map_or(rate, |r| r.max(rate)));
+            if load.demand_per_s > e.0.demand_per_s {
+                // The busiest process's demand, against its own CPU time.
+                e.0.demand_per_s = load.demand_per_s;
+                e.0.cpu_cores = load.cpu_cores;
             }
             e.0.hits = e.0.hits.max(load.hits);
             e.1 &= w.target.has_exact_counts();

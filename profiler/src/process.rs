@@ -78,6 +78,8 @@ pub struct Stat {
     pub state: char,
     pub flags: u64,
     pub start_time: u64,
+    /// CPU time in clock ticks, user plus system (fields 14 and 15).
+    pub cpu_ticks: u64,
 }
 
 /// Parses /proc/PID/stat. `comm` may contain spaces and parentheses: it ends at the last ')'.
@@ -92,6 +94,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
         state: fields.first()?.chars().next()?,
         flags: fields.get(6)?.parse().ok()?,
         start_time: fields.get(19)?.parse().ok()?,
+        cpu_ticks: fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?,
     })
 }
 
@@ -152,6 +155,14 @@ impl Process {
     /// Whether this same process (not a reuse of its PID) is still running.
     pub fn is_alive(&self) -> bool {
         matches!(read_stat(self.id.pid), Ok(s) if s.start_time == self.id.start_time && s.state != 'Z' && s.state != 'X')
+    }
+
+    /// CPU time used so far (user and system: probe hits are charged as system time).
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let stat = read_stat(self.id.pid).ok()?;
+        (hz > 0).then(|| stat.cpu_ticks as f64 / hz as f64)
     }
 
     /// Whether the process still runs the executable it was opened with (an `exec` keeps
@@ -267,6 +278,7 @@ mod tests {
         assert_eq!(s.state, 'S');
         assert_eq!(s.flags, 4194560);
         assert_eq!(s.start_time, 98765);
+        assert_eq!(s.cpu_ticks, 8);
         assert!(parse_stat("1234 (x").is_none());
         assert!(parse_stat("").is_none());
     }

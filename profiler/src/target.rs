@@ -103,7 +103,7 @@ pub struct Target {
     attached: Instant,
     /// What the hot-probe rate is estimated from at the last sample: (monotonic ns, probe
     /// hits counted, goroutine IDs handed out, GC cycles).
-    last_hot: Option<(u64, u64, Option<i64>, u64)>,
+    last_hot: Option<HotMark>,
     hot_load: HotLoad,
     /// The last surge check: (monotonic ns, `sched.goidgen`).
     surge_mark: Option<(u64, u64)>,
@@ -172,7 +172,13 @@ impl Target {
         if let Some(counts) = reader.as_ref().and_then(|r| r.read().ok()) {
             collector.set_baseline(counts);
             // The kernel's counts start at zero: the first sample already gives a rate.
-            last_hot = Some((monotonic_ns(), 0, Some(counts.goids), 0));
+            last_hot = Some(HotMark {
+                ns: monotonic_ns(),
+                hits: 0,
+                goids: Some(counts.goids),
+                gc_cycles: 0,
+                cpu_seconds: process.cpu_seconds(),
+            });
         }
         Ok(Self {
             process: process.clone(),
@@ -277,26 +283,33 @@ impl Target {
         gc: &GcState,
         rt: Option<&RuntimeCounts>,
     ) {
-        let hits = c.created + c.exited + c.stack_scans;
-        let now = (now_ns, hits, rt.map(|r| r.goids), gc.gc_cycles);
-        self.hot_load.hits = self
-            .last_hot
-            .map_or(0, |(_, h, _, _)| hits.saturating_sub(h));
-        self.hot_load.demand_per_s = self.last_hot.and_then(|(t, h, goids, cycles)| {
-            let dt = now_ns.saturating_sub(t) as f64 / 1e9;
-            if dt <= 0.0 {
-                return None;
+        let now = HotMark {
+            ns: now_ns,
+            hits: c.created + c.exited + c.stack_scans,
+            goids: rt.map(|r| r.goids),
+            gc_cycles: gc.gc_cycles,
+            cpu_seconds: self.process.cpu_seconds(),
+        };
+        let last = self.last_hot.replace(now);
+        self.hot_load.hits = last.map_or(0, |l| now.hits.saturating_sub(l.hits));
+        let dt = last.map_or(0.0, |l| now_ns.saturating_sub(l.ns) as f64 / 1e9);
+        let Some(last) = last.filter(|_| dt > 0.0) else {
+            self.hot_load.demand_per_s = None;
+            self.hot_load.cpu_cores = None;
+            return;
+        };
+        self.hot_load.demand_per_s = Some(match (rt, last.goids) {
+            (Some(r), Some(before)) => {
+                let created = (r.goids - before).max(0) as f64;
+                let stacks = (r.goroutines() + r.ngsys).max(0) as f64;
+                (2.0 * created + stacks * gc.gc_cycles.saturating_sub(last.gc_cycles) as f64) / dt
             }
-            Some(match (rt, goids) {
-                (Some(r), Some(before)) => {
-                    let created = (r.goids - before).max(0) as f64;
-                    let stacks = (r.goroutines() + r.ngsys).max(0) as f64;
-                    (2.0 * created + stacks * gc.gc_cycles.saturating_sub(cycles) as f64) / dt
-                }
-                _ => hits.saturating_sub(h) as f64 / dt,
-            })
+            _ => self.hot_load.hits as f64 / dt,
         });
-        self.last_hot = Some(now);
+        self.hot_load.cpu_cores = now
+            .cpu_seconds
+            .zip(last.cpu_seconds)
+            .map(|(n, l)| (n - l).max(0.0) / dt);
     }
 
     /// Stops watching (the executable's probes stay for other processes of the same file;
@@ -312,6 +325,18 @@ fn open_reader(
     bias: u64,
 ) -> Result<RuntimeReader, StateError> {
     RuntimeReader::new(process.memory()?, &plan.layout, &plan.globals, bias)
+}
+
+/// Where the hot probes' load was last measured from.
+#[derive(Clone, Copy, Debug)]
+struct HotMark {
+    ns: u64,
+    /// Hot probe hits the kernel counted.
+    hits: u64,
+    /// `sched.goidgen`, when the runtime's memory is read.
+    goids: Option<i64>,
+    gc_cycles: u64,
+    cpu_seconds: Option<f64>,
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns` and of the kernel's event stamps.
