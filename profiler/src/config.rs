@@ -125,8 +125,8 @@ pub struct Config {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Budget {
-    /// Share of its CPU time, in percent (at most of one core), the hot probes may cost
-    /// each process; `null` for no limit.
+    /// Share of its CPU time, in percent (counted as at least half a core and at most one),
+    /// the hot probes may cost each process; `null` for no limit.
     #[serde(default = "Budget::default_percent")]
     pub cpu_percent: Option<f64>,
     /// Estimated cost of one probe hit.

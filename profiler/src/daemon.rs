@@ -60,7 +60,13 @@ pub struct Watcher {
     hot: HashMap<ExeKey, HotControl>,
     budget: BudgetConfig,
     interval: Duration,
+    /// When surges are looked for next.
+    next_surge_check: Instant,
 }
+
+/// Surge checks read one word per process: with many processes they space out, so that they
+/// cost at most about 500 reads per second.
+const SURGE_CHECK_PER_PROCESS: Duration = Duration::from_millis(2);
 
 impl Watcher {
     pub fn new(kernel: Kernel, config: &Config) -> Self {
@@ -78,6 +84,7 @@ impl Watcher {
             hot: HashMap::new(),
             budget: config.budget.config(),
             interval: config.interval.0,
+            next_surge_check: Instant::now(),
         }
     }
 
@@ -170,18 +177,27 @@ impl Watcher {
     /// Between samples: detaches the hot probes of an executable at once if creations surge
     /// in one of its processes.
     fn check_surges(&mut self) {
+        let now = Instant::now();
+        if now < self.next_surge_check {
+            return;
+        }
         let mut demand: HashMap<ExeKey, f64> = HashMap::new();
+        let mut reads = 0;
         for w in self.targets.values_mut() {
-            if self
+            if !self
                 .hot
                 .get(&w.target.exe)
                 .is_some_and(HotControl::watches_for_surges)
-                && let Some(d) = w.target.creation_demand_now()
             {
+                continue;
+            }
+            reads += 1;
+            if let Some(d) = w.target.creation_demand_now() {
                 let e = demand.entry(w.target.exe).or_insert(0.0);
                 *e = e.max(d);
             }
         }
+        self.next_surge_check = now + SURGE_CHECK.max(SURGE_CHECK_PER_PROCESS * reads);
         for (key, d) in demand {
             if let Some(control) = self.hot.get_mut(&key) {
                 control.check_surge(&mut self.kernel, d);

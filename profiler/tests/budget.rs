@@ -6,12 +6,13 @@ mod common;
 use common::{accuracy, f};
 
 /// The accuracy workload (2020 creations/s, a GC every 2 s) needs about 4,600 hot-probe
-/// hits/s, 0.3 % of a core: a budget of 0.1 % puts the hot probes in windows.
+/// hits/s, 0.9 % of a core at 2 µs a hit; the process itself uses less than half a core,
+/// so a budget of 0.4 % gives the probes 0.2 % of a core: they run in windows.
 #[test]
 fn over_budget_the_figures_stay_exact() {
     for (release, variant) in [("1.19", "stripped"), ("1.27.3", "stripped")] {
         let test = format!("budget_go{release}_{variant}");
-        let Some((m, last)) = accuracy::run_with(&test, release, variant, 40, &["--budget", "0.1"])
+        let Some((m, last)) = accuracy::run_with(&test, release, variant, 40, &["--budget", "0.4"])
         else {
             return;
         };
@@ -36,7 +37,7 @@ fn over_budget_the_figures_stay_exact() {
         let demand = f(&last, "hot_probe_demand_per_s");
         let want = 2.0 * m.create_per_s;
         assert!(
-            demand >= want && demand <= want + 2000.0,
+            demand >= want * 0.98 && demand <= want + 2000.0,
             "{test}: estimated {demand} hot hits/s, creations alone need {want}"
         );
         // The probes really were off most of the time: far fewer hits than the demand.
@@ -51,11 +52,12 @@ fn over_budget_the_figures_stay_exact() {
     }
 }
 
-/// Within the budget (the default 1 %) nothing is sampled.
+/// Within the budget (here 5 %: 2.5 % of a core for this light process) nothing is sampled.
 #[test]
 fn within_budget_nothing_is_sampled() {
     let test = "budget_within";
-    let Some((_, last)) = accuracy::run_with(test, "1.27.3", "plain", 10, &[]) else {
+    let Some((_, last)) = accuracy::run_with(test, "1.27.3", "plain", 10, &["--budget", "5"])
+    else {
         return;
     };
     assert_eq!(f(&last, "hot_probes_duty"), 1.0, "{test}: {last}");
@@ -67,5 +69,92 @@ fn within_budget_nothing_is_sampled() {
     assert!(
         hits_per_s > 3000.0,
         "{test}: only {hits_per_s:.0} probe hits/s with every probe attached"
+    );
+}
+
+/// The value of `name` for one PID in Prometheus text format.
+fn series(text: &str, name: &str, pid: u32) -> Option<f64> {
+    let label = format!("pid=\"{pid}\"");
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// The daemon enforces the budget too: a process churning goroutines flat out gets its hot
+/// probes in windows, and its live goroutines stay exact.
+#[test]
+fn the_daemon_keeps_churn_within_budget() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    let test = "the_daemon_keeps_churn_within_budget";
+    if !common::require_root(test) {
+        return;
+    }
+    let Some(churn) = common::go_target(test, "churn", "1.27.3", "stripped") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("gprof-budget-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("gprof.yaml");
+    std::fs::write(
+        &config,
+        "interval: 1s\ndiscovery:\n  interval: 200ms\nbudget:\n  cpu_percent: 1\n",
+    )
+    .unwrap();
+    let mut target = common::Spawned::start(
+        Command::new(&churn)
+            .args(["-wait", "-hold", "-seconds", "8", "-leak", "500"])
+            .env("GOMAXPROCS", "1")
+            .stdin(Stdio::piped()),
+    );
+    let pid = target.pid();
+    let port = common::free_port();
+    let daemon = common::Spawned::start(
+        Command::new(common::gprof())
+            .args(["daemon", "--config"])
+            .arg(&config)
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")]),
+    );
+    let scrape = || common::http_get(port, "/metrics").map(|(_, body)| body);
+    assert!(
+        common::wait_for(Duration::from_secs(10), || {
+            scrape().is_some_and(|m| series(&m, "gprof_goroutines", pid).is_some())
+        }),
+        "{test}: the daemon never showed PID {pid}"
+    );
+    let stdin = target.child.stdin.as_mut().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    stdin.flush().unwrap();
+    // The churn's own report comes when it is done: its live goroutines, held until stdin
+    // closes.
+    assert!(
+        common::wait_for(Duration::from_secs(20), || !target.snapshot().is_empty()),
+        "{test}: churn never reported"
+    );
+    let own = target.snapshot()[0].clone();
+    std::thread::sleep(Duration::from_millis(2500));
+    let metrics = scrape().expect("metrics");
+    let duty = series(&metrics, "gprof_hot_probes_duty", pid).expect("duty series");
+    let live = series(&metrics, "gprof_goroutines", pid).expect("goroutines series");
+    let hits = series(&metrics, "gprof_probe_hits_total", pid).expect("hits series");
+    let want = own["num_goroutine"].as_f64().unwrap();
+    let created = own["goroutines"].as_f64().unwrap() + own["leaked"].as_f64().unwrap();
+    drop(target);
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!(
+        "{test}: {created} goroutines created, duty {duty:.4}, {hits} probe hits, live {live} (runtime {want})"
+    );
+    assert!(duty < 0.2, "{test}: hot probes attached {duty} of the time");
+    // Two hits per goroutine were it watched all the time; the budget allows a few percent.
+    assert!(
+        hits < created * 2.0 * 0.1,
+        "{test}: {hits} probe hits for {created} goroutines"
+    );
+    assert!(
+        (live - want).abs() <= want * 0.02,
+        "{test}: gprof says {live} live goroutines, the runtime {want}"
     );
 }

@@ -113,6 +113,8 @@ pub struct Run {
     pub gprof_rss: Option<u64>,
     /// How far gprof's figures were from A's own (relative errors, by name).
     pub errors: Vec<(&'static str, f64)>,
+    /// More to log about the run.
+    pub note: Option<String>,
 }
 
 /// What a workload's runs measure, for the report.
@@ -205,8 +207,13 @@ fn rounds(
     for round in 0..n {
         for mode in Mode::order(round) {
             let r = one(mode)?;
+            let errors: Vec<String> = r
+                .errors
+                .iter()
+                .map(|(n, e)| format!(", {n} error {:+.2} %", e * 100.0))
+                .collect();
             eprintln!(
-                "xtask: round {} {:<18} {} {:.4} (A: {:.1} {}){}",
+                "xtask: round {} {:<18} {} {:.4} (A: {:.1} {}){}{}{}",
                 round + 1,
                 mode.label(),
                 measure.ratio,
@@ -215,7 +222,12 @@ fn rounds(
                 measure.unit,
                 r.hits_per_s
                     .map(|h| format!(", {h:.0} probe hits/s"))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                r.note
+                    .as_ref()
+                    .map(|n| format!(", {n}"))
+                    .unwrap_or_default(),
+                errors.concat(),
             );
             runs.push((mode, r));
         }
