@@ -2,13 +2,18 @@
 //! the runtime's own counts) into a [`ProcessSnapshot`], keeping the short history that rates
 //! and trends need. No I/O here: `target` does the reading.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use profiler_common::{Counters, Event, GcState, PAUSE_BUCKETS, event_kind, stw_kind};
 
+use crate::census::{Census, SiteKey};
 use crate::health::{HealthInputs, HealthModel};
 use crate::runtime_state::RuntimeCounts;
-use crate::snapshot::{Bucket, CountsSource, GoroutineSource, ProcessSnapshot};
+use crate::sites::{SiteName, SiteTracker, TOP_SITES};
+use crate::snapshot::{
+    Bucket, CountsSource, GoroutineSource, ProcessSnapshot, StackSize, StackSnapshot,
+};
 use crate::stats::{Series, quantile};
 
 /// Windows over which rates and trends are computed.
@@ -105,6 +110,10 @@ pub struct ProcessCollector {
     hot_attached_ns: u64,
     /// The creations and exits reported last.
     totals: (u64, u64),
+    /// Live goroutines per creation site, from the census.
+    sites: SiteTracker,
+    /// The last census's stack figures.
+    stacks: Option<StackSnapshot>,
 }
 
 impl ProcessCollector {
@@ -125,7 +134,39 @@ impl ProcessCollector {
             last_update_ns: None,
             hot_attached_ns: 0,
             totals: (0, 0),
+            sites: SiteTracker::new(windows.leak_seconds),
+            stacks: None,
         }
+    }
+
+    /// Takes in a goroutine census taken at `t` seconds, its sites named.
+    pub fn absorb_census(
+        &mut self,
+        t: f64,
+        census: &Census,
+        names: &HashMap<SiteKey, Arc<SiteName>>,
+    ) {
+        self.sites.record(
+            t,
+            census
+                .sites
+                .iter()
+                .filter_map(|(k, &n)| Some((names.get(k)?.clone(), n))),
+        );
+        let sizes = |m: &std::collections::BTreeMap<u64, u64>| {
+            m.iter()
+                .map(|(&bytes, &count)| StackSize { bytes, count })
+                .collect()
+        };
+        self.stacks = Some(StackSnapshot {
+            live_goroutines: census.live,
+            live_stack_bytes: census.live_stack_bytes,
+            live_stack_sizes: sizes(&census.stack_sizes),
+            dead_gs: census.dead,
+            dead_gs_with_stack: census.dead_with_stack,
+            dead_stack_bytes: census.dead_stack_bytes,
+            ..StackSnapshot::default()
+        });
     }
 
     /// The runtime's counts at attach, from which creations and exits are counted.
@@ -263,6 +304,8 @@ impl ProcessCollector {
                 + 2 * (g.gc_pauses + g.other_pauses)
                 + g.gc_cycles,
             hot_probe_demand_per_s: r.hot_demand,
+            top_leak_sites: self.sites.top(TOP_SITES),
+            goroutine_stacks: self.stacks.clone(),
             health_score: 0.0,
             health: Default::default(),
         };

@@ -41,6 +41,8 @@ pub struct Candidates {
     pub sched: u64,
     /// A word holding the number of gs ever allocated (`allglen`, or `len(allgs)`).
     pub allglen: Vec<u64>,
+    /// `runtime.allgs` (a slice header of every g), for the goroutine census.
+    pub allgs: Vec<u64>,
     /// `runtime.allp` (a slice header: pointer, length, capacity).
     pub allp: Vec<u64>,
     /// `work.pauseStart` and `memstats.last_gc_nanotime`, for releases that take GC pause
@@ -73,6 +75,7 @@ pub fn from_symtab(bin: &GoBinary, layout: &Layout) -> Option<Candidates> {
         pause_start,
         sched: bin.data_symbol(globals::SCHED)?,
         allglen: vec![bin.data_symbol(globals::ALLGLEN)?],
+        allgs: bin.data_symbol(globals::ALLGS).into_iter().collect(),
         allp: vec![bin.data_symbol(globals::ALLP)?],
         last_gc_nanotime,
         source: Source::Symtab,
@@ -119,6 +122,7 @@ pub fn by_decoding(bin: &GoBinary, layout: &Layout) -> Result<Candidates, Global
             .into_iter()
             .map(|h| h + 8)
             .collect(),
+        allgs: slice_headers(&refs(globals::ALLGS_USER)?),
         allp: slice_headers(&refs(globals::ALLP_USER)?),
         source: Source::Decoded(
             "runtime.gfput, runtime.allgadd, runtime.procresize, runtime.gcStart, runtime.gcMarkTermination",

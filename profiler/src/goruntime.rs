@@ -451,6 +451,7 @@ pub mod globals {
     /// `runtime.allglen`: every g ever allocated. In stripped binaries the length of
     /// `runtime.allgs`, which `allgadd` appends to, stands in for it (allglen mirrors it).
     pub const ALLGLEN: &str = "runtime.allglen";
+    pub const ALLGS: &str = "runtime.allgs";
     pub const ALLGS_USER: &str = "runtime.allgadd";
     /// `runtime.allp`: the Ps, each with its own free list. `procresize` rebuilds it.
     pub const ALLP: &str = "runtime.allp";

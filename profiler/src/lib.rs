@@ -11,6 +11,7 @@
 pub mod alerts;
 pub mod binary;
 pub mod budget;
+pub mod census;
 pub mod check;
 pub mod collector;
 pub mod config;
@@ -28,6 +29,7 @@ pub mod probes;
 pub mod process;
 pub mod render;
 pub mod runtime_state;
+pub mod sites;
 pub mod snapshot;
 pub mod stats;
 pub mod target;

@@ -175,7 +175,11 @@ impl Process {
     pub fn memory(&self) -> Result<ProcMem, ProcessError> {
         let path = PathBuf::from(format!("/proc/{}/mem", self.id.pid));
         let file = File::open(&path).map_err(|e| io_error(self.id.pid, path.clone(), e))?;
-        Ok(ProcMem { file, path })
+        Ok(ProcMem {
+            file,
+            path,
+            pid: self.id.pid,
+        })
     }
 
     /// The load bias of a position-independent executable (0 otherwise): runtime address =
@@ -237,6 +241,7 @@ pub fn load_bias_from_maps(maps: &str, dev: u64, ino: u64, vaddr: u64, offset: u
 pub struct ProcMem {
     file: File,
     path: PathBuf,
+    pid: u32,
 }
 
 impl ProcMem {
@@ -263,6 +268,49 @@ impl ProcMem {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Reads `len` bytes at each of `addrs` into consecutive slots of `out` (one syscall per
+    /// 1024 addresses). Returns, per address, whether it was read; an unreadable one (a g
+    /// freed under us) does not stop the others.
+    pub fn read_scattered(&self, addrs: &[u64], len: usize, out: &mut [u8]) -> Vec<bool> {
+        const BATCH: usize = 1024;
+        assert!(out.len() >= addrs.len() * len, "output buffer too small");
+        let mut ok = vec![false; addrs.len()];
+        let mut start = 0;
+        while start < addrs.len() {
+            let end = (start + BATCH).min(addrs.len());
+            let local: Vec<libc::iovec> = (start..end)
+                .map(|i| libc::iovec {
+                    iov_base: out[i * len..].as_mut_ptr().cast(),
+                    iov_len: len,
+                })
+                .collect();
+            let remote: Vec<libc::iovec> = addrs[start..end]
+                .iter()
+                .map(|&a| libc::iovec {
+                    iov_base: a as *mut libc::c_void,
+                    iov_len: len,
+                })
+                .collect();
+            // SAFETY: every local iovec points into `out` within its bounds (checked above);
+            // the remote ones are only read by the kernel, in the other process.
+            let n = unsafe {
+                libc::process_vm_readv(
+                    self.pid as libc::pid_t,
+                    local.as_ptr(),
+                    local.len() as libc::c_ulong,
+                    remote.as_ptr(),
+                    remote.len() as libc::c_ulong,
+                    0,
+                )
+            };
+            // The kernel stops at the first unreadable address: resume after it.
+            let whole = if n < 0 { 0 } else { n as usize / len };
+            ok[start..start + whole].fill(true);
+            start += whole + 1;
+        }
+        ok
     }
 }
 

@@ -12,6 +12,7 @@
 //! The reads race with the running program just as `gcount`'s own reads do; no lock is taken
 //! and the target is never stopped.
 
+use crate::census::{Census, GOffsets};
 use crate::globals::Candidates;
 use crate::goruntime::{Layout, globals};
 use crate::process::{ProcMem, ProcessError};
@@ -70,7 +71,13 @@ pub struct RuntimeReader {
     p_gfree_count: u64,
     goidgen: u64,
     p_goidcache: u64,
+    /// `runtime.allgs`, when a candidate held a slice as long as `allglen`.
+    allgs: Option<u64>,
+    g: GOffsets,
 }
+
+/// A census reads this many gs at most (a process with more gets none).
+const MAX_CENSUS: u64 = 1 << 22;
 
 impl RuntimeReader {
     /// Picks the candidates that hold plausible values in the live process. `bias` is the PIE
@@ -113,8 +120,20 @@ impl RuntimeReader {
             p_gfree_count: layout.p_gfree_count,
             goidgen: sched + layout.sched_goidgen,
             p_goidcache: layout.p_goidcache,
+            allgs: None,
+            g: GOffsets {
+                status: layout.g_atomicstatus,
+                gopc: layout.g_gopc,
+                startpc: layout.g_startpc,
+            },
         };
         let counts = reader.read()?;
+        let allgs = c.allgs.iter().map(|a| a + bias).find(|&a| {
+            let ptr = reader.mem.read_u64(a).unwrap_or(0);
+            let len = reader.mem.read_u64(a + 8).unwrap_or(0) as i64;
+            ptr != 0 && ptr % 8 == 0 && (len - counts.allglen).abs() <= 64
+        });
+        let reader = Self { allgs, ..reader };
         if !(0..=counts.allglen).contains(&counts.ngsys)
             || counts.sched_free < 0
             || counts.p_free < 0
@@ -131,6 +150,38 @@ impl RuntimeReader {
     /// between samples (the IDs the Ps cache make it run ahead by at most 16 per P).
     pub fn goidgen(&self) -> Result<u64, StateError> {
         Ok(self.mem.read_u64(self.goidgen)?)
+    }
+
+    /// Whether the goroutine census can run (`runtime.allgs` was found and validated).
+    pub fn has_census(&self) -> bool {
+        self.allgs.is_some()
+    }
+
+    /// Reads every g of `runtime.allgs` and tallies them (see [`crate::census`]).
+    pub fn census(&self) -> Result<Option<Census>, StateError> {
+        let Some(allgs) = self.allgs else {
+            return Ok(None);
+        };
+        let ptr = self.mem.read_u64(allgs)?;
+        let len = self.mem.read_u64(allgs + 8)?;
+        if ptr == 0 || len > MAX_CENSUS {
+            return Ok(None);
+        }
+        let mut raw = vec![0u8; 8 * len as usize];
+        self.mem.read(ptr, &mut raw)?;
+        let gs: Vec<u64> = raw
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+            .collect();
+        let span = self.g.span();
+        let mut bytes = vec![0u8; span * gs.len()];
+        let ok = self.mem.read_scattered(&gs, span, &mut bytes);
+        Ok(Some(crate::census::tally(
+            bytes
+                .chunks_exact(span)
+                .zip(ok)
+                .map(|(b, ok)| ok.then(|| self.g.parse(b))),
+        )))
     }
 
     pub fn read(&self) -> Result<RuntimeCounts, StateError> {

@@ -98,6 +98,12 @@ pub struct ProcessSnapshot {
     /// runtime's counts (what the budget weighs); None before two samples.
     pub hot_probe_demand_per_s: Option<f64>,
 
+    /// Creation sites: leak suspects first (by growth), then the most populous (from the
+    /// goroutine census; empty when the census cannot run).
+    pub top_leak_sites: Vec<SiteSnapshot>,
+    /// The stacks goroutines hold (from the census), and stack growth (from the probes).
+    pub goroutine_stacks: Option<StackSnapshot>,
+
     pub health_score: f64,
     pub health: Health,
 }
@@ -110,6 +116,52 @@ impl ProcessSnapshot {
             _ => None,
         }
     }
+}
+
+/// Live goroutines of one creation site.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SiteSnapshot {
+    /// `function (file:line)` of the `go` statement.
+    pub site: String,
+    pub function: String,
+    pub file: String,
+    pub line: u32,
+    /// The function the goroutines start in.
+    pub started: String,
+    /// Started by the runtime for itself (not in `runtime.NumGoroutine`).
+    pub system: bool,
+    pub goroutines: u64,
+    /// Net growth per minute over the leak window (least-squares slope).
+    pub growth_per_min: f64,
+    /// Its live count grows steadily: a leak suspect.
+    pub suspect: bool,
+}
+
+/// Stack memory, from the census of every g (exact as of the reading) and the stack growth
+/// probe.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StackSnapshot {
+    /// Live goroutines (system ones included) and the stack memory they hold.
+    pub live_goroutines: u64,
+    pub live_stack_bytes: u64,
+    /// Live goroutines by stack size.
+    pub live_stack_sizes: Vec<StackSize>,
+    /// Dead gs (the free-G pool and gs not reused yet), how many still hold a stack, and
+    /// its memory: what reused goroutines keep although nothing runs on it.
+    pub dead_gs: u64,
+    pub dead_gs_with_stack: u64,
+    pub dead_stack_bytes: u64,
+    /// Stack growths (`runtime.copystack` to a larger stack) since attach, and the sizes
+    /// grown to.
+    pub stack_growths_total: u64,
+    pub stack_growth_sizes: Vec<StackSize>,
+}
+
+/// A stack size and how many stacks (or growths) have it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct StackSize {
+    pub bytes: u64,
+    pub count: u64,
 }
 
 fn non_empty<S: serde::Serializer>(buckets: &[Bucket], s: S) -> Result<S::Ok, S::Error> {
@@ -238,6 +290,33 @@ pub(crate) fn example() -> ProcessSnapshot {
         sampled: Vec::new(),
         probe_hits_total: 1_234_567,
         hot_probe_demand_per_s: Some(4040.0),
+        top_leak_sites: vec![SiteSnapshot {
+            site: "main.serve (/src/app/main.go:42)".into(),
+            function: "main.serve".into(),
+            file: "/src/app/main.go".into(),
+            line: 42,
+            started: "main.serve.func1".into(),
+            system: false,
+            goroutines: 1400,
+            growth_per_min: 1200.0,
+            suspect: true,
+        }],
+        goroutine_stacks: Some(StackSnapshot {
+            live_goroutines: 1505,
+            live_stack_bytes: 1505 * 8192,
+            live_stack_sizes: vec![StackSize {
+                bytes: 8192,
+                count: 1505,
+            }],
+            dead_gs: 40,
+            dead_gs_with_stack: 40,
+            dead_stack_bytes: 40 * 8192,
+            stack_growths_total: 12,
+            stack_growth_sizes: vec![StackSize {
+                bytes: 16384,
+                count: 12,
+            }],
+        }),
         health_score: 60.0,
         health: crate::health::Health {
             score: 60.0,

@@ -34,7 +34,7 @@ impl Series {
     }
 
     /// The points no older than `window` seconds before the newest.
-    fn window(&self, window: f64) -> impl Iterator<Item = (f64, f64)> + '_ {
+    pub fn window(&self, window: f64) -> impl Iterator<Item = (f64, f64)> + '_ {
         let newest = self.points.back().map_or(0.0, |&(t, _)| t);
         self.points
             .iter()

@@ -16,6 +16,7 @@ use crate::kernel::{ExeKey, Kernel, KernelError, Scope};
 use crate::probes::{self, PlanError, ProbePlan};
 use crate::process::{Process, ProcessError};
 use crate::runtime_state::{RuntimeCounts, RuntimeReader, StateError};
+use crate::sites::Symbolizer;
 use crate::snapshot::ProcessSnapshot;
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +108,10 @@ pub struct Target {
     hot_load: HotLoad,
     /// The last surge check: (monotonic ns, `sched.goidgen`).
     surge_mark: Option<(u64, u64)>,
+    /// PIE load bias (runtime address = file address + bias).
+    bias: u64,
+    /// Names of the creation sites the census finds.
+    symbols: Symbolizer,
 }
 
 impl Target {
@@ -192,6 +197,8 @@ impl Target {
             last_hot,
             hot_load: HotLoad::default(),
             surge_mark: None,
+            bias,
+            symbols: Symbolizer::default(),
         })
     }
 
@@ -261,11 +268,19 @@ impl Target {
             None => None,
         };
         self.estimate_hot_rate(now_ns, &counters, &gc, runtime.as_ref());
+        let t = self.attached.elapsed().as_secs_f64();
+        // The census is best effort: a reading that races with the program is skipped.
+        if let Some(census) = self.reader.as_ref().and_then(|r| r.census().ok().flatten()) {
+            let names =
+                self.symbols
+                    .resolve(census.sites.keys(), &self.process.exe_path(), self.bias);
+            self.collector.absorb_census(t, &census, &names);
+        }
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         let reading = Reading {
-            t: self.attached.elapsed().as_secs_f64(),
+            t,
             unix,
             counters,
             gc,

@@ -104,6 +104,14 @@ struct Segment {
     write: bool,
 }
 
+/// A position in the source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceLine {
+    pub function: String,
+    pub file: String,
+    pub line: u32,
+}
+
 /// What outlives the reading of an executable: enough to attach to its processes.
 #[derive(Clone, Debug)]
 pub struct ExecutableInfo {
@@ -132,6 +140,8 @@ pub struct GoBinary {
     /// Runtime function symbols from `.symtab`, when present.
     text_symbols: HashMap<String, u64>,
     segments: Vec<Segment>,
+    /// `.gopclntab`: its address and its byte range in the file.
+    pclntab: (u64, std::ops::Range<usize>),
     /// R_*_RELATIVE relocations: address -> value the loader stores there (PIE pointers).
     relocations: HashMap<u64, u64>,
     bytes: Vec<u8>,
@@ -228,6 +238,13 @@ impl GoBinary {
             .data()
             .map_err(|e| BinaryError::Pclntab(e.to_string()))?;
         let pcln_addr = pcln.address();
+        let pcln_range = pcln
+            .file_range()
+            .and_then(|(off, len)| {
+                let start = usize::try_from(off).ok()?;
+                Some(start..start.checked_add(usize::try_from(len).ok()?)?)
+            })
+            .ok_or_else(|| BinaryError::Pclntab("not stored in the file".into()))?;
         let moduledata_sections: Vec<(u64, Vec<u8>)> = sections::MODULEDATA_CANDIDATES
             .iter()
             .filter_map(|name| file.section_by_name(name))
@@ -259,6 +276,7 @@ impl GoBinary {
             data_symbols,
             text_symbols: HashMap::new(),
             segments,
+            pclntab: (pcln_addr, pcln_range),
             relocations,
             bytes: Vec::new(),
         };
@@ -415,6 +433,23 @@ impl GoBinary {
         let i = self.functions.partition_point(|f| f.entry <= pc);
         let f = self.functions.get(i.checked_sub(1)?)?;
         (pc < f.end).then_some(f)
+    }
+
+    /// The source position of `pc` (a file address): function, file and line, from
+    /// `.gopclntab` (so also in stripped binaries). For a return address (a `go`
+    /// statement's PC), pass the address of the call: `pc - 1`.
+    pub fn source_line(&self, pc: u64) -> Option<SourceLine> {
+        let data = self.bytes.get(self.pclntab.1.clone())?;
+        let table = pclntab::Pclntab::parse(data, self.pclntab.0).ok()?;
+        let off = u32::try_from(pc.checked_sub(self.text.text)?).ok()?;
+        let i = table.func_index(off).ok()??;
+        let function = table.func(i).ok()?.name.to_string();
+        let (file, line) = table.file_line(i, off).ok()?;
+        Some(SourceLine {
+            function,
+            file: file.to_string(),
+            line,
+        })
     }
 
     /// The machine code of a function.

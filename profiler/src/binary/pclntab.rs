@@ -173,6 +173,93 @@ impl<'a> Pclntab<'a> {
     pub fn funcs(&self) -> impl Iterator<Item = Result<RawFunc<'a>, BinaryError>> + '_ {
         (0..self.nfunc).map(|i| self.func(i))
     }
+
+    /// The index of the function containing `off` (relative to the text base).
+    pub fn func_index(&self, off: u32) -> Result<Option<usize>, BinaryError> {
+        let (mut lo, mut hi) = (0, self.nfunc);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.ftab(mid)?.0 <= off {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if lo == 0 || off >= self.text_end_off()? {
+            return Ok(None);
+        }
+        Ok(Some(lo - 1))
+    }
+
+    /// The source position of `off` (relative to the text base) in function `i`: its file
+    /// and line, as the runtime's `funcline1` finds them (`pcfile` and `pcln` tables, the
+    /// file through the compilation unit's `cutab`).
+    pub fn file_line(&self, i: usize, off: u32) -> Result<(&'a str, u32), BinaryError> {
+        let f = self.func(i)?;
+        let rec = self.pcln_offset as usize + self.ftab(i)?.1 as usize;
+        let pcfile = self.u32_at(rec + 20)?;
+        let pcln = self.u32_at(rec + 24)?;
+        let cu = self.u32_at(rec + 32)?;
+        let file_no = self.pc_value(pcfile, f.entry_off, off)?;
+        let line = self.pc_value(pcln, f.entry_off, off)?;
+        if file_no < 0 || line < 0 {
+            return Err(err(format!(
+                "no source position for {}+{:#x}",
+                f.name,
+                off - f.entry_off
+            )));
+        }
+        let cu_entry = (self.cu_offset as usize)
+            .checked_add(4 * (cu as usize + file_no as usize))
+            .ok_or_else(|| err("cutab index overflows"))?;
+        let file_off = self.u32_at(cu_entry)?;
+        Ok((
+            self.cstr(self.filetab_offset, file_off as u64)?,
+            line as u32,
+        ))
+    }
+
+    /// Decodes one pc-value table (zigzag value deltas and pc deltas, both varints) up to
+    /// `target`, as the runtime's `pcvalue` does.
+    fn pc_value(&self, table: u32, entry: u32, target: u32) -> Result<i32, BinaryError> {
+        let mut at = (self.pctab_offset as usize)
+            .checked_add(table as usize)
+            .ok_or_else(|| err("pctab offset overflows"))?;
+        let (mut pc, mut val) = (entry, -1i32);
+        let mut first = true;
+        loop {
+            let uvdelta = self.varint(&mut at)?;
+            if uvdelta == 0 && !first {
+                return Err(err("pc not covered by its function's table"));
+            }
+            first = false;
+            let delta = -((uvdelta & 1) as i32) ^ (uvdelta >> 1) as i32;
+            val = val.wrapping_add(delta);
+            let pcdelta = self.varint(&mut at)?;
+            pc = pc
+                .checked_add(pcdelta.wrapping_mul(self.min_lc as u32))
+                .ok_or_else(|| err("pc table runs past the text"))?;
+            if target < pc {
+                return Ok(val);
+            }
+        }
+    }
+
+    fn varint(&self, at: &mut usize) -> Result<u32, BinaryError> {
+        let mut v = 0u32;
+        for shift in (0..35).step_by(7) {
+            let b = *self
+                .data
+                .get(*at)
+                .ok_or_else(|| err("pc table runs past the end"))?;
+            *at += 1;
+            v |= ((b & 0x7f) as u32) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(err("varint too long"))
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,3 @@
+module gprof.test/leaksites
+
+go 1.19
