@@ -45,6 +45,8 @@ pub struct Alert {
     pub resolved_at: Option<SystemTime>,
     /// The process that sets a tenant alert's value (the worst one), for the annotations.
     pub worst_pid: Option<u32>,
+    /// For creation-site alerts: the site (`function (file:line)`) that sets the value.
+    pub site: Option<String>,
 }
 
 impl Alert {
@@ -65,8 +67,12 @@ impl Alert {
             Some(pid) => format!("PID {pid} of tenant {}", self.tenant()),
             None => format!("tenant {}", self.tenant()),
         };
+        let at = self
+            .site
+            .as_ref()
+            .map_or(String::new(), |s| format!(" at {s}"));
         format!(
-            "{subject}: {} is {} ({} threshold {}, held {}s)",
+            "{subject}: {} is {}{at} ({} threshold {}, held {}s)",
             self.metric,
             round(self.value),
             self.severity(),
@@ -93,6 +99,9 @@ impl Alert {
         }
         if let Some(pid) = self.worst_pid {
             line.push_str(&format!(" worst_pid={pid}"));
+        }
+        if let Some(site) = &self.site {
+            line.push_str(&format!(" site={}", logfmt_value(site)));
         }
         line
     }
@@ -197,6 +206,7 @@ struct Observation {
     value: f64,
     labels: BTreeMap<String, String>,
     worst_pid: Option<u32>,
+    site: Option<String>,
 }
 
 fn tenant_value(metric: Metric, t: &TenantSnapshot) -> f64 {
@@ -207,7 +217,19 @@ fn tenant_value(metric: Metric, t: &TenantSnapshot) -> f64 {
         Metric::GfreePoolSize => t.gfree_pool_size as f64,
         Metric::Goroutines => t.goroutines as f64,
         Metric::HealthScore => t.health_score,
+        // Per site, from the processes: see `observations`.
+        Metric::SiteGoroutineGrowthPerMin => 0.0,
     }
+}
+
+/// A process's fastest-growing leak suspect: (growth per minute, site); 0 without one.
+fn worst_site(r: &ProcessRecord) -> (f64, Option<String>) {
+    r.snapshot
+        .top_leak_sites
+        .iter()
+        .filter(|s| s.suspect)
+        .max_by(|a, b| a.growth_per_min.total_cmp(&b.growth_per_min))
+        .map_or((0.0, None), |s| (s.growth_per_min, Some(s.site.clone())))
 }
 
 fn process_value(metric: Metric, r: &ProcessRecord) -> Option<f64> {
@@ -219,6 +241,7 @@ fn process_value(metric: Metric, r: &ProcessRecord) -> Option<f64> {
         Metric::GfreePoolSize => s.gfree_pool_size? as f64,
         Metric::Goroutines => s.goroutines as f64,
         Metric::HealthScore => s.health_score,
+        Metric::SiteGoroutineGrowthPerMin => worst_site(r).0,
     })
 }
 
@@ -236,11 +259,29 @@ impl AlertEngine {
             Scope::Tenant => snapshot
                 .tenants
                 .iter()
-                .map(|t| Observation {
-                    subject: Subject::Tenant(t.tenant.clone()),
-                    value: tenant_value(rule.metric, t),
-                    labels: BTreeMap::from([("tenant".to_string(), t.tenant.clone())]),
-                    worst_pid: Some(t.worst_pid),
+                .map(|t| {
+                    let mut obs = Observation {
+                        subject: Subject::Tenant(t.tenant.clone()),
+                        value: tenant_value(rule.metric, t),
+                        labels: BTreeMap::from([("tenant".to_string(), t.tenant.clone())]),
+                        worst_pid: Some(t.worst_pid),
+                        site: None,
+                    };
+                    if rule.metric == Metric::SiteGoroutineGrowthPerMin {
+                        // The tenant's worst site, in whichever of its processes.
+                        let worst = snapshot
+                            .processes
+                            .iter()
+                            .filter(|r| r.tenant == t.tenant)
+                            .map(|r| (worst_site(r), r.snapshot.pid))
+                            .max_by(|a, b| a.0.0.total_cmp(&b.0.0));
+                        if let Some(((growth, site), pid)) = worst {
+                            obs.value = growth;
+                            obs.site = site;
+                            obs.worst_pid = Some(pid);
+                        }
+                    }
+                    obs
                 })
                 .collect(),
             Scope::Process => snapshot
@@ -266,6 +307,9 @@ impl AlertEngine {
                         value: process_value(rule.metric, r)?,
                         labels,
                         worst_pid: None,
+                        site: (rule.metric == Metric::SiteGoroutineGrowthPerMin)
+                            .then(|| worst_site(r).1)
+                            .flatten(),
                     })
                 })
                 .collect(),
@@ -310,6 +354,7 @@ impl AlertEngine {
                     (Some((sev, _)), Some(alert)) if current.as_deref() == Some(sev.name()) => {
                         alert.value = obs.value;
                         alert.worst_pid = obs.worst_pid;
+                        alert.site = obs.site;
                     }
                     (level, firing) => {
                         if let Some(mut old) = firing.take() {
@@ -331,6 +376,7 @@ impl AlertEngine {
                                 since: wall,
                                 resolved_at: None,
                                 worst_pid: obs.worst_pid,
+                                site: obs.site,
                             };
                             changes.fired.push(alert.clone());
                             *firing = Some(alert);
@@ -392,6 +438,9 @@ pub fn alertmanager_body(
             if let Some(pid) = a.worst_pid {
                 annotations.insert("worst_pid".into(), pid.to_string().into());
             }
+            if let Some(site) = &a.site {
+                annotations.insert("site".into(), site.clone().into());
+            }
             serde_json::json!({
                 "labels": a.labels,
                 "annotations": annotations,
@@ -408,7 +457,7 @@ pub fn alertmanager_body(
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::snapshot::TenantSnapshot;
+    use crate::snapshot::{ProcessSnapshot, TenantSnapshot};
 
     fn tenant(name: &str, leak: f64) -> TenantSnapshot {
         TenantSnapshot {
@@ -599,6 +648,60 @@ mod tests {
     }
 
     #[test]
+    fn a_leaking_site_is_named_in_the_alert() {
+        let c = Config::parse(
+            "t",
+            "thresholds:\n  - metric: site_goroutine_growth_per_min\n    critical: 600\n    for: 0s\n",
+        )
+        .unwrap();
+        assert_eq!(c.thresholds[0].alertname, "GprofGoroutineSiteLeak");
+        let mut e = AlertEngine::new(c.thresholds, BTreeMap::new());
+        let process = |tenant: &str, pid: u32, suspect: bool| ProcessRecord {
+            start_time: 1,
+            tenant: tenant.into(),
+            pod_uid: None,
+            container_id: None,
+            snapshot: ProcessSnapshot {
+                pid,
+                top_leak_sites: vec![crate::snapshot::SiteSnapshot {
+                    suspect,
+                    ..crate::snapshot::example().top_leak_sites[0].clone()
+                }],
+                ..crate::snapshot::example()
+            },
+        };
+        let snapshot = DaemonSnapshot {
+            tenants: vec![tenant("pay", 0.0), tenant("web", 0.0)],
+            processes: vec![process("pay", 7, true), process("web", 8, false)],
+            ..Default::default()
+        };
+        let changes = e.evaluate(&snapshot, Instant::now(), UNIX_EPOCH);
+        assert_eq!(changes.fired.len(), 1, "{:?}", changes.fired);
+        let a = &changes.fired[0];
+        assert_eq!(a.tenant(), "pay");
+        assert_eq!(a.value, 1200.0);
+        assert_eq!(a.worst_pid, Some(7));
+        assert_eq!(a.site.as_deref(), Some("main.serve (/src/app/main.go:42)"));
+        let body: serde_json::Value = serde_json::from_str(&alertmanager_body(
+            &changes.fired,
+            UNIX_EPOCH,
+            Duration::from_secs(60),
+            "g",
+        ))
+        .unwrap();
+        assert_eq!(
+            body[0]["annotations"]["site"],
+            "main.serve (/src/app/main.go:42)"
+        );
+        assert!(
+            body[0]["annotations"]["summary"]
+                .as_str()
+                .unwrap()
+                .contains("at main.serve (/src/app/main.go:42)")
+        );
+    }
+
+    #[test]
     fn log_lines_are_logfmt() {
         let mut labels = BTreeMap::new();
         labels.insert("alertname".to_string(), "X".to_string());
@@ -612,6 +715,7 @@ mod tests {
             since: UNIX_EPOCH,
             resolved_at: None,
             worst_pid: Some(3),
+            site: None,
         };
         assert_eq!(
             a.log_line(),

@@ -230,6 +230,8 @@ pub enum Metric {
     GfreePoolSize,
     Goroutines,
     HealthScore,
+    /// The fastest-growing leak suspect among a process's creation sites.
+    SiteGoroutineGrowthPerMin,
 }
 
 impl Metric {
@@ -241,6 +243,7 @@ impl Metric {
             Metric::GfreePoolSize => "gfree_pool_size",
             Metric::Goroutines => "goroutines",
             Metric::HealthScore => "health_score",
+            Metric::SiteGoroutineGrowthPerMin => "site_goroutine_growth_per_min",
         }
     }
 
@@ -257,6 +260,7 @@ impl Metric {
             Metric::GfreePoolSize => "GprofFreeGPoolLarge",
             Metric::Goroutines => "GprofGoroutinesHigh",
             Metric::HealthScore => "GprofHealthScoreLow",
+            Metric::SiteGoroutineGrowthPerMin => "GprofGoroutineSiteLeak",
         }
     }
 }

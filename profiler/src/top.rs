@@ -176,11 +176,15 @@ fn interactive(session: &mut Session, opts: &TopOptions) -> anyhow::Result<()> {
             if event::poll(ticker.remaining().min(SURGE_CHECK))? {
                 if let TermEvent::Key(k) = event::read()?
                     && k.kind == KeyEventKind::Press
-                    && (matches!(k.code, KeyCode::Char('q') | KeyCode::Esc)
-                        || (k.code == KeyCode::Char('c')
-                            && k.modifiers.contains(KeyModifiers::CONTROL)))
                 {
-                    return Ok(None);
+                    match k.code {
+                        KeyCode::Char('q') | KeyCode::Esc => return Ok(None),
+                        KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => {
+                            return Ok(None);
+                        }
+                        KeyCode::Char('s') => view.site_order = view.site_order.next(),
+                        _ => {}
+                    }
                 }
                 continue;
             }

@@ -238,6 +238,75 @@ pub fn render(snapshot: &DaemonSnapshot, version: &str, usage: SelfUsage) -> Str
             per_process(&|r| Some(r.snapshot.health_score), GAUGE),
         ),
     ];
+    // Creation sites: the top ones of each process only, so the series stay bounded.
+    let per_site = |f: &dyn Fn(&crate::snapshot::SiteSnapshot) -> f64| -> Vec<Metric> {
+        procs
+            .iter()
+            .flat_map(|r| {
+                r.snapshot.top_leak_sites.iter().map(move |s| {
+                    let mut l = process_labels(r);
+                    let line = s.line.to_string();
+                    l.extend(labels(&[
+                        ("site", &s.site),
+                        ("function", &s.function),
+                        ("file", &s.file),
+                        ("line", &line),
+                        ("started", &s.started),
+                    ]));
+                    gauge(l, f(s))
+                })
+            })
+            .collect()
+    };
+    families.push(family(
+        "gprof_goroutines_by_site",
+        "Live goroutines by creation site (the go statement), for each process's top sites.",
+        GAUGE,
+        per_site(&|s| s.goroutines as f64),
+    ));
+    families.push(family(
+        "gprof_goroutine_site_growth_per_minute",
+        "Net growth of a creation site's live goroutines per minute over the leak window.",
+        GAUGE,
+        per_site(&|s| s.growth_per_min),
+    ));
+    families.push(family(
+        "gprof_goroutine_site_leak_suspect",
+        "1 when the site's live goroutines grow steadily (a leak suspect).",
+        GAUGE,
+        per_site(&|s| f64::from(u8::from(s.suspect))),
+    ));
+    fn stacks(
+        f: fn(&crate::snapshot::StackSnapshot) -> f64,
+    ) -> impl Fn(&ProcessRecord) -> Option<f64> {
+        move |r| r.snapshot.goroutine_stacks.as_ref().map(f)
+    }
+    families.extend([
+        family(
+            "gprof_goroutine_stack_bytes",
+            "Stack memory held by live goroutines (system ones included).",
+            GAUGE,
+            per_process(&stacks(|k| k.live_stack_bytes as f64), GAUGE),
+        ),
+        family(
+            "gprof_dead_goroutine_stack_bytes",
+            "Stack memory still held by dead gs (the free-G pool) although nothing runs on it.",
+            GAUGE,
+            per_process(&stacks(|k| k.dead_stack_bytes as f64), GAUGE),
+        ),
+        family(
+            "gprof_dead_goroutines_with_stack",
+            "Dead gs (the free-G pool) that still hold a stack.",
+            GAUGE,
+            per_process(&stacks(|k| k.dead_gs_with_stack as f64), GAUGE),
+        ),
+        family(
+            "gprof_stack_growths_total",
+            "Goroutine stack growths (copies to a larger stack) since gprof attached.",
+            COUNTER,
+            per_process(&stacks(|k| k.stack_growths_total as f64), COUNTER),
+        ),
+    ]);
     let tenant_family =
         |name: &str, help: &str, f: &dyn Fn(&crate::snapshot::TenantSnapshot) -> f64| {
             family(

@@ -14,9 +14,9 @@ use ratatui::crossterm::terminal::{
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Gauge, Paragraph, Sparkline};
+use ratatui::widgets::{Block, Borders, Cell, Gauge, Paragraph, Row, Sparkline, Table};
 
-use crate::snapshot::{GoroutineSource, ProcessSnapshot};
+use crate::snapshot::{GoroutineSource, ProcessSnapshot, SiteSnapshot};
 
 /// Points kept for each sparkline.
 const HISTORY: usize = 240;
@@ -33,6 +33,48 @@ pub struct TopView {
     last_pause_total: Option<f64>,
     /// A line for the status bar (e.g. "target exited").
     pub status: Option<String>,
+    /// How the leak-sites panel is sorted (`s` cycles).
+    pub site_order: SiteOrder,
+}
+
+/// Orders of the leak-sites panel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SiteOrder {
+    /// Suspects first, by growth (as gprof ranks them).
+    #[default]
+    Growth,
+    /// Most live goroutines first.
+    Live,
+    /// By source position.
+    Source,
+}
+
+impl SiteOrder {
+    pub fn next(self) -> Self {
+        match self {
+            Self::Growth => Self::Live,
+            Self::Live => Self::Source,
+            Self::Source => Self::Growth,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Growth => "growth",
+            Self::Live => "live goroutines",
+            Self::Source => "source",
+        }
+    }
+
+    fn sort(self, sites: &mut [&SiteSnapshot]) {
+        match self {
+            Self::Growth => {}
+            Self::Live => sites.sort_by(|a, b| b.goroutines.cmp(&a.goroutines)),
+            Self::Source => {
+                sites.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+            }
+        }
+    }
 }
 
 fn push(q: &mut VecDeque<u64>, v: u64) {
@@ -115,10 +157,11 @@ fn probes_status(s: &ProcessSnapshot) -> String {
 }
 
 pub fn draw(frame: &mut Frame, view: &TopView) {
-    let [header, body, health, sparks, footer] = Layout::vertical([
+    let [header, body, health, sites, sparks, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(11),
         Constraint::Length(3),
+        Constraint::Length(9),
         Constraint::Min(6),
         Constraint::Length(1),
     ])
@@ -228,12 +271,67 @@ pub fn draw(frame: &mut Frame, view: &TopView) {
             .label(format!("{:.0} / 100", s.health_score)),
         health,
     );
+    draw_sites(frame, sites, s, view.site_order);
     draw_sparks(frame, sparks, view);
-    let footer_text = view.status.clone().unwrap_or_else(|| " q: quit".into());
+    let footer_text = view
+        .status
+        .clone()
+        .unwrap_or_else(|| " q: quit   s: sort leak sites".into());
     frame.render_widget(
         Paragraph::new(footer_text).style(Style::default().fg(Color::Gray)),
         footer,
     );
+}
+
+/// Goroutines by creation site, and the stack memory they hold.
+fn draw_sites(frame: &mut Frame, area: Rect, s: &ProcessSnapshot, order: SiteOrder) {
+    let stacks = s.goroutine_stacks.as_ref().map_or(String::new(), |k| {
+        format!(
+            "  stacks: {} live in {} goroutines, {} kept by {} dead gs  growths {}",
+            bytes(k.live_stack_bytes as f64),
+            k.live_goroutines,
+            bytes(k.dead_stack_bytes as f64),
+            k.dead_gs_with_stack,
+            k.stack_growths_total
+        )
+    });
+    let title = format!(" Leak sites (by {}){stacks} ", order.label());
+    let mut sites: Vec<&SiteSnapshot> = s.top_leak_sites.iter().collect();
+    order.sort(&mut sites);
+    let rows = sites.iter().map(|site| {
+        let style = if site.suspect {
+            Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)
+        } else {
+            Style::default()
+        };
+        Row::new(vec![
+            Cell::from(format!("{:+.0}/min", site.growth_per_min)),
+            Cell::from(site.goroutines.to_string()),
+            Cell::from(if site.suspect { "leak?" } else { "" }),
+            Cell::from(format!("{}  -> {}", site.site, site.started)),
+        ])
+        .style(style)
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(11),
+            Constraint::Length(8),
+            Constraint::Length(6),
+            Constraint::Min(20),
+        ],
+    )
+    .header(
+        Row::new(vec![
+            "growth",
+            "live",
+            "",
+            "site (go statement -> started function)",
+        ])
+        .style(Style::default().add_modifier(Modifier::BOLD)),
+    )
+    .block(Block::default().borders(Borders::ALL).title(title));
+    frame.render_widget(table, area);
 }
 
 fn draw_sparks(frame: &mut Frame, area: Rect, view: &TopView) {
@@ -345,7 +443,7 @@ mod tests {
     fn screen_shows_the_figures() {
         let mut view = TopView::new(1.0);
         view.update(snapshot());
-        let mut terminal = Terminal::new(TestBackend::new(100, 32)).unwrap();
+        let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
         terminal.draw(|f| draw(f, &view)).unwrap();
         let screen: String = terminal
             .backend()
@@ -367,6 +465,10 @@ mod tests {
             "leak 40",
             "12.1 MiB (mean 8.0 KiB)",
             "q: quit",
+            "Leak sites (by growth)",
+            "+1200/min",
+            "main.serve (/src/app/main.go:42)",
+            "leak?",
         ] {
             assert!(screen.contains(needle), "missing {needle:?} in\n{screen}");
         }
