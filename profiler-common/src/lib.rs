@@ -67,6 +67,24 @@ pub mod programs {
     pub const STW_STOP: &str = "go_stw_stop";
     pub const STW_START_RET: &str = "go_stw_start_ret";
     pub const GC_MARK_TERMINATION: &str = "go_gc_mark_termination";
+    pub const COPYSTACK: &str = "go_copystack";
+}
+
+/// Stack sizes grown to, by log2: bucket `i` counts stacks of `2^(i + STACK_BUCKET_SHIFT)`
+/// bytes (2 KiB, the smallest stack, up; the last bucket takes everything larger).
+pub const STACK_BUCKETS: usize = 20;
+pub const STACK_BUCKET_SHIFT: u32 = 11;
+
+/// The bucket of a stack of `size` bytes.
+#[inline(always)]
+pub fn stack_bucket(size: u64) -> usize {
+    let log2 = 63u32.saturating_sub(size.max(1).leading_zeros());
+    let i = log2.saturating_sub(STACK_BUCKET_SHIFT) as usize;
+    if i >= STACK_BUCKETS {
+        STACK_BUCKETS - 1
+    } else {
+        i
+    }
 }
 
 /// How the kernel side learns why the world stopped (differs between Go releases).
@@ -125,6 +143,12 @@ pub struct Counters {
     pub stack_scans: u64,
     /// Sum of `g.stack.hi - g.stack.lo` over those scans.
     pub stack_scan_bytes: u64,
+    /// `runtime.copystack` calls (growths and shrinks).
+    pub stack_copies: u64,
+    /// Those to a larger stack: stack growths.
+    pub stack_growths: u64,
+    /// Those growths by the size grown to ([`stack_bucket`]).
+    pub stack_growth_sizes: [u64; STACK_BUCKETS],
 }
 
 /// GC and stop-the-world state of one slot. Written only around stop-the-world and at the end
@@ -225,6 +249,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stack_buckets_start_at_2k() {
+        assert_eq!(stack_bucket(0), 0);
+        assert_eq!(stack_bucket(2048), 0);
+        assert_eq!(stack_bucket(4096), 1);
+        assert_eq!(stack_bucket(8192), 2);
+        assert_eq!(stack_bucket(1 << 30), STACK_BUCKETS - 1);
+        assert_eq!(stack_bucket(u64::MAX), STACK_BUCKETS - 1);
+    }
+
+    #[test]
     fn pause_buckets_are_log2_and_capped() {
         assert_eq!(pause_bucket(0), 0);
         assert_eq!(pause_bucket(1), 0);
@@ -254,7 +288,7 @@ mod tests {
     #[test]
     fn layouts_have_no_hidden_padding() {
         assert_eq!(core::mem::size_of::<ProcConfig>(), 32);
-        assert_eq!(core::mem::size_of::<Counters>(), 32);
+        assert_eq!(core::mem::size_of::<Counters>(), 8 * 6 + 8 * STACK_BUCKETS);
         assert_eq!(core::mem::size_of::<Event>(), 40);
         assert_eq!(core::mem::size_of::<GcState>(), 8 * 10 + 8 * PAUSE_BUCKETS);
     }

@@ -23,7 +23,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use profiler_common::{
     Counters, EVENTS_BYTES, Event, GcState, MAX_CPUS, MAX_PROCS, MAX_SLOTS, ProcConfig, event_kind,
-    pause_bucket, stw_kind, stw_reason,
+    pause_bucket, stack_bucket, stw_kind, stw_reason,
 };
 
 /// Watched processes, by host tgid. A process missing here is ignored by every probe.
@@ -107,6 +107,31 @@ pub fn go_scanstack(ctx: ProbeContext) -> u32 {
         };
         c.stack_scans += 1;
         c.stack_scan_bytes += bytes;
+    }
+    0
+}
+
+/// `runtime.copystack(gp, newsize)`: a goroutine's stack moves to a new one (runs on g0).
+/// Growth when the new stack is larger than the old; shrinking (by the GC) is not counted.
+#[uprobe]
+pub fn go_copystack(ctx: ProbeContext) -> u32 {
+    if let Some((_, cfg)) = watched()
+        && let Some(c) = counters(cfg.slot)
+    {
+        c.stack_copies += 1;
+        let gp = goabi::arg(&ctx, 0);
+        let new_size = goabi::arg(&ctx, 1);
+        let old = match unsafe { bpf_probe_read_user(gp as *const [u64; 2]) } {
+            Ok([lo, hi]) if hi > lo => hi - lo,
+            _ => return 0,
+        };
+        if new_size > old {
+            c.stack_growths += 1;
+            let i = stack_bucket(new_size);
+            if let Some(n) = c.stack_growth_sizes.get_mut(i) {
+                *n += 1;
+            }
+        }
     }
     0
 }

@@ -5,7 +5,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use profiler_common::{Counters, Event, GcState, PAUSE_BUCKETS, event_kind, stw_kind};
+use profiler_common::{
+    Counters, Event, GcState, PAUSE_BUCKETS, STACK_BUCKET_SHIFT, event_kind, stw_kind,
+};
 
 use crate::census::{Census, SiteKey};
 use crate::health::{HealthInputs, HealthModel};
@@ -85,6 +87,8 @@ pub const HOT_PROBE_FIGURES: &[&str] = &[
     "stack_scanned_bytes_total",
     "last_gc_stacks_scanned",
     "last_gc_stack_bytes",
+    "goroutine_stacks.stack_growths_total",
+    "goroutine_stacks.stack_growth_sizes",
 ];
 
 #[derive(Debug)]
@@ -301,11 +305,29 @@ impl ProcessCollector {
             probe_hits_total: c.created
                 + c.exited
                 + c.stack_scans
+                + c.stack_copies
                 + 2 * (g.gc_pauses + g.other_pauses)
                 + g.gc_cycles,
             hot_probe_demand_per_s: r.hot_demand,
             top_leak_sites: self.sites.top(TOP_SITES),
-            goroutine_stacks: self.stacks.clone(),
+            goroutine_stacks: self
+                .stacks
+                .clone()
+                .or_else(|| (c.stack_copies > 0).then(StackSnapshot::default))
+                .map(|k| StackSnapshot {
+                    stack_growths_total: c.stack_growths,
+                    stack_growth_sizes: c
+                        .stack_growth_sizes
+                        .iter()
+                        .enumerate()
+                        .filter(|&(_, &n)| n > 0)
+                        .map(|(i, &count)| StackSize {
+                            bytes: 1u64 << (i as u32 + STACK_BUCKET_SHIFT),
+                            count,
+                        })
+                        .collect(),
+                    ..k
+                }),
             health_score: 0.0,
             health: Default::default(),
         };

@@ -416,6 +416,14 @@ pub const PROBES: &[ProbeSpec] = &[
         purpose: "GC scans a live goroutine's stack",
     },
     ProbeSpec {
+        function: "runtime.copystack",
+        program: programs::COPYSTACK,
+        stack: Stack::System,
+        site: Site::Entry,
+        hot: true,
+        purpose: "a goroutine's stack is copied (grows, or shrinks in GC)",
+    },
+    ProbeSpec {
         function: "runtime.stopTheWorldWithSema",
         program: programs::STW_STOP,
         stack: Stack::System,

@@ -498,11 +498,17 @@ impl Kernel {
             .counters
             .get(&slot, 0)
             .map_err(map_err(maps::COUNTERS))?;
-        Ok(per_cpu.iter().fold(Counters::default(), |a, c| Counters {
-            created: a.created + c.created,
-            exited: a.exited + c.exited,
-            stack_scans: a.stack_scans + c.stack_scans,
-            stack_scan_bytes: a.stack_scan_bytes + c.stack_scan_bytes,
+        Ok(per_cpu.iter().fold(Counters::default(), |mut a, c| {
+            a.created += c.created;
+            a.exited += c.exited;
+            a.stack_scans += c.stack_scans;
+            a.stack_scan_bytes += c.stack_scan_bytes;
+            a.stack_copies += c.stack_copies;
+            a.stack_growths += c.stack_growths;
+            for (sum, n) in a.stack_growth_sizes.iter_mut().zip(c.stack_growth_sizes) {
+                *sum += n;
+            }
+            a
         }))
     }
 

@@ -300,7 +300,7 @@ impl Target {
     ) {
         let now = HotMark {
             ns: now_ns,
-            hits: c.created + c.exited + c.stack_scans,
+            hits: c.created + c.exited + c.stack_scans + c.stack_copies,
             goids: rt.map(|r| r.goids),
             gc_cycles: gc.gc_cycles,
             cpu_seconds: self.process.cpu_seconds(),

@@ -1,0 +1,3 @@
+module gprof.test/stackgrow
+
+go 1.19
