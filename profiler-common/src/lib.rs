@@ -57,6 +57,29 @@ pub mod maps {
     pub const COUNTERS: &str = "COUNTERS";
     pub const GC_STATE: &str = "GC_STATE";
     pub const EVENTS: &str = "EVENTS";
+    pub const SITES: &str = "SITES";
+}
+
+/// Creation sites the kernel counts, over all watched processes; when the map is full, new
+/// sites of a process are counted under its "other" key (`gopc` and `startpc` 0).
+pub const MAX_SITE_ENTRIES: u32 = 16384;
+
+/// A creation site of one process: the `go` statement's PC and the function started.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SiteKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub gopc: u64,
+    pub startpc: u64,
+}
+
+/// Goroutines created and exited at one site (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SiteCounts {
+    pub created: u64,
+    pub exited: u64,
 }
 
 /// Program names, one per probe kind.
@@ -129,6 +152,9 @@ pub struct ProcConfig {
     /// whose pause bounds are in registers at the probes).
     pub pause_start_addr: u64,
     pub mark_term_end_addr: u64,
+    /// Offsets of `g.gopc` and `g.startpc`: an exiting goroutine's creation site.
+    pub g_gopc: u32,
+    pub g_startpc: u32,
 }
 
 /// Hot counters, one per slot and CPU. Cumulative since the slot was assigned.
@@ -242,6 +268,8 @@ mod pod {
     unsafe impl aya::Pod for super::Counters {}
     unsafe impl aya::Pod for super::GcState {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::SiteKey {}
+    unsafe impl aya::Pod for super::SiteCounts {}
 }
 
 #[cfg(test)]
@@ -287,7 +315,9 @@ mod tests {
 
     #[test]
     fn layouts_have_no_hidden_padding() {
-        assert_eq!(core::mem::size_of::<ProcConfig>(), 32);
+        assert_eq!(core::mem::size_of::<ProcConfig>(), 40);
+        assert_eq!(core::mem::size_of::<SiteKey>(), 24);
+        assert_eq!(core::mem::size_of::<SiteCounts>(), 16);
         assert_eq!(core::mem::size_of::<Counters>(), 8 * 6 + 8 * STACK_BUCKETS);
         assert_eq!(core::mem::size_of::<Event>(), 40);
         assert_eq!(core::mem::size_of::<GcState>(), 8 * 10 + 8 * PAUSE_BUCKETS);

@@ -17,13 +17,13 @@ use aya_ebpf::{
         generated::bpf_map_lookup_percpu_elem,
     },
     macros::{map, uprobe},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::ProbeContext,
 };
 use aya_log_ebpf::warn;
 use profiler_common::{
-    Counters, EVENTS_BYTES, Event, GcState, MAX_CPUS, MAX_PROCS, MAX_SLOTS, ProcConfig, event_kind,
-    pause_bucket, stack_bucket, stw_kind, stw_reason,
+    Counters, EVENTS_BYTES, Event, GcState, MAX_CPUS, MAX_PROCS, MAX_SITE_ENTRIES, MAX_SLOTS,
+    ProcConfig, SiteCounts, SiteKey, event_kind, pause_bucket, stack_bucket, stw_kind, stw_reason,
 };
 
 /// Watched processes, by host tgid. A process missing here is ignored by every probe.
@@ -38,6 +38,44 @@ static GC_STATE: Array<GcState> = Array::with_max_entries(MAX_SLOTS, 0);
 
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map(name = "SITES")]
+static SITES: PerCpuHashMap<SiteKey, SiteCounts> =
+    PerCpuHashMap::with_max_entries(MAX_SITE_ENTRIES, 0);
+
+/// Counts one creation or exit at a site; a full map counts it under the process's "other".
+#[inline(always)]
+fn count_site(tgid: u32, gopc: u64, startpc: u64, created: u64, exited: u64) {
+    let key = SiteKey {
+        tgid,
+        _pad: 0,
+        gopc,
+        startpc,
+    };
+    if let Some(c) = SITES.get_ptr_mut(&key) {
+        // SAFETY: per-CPU storage: no other program writes this CPU's copy while we run.
+        let c = unsafe { &mut *c };
+        c.created += created;
+        c.exited += exited;
+        return;
+    }
+    let value = SiteCounts { created, exited };
+    if SITES.insert(&key, &value, 0).is_err() {
+        let other = SiteKey {
+            gopc: 0,
+            startpc: 0,
+            ..key
+        };
+        if let Some(c) = SITES.get_ptr_mut(&other) {
+            // SAFETY: as above.
+            let c = unsafe { &mut *c };
+            c.created += created;
+            c.exited += exited;
+        } else {
+            let _ = SITES.insert(&other, &value, 0);
+        }
+    }
+}
 
 /// Possible CPUs, set by the loader; bounds the per-CPU sums.
 #[unsafe(no_mangle)]
@@ -73,22 +111,32 @@ fn gc_state(slot: u32) -> Option<&'static mut GcState> {
 /// `runtime.newproc1`: a goroutine is being created (runs on g0, probe at the stack check's
 /// branch so that it fires exactly once per call).
 #[uprobe]
-pub fn go_newproc1(_ctx: ProbeContext) -> u32 {
-    if let Some((_, cfg)) = watched()
+pub fn go_newproc1(ctx: ProbeContext) -> u32 {
+    if let Some((tgid, cfg)) = watched()
         && let Some(c) = counters(cfg.slot)
     {
         c.created += 1;
+        // newproc1(fn *funcval, callergp *g, callerpc uintptr, ...): fn.fn is the start PC.
+        let startpc =
+            unsafe { bpf_probe_read_user(goabi::arg(&ctx, 0) as *const u64) }.unwrap_or(0);
+        count_site(tgid, goabi::arg(&ctx, 2), startpc, 1, 0);
     }
     0
 }
 
 /// `runtime.gfput`: an exited goroutine goes to the free pool (every release's one exit path).
 #[uprobe]
-pub fn go_gfput(_ctx: ProbeContext) -> u32 {
-    if let Some((_, cfg)) = watched()
+pub fn go_gfput(ctx: ProbeContext) -> u32 {
+    if let Some((tgid, cfg)) = watched()
         && let Some(c) = counters(cfg.slot)
     {
         c.exited += 1;
+        // gfput(pp *p, gp *g): the goroutine's creation site is still in its g.
+        let gp = goabi::arg(&ctx, 1);
+        let read = |off: u32| unsafe { bpf_probe_read_user((gp + off as u64) as *const u64) };
+        if let (Ok(gopc), Ok(startpc)) = (read(cfg.g_gopc), read(cfg.g_startpc)) {
+            count_site(tgid, gopc, startpc, 0, 1);
+        }
     }
     0
 }

@@ -89,6 +89,9 @@ pub const HOT_PROBE_FIGURES: &[&str] = &[
     "last_gc_stack_bytes",
     "goroutine_stacks.stack_growths_total",
     "goroutine_stacks.stack_growth_sizes",
+    "top_leak_sites.created_total",
+    "top_leak_sites.exited_total",
+    "top_leak_sites.create_rate_per_s",
 ];
 
 #[derive(Debug)]
@@ -138,9 +141,18 @@ impl ProcessCollector {
             last_update_ns: None,
             hot_attached_ns: 0,
             totals: (0, 0),
-            sites: SiteTracker::new(windows.leak_seconds),
+            sites: SiteTracker::new(windows.leak_seconds, windows.rate_seconds),
             stacks: None,
         }
+    }
+
+    /// Takes in the kernel's per-site creation and exit totals at `t` seconds.
+    pub fn absorb_site_counts(
+        &mut self,
+        t: f64,
+        counts: impl IntoIterator<Item = (Arc<SiteName>, u64, u64)>,
+    ) {
+        self.sites.record_counts(t, counts);
     }
 
     /// Takes in a goroutine census taken at `t` seconds, its sites named.

@@ -268,6 +268,7 @@ impl Watcher {
     pub fn sample(&mut self) -> DaemonSnapshot {
         self.kernel.flush_logs();
         let events = self.kernel.drain_events();
+        let sites = self.kernel.site_counts();
         let mut gone = Vec::new();
         let mut processes = Vec::new();
         for (&pid, w) in &mut self.targets {
@@ -275,7 +276,7 @@ impl Watcher {
                 .hot
                 .get(&w.target.exe)
                 .map_or(HotProbes::ALWAYS, HotControl::probes);
-            match w.target.sample(&self.kernel, &events, hot) {
+            match w.target.sample(&self.kernel, &events, &sites, hot) {
                 Ok(snapshot) => processes.push(ProcessRecord {
                     start_time: w.target.process.id.start_time,
                     tenant: w.placement.tenant.clone(),
@@ -313,6 +314,7 @@ impl Watcher {
             stats: DaemonStats {
                 attached_executables: self.executables.len(),
                 kernel_filter_entries: self.kernel.filter_entries(),
+                kernel_site_entries: self.kernel.site_entries(),
                 attach_failures_total: self.attach_failures,
                 ..Default::default()
             },

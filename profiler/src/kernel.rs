@@ -5,12 +5,14 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::Path;
 
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues, RingBuf};
+use aya::maps::{
+    Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf,
+};
 use aya::programs::UProbe;
 use aya::programs::uprobe::UProbeLink;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
-use profiler_common::{Counters, Event, GcState, MAX_SLOTS, ProcConfig, maps};
+use profiler_common::{Counters, Event, GcState, MAX_SLOTS, ProcConfig, SiteCounts, SiteKey, maps};
 
 use crate::probes::ProbePlan;
 use crate::process::Process;
@@ -187,6 +189,7 @@ pub struct Kernel {
     counters: PerCpuArray<MapData, Counters>,
     gc_state: Array<MapData, GcState>,
     events: RingBuf<MapData>,
+    sites: PerCpuHashMap<MapData, SiteKey, SiteCounts>,
     nr_cpus: usize,
     attachments: HashMap<ExeKey, Attachment>,
     free_slots: Vec<u32>,
@@ -245,6 +248,7 @@ impl Kernel {
             PerCpuArray::try_from(take(maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
         let gc_state = Array::try_from(take(maps::GC_STATE)?).map_err(map_err(maps::GC_STATE))?;
         let events = RingBuf::try_from(take(maps::EVENTS)?).map_err(map_err(maps::EVENTS))?;
+        let sites = PerCpuHashMap::try_from(take(maps::SITES)?).map_err(map_err(maps::SITES))?;
         let (reaper, dropped) = std::sync::mpsc::channel::<Vec<UProbeLink>>();
         std::thread::Builder::new()
             .name("gprof-detach".into())
@@ -267,6 +271,7 @@ impl Kernel {
             counters,
             gc_state,
             events,
+            sites,
             nr_cpus,
             attachments: HashMap::new(),
             free_slots: (0..MAX_SLOTS).rev().collect(),
@@ -480,6 +485,51 @@ impl Kernel {
             }
             self.free_slots.push(slot);
         }
+        // Its creation sites (an exit racing with this may add one back: removed by the
+        // next process's unwatch or the next sweep, see `site_counts`).
+        let mine: Vec<SiteKey> = self
+            .sites
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.tgid == pid)
+            .collect();
+        for k in mine {
+            let _ = self.sites.remove(&k);
+        }
+    }
+
+    /// Goroutines created and exited per creation site since attach, summed over CPUs, for
+    /// every watched process (one pass over the map per sampling round). Entries of processes
+    /// no longer watched are removed on the way.
+    pub fn site_counts(&mut self) -> HashMap<u32, Vec<(SiteKey, SiteCounts)>> {
+        let mut out: HashMap<u32, Vec<(SiteKey, SiteCounts)>> = HashMap::new();
+        let mut stale = Vec::new();
+        for key in self.sites.keys().filter_map(Result::ok) {
+            if !self.slots.contains_key(&key.tgid) {
+                stale.push(key);
+                continue;
+            }
+            let Ok(per_cpu) = self.sites.get(&key, 0) else {
+                continue;
+            };
+            let sum = per_cpu
+                .iter()
+                .fold(SiteCounts::default(), |a, c| SiteCounts {
+                    created: a.created + c.created,
+                    exited: a.exited + c.exited,
+                });
+            out.entry(key.tgid).or_default().push((key, sum));
+        }
+        for k in stale {
+            let _ = self.sites.remove(&k);
+        }
+        out
+    }
+
+    /// Entries of the kernel's creation-site map (a check that exited processes leave
+    /// nothing behind).
+    pub fn site_entries(&self) -> usize {
+        self.sites.keys().filter(Result::is_ok).count()
     }
 
     pub fn watched(&self) -> usize {

@@ -83,11 +83,14 @@ impl Symbolizer {
             let bin = GoBinary::open(exe).ok();
             for &k in &keys {
                 self.names.entry(k).or_insert_with(|| {
-                    Arc::new(
+                    Arc::new(if k.gopc == 0 {
+                        // The kernel's bucket for sites beyond its map's room.
+                        SiteName::other()
+                    } else {
                         bin.as_ref()
                             .and_then(|b| name(b, k, bias))
-                            .unwrap_or_else(|| SiteName::unknown(k)),
-                    )
+                            .unwrap_or_else(|| SiteName::unknown(k))
+                    })
                 });
             }
         }
@@ -118,21 +121,53 @@ fn name(bin: &GoBinary, key: SiteKey, bias: u64) -> Option<SiteName> {
     })
 }
 
-/// Live goroutines per site over the leak window.
+/// Live goroutines per site over the leak window, and the kernel's creation and exit counts.
 #[derive(Debug)]
 pub struct SiteTracker {
     leak_seconds: f64,
+    rate_seconds: f64,
     sites: HashMap<Arc<SiteName>, Series>,
+    /// Per site: creations and exits counted since attach, and creations over time.
+    counts: HashMap<Arc<SiteName>, (u64, u64, Series)>,
     other: Arc<SiteName>,
 }
 
 impl SiteTracker {
-    pub fn new(leak_seconds: f64) -> Self {
+    pub fn new(leak_seconds: f64, rate_seconds: f64) -> Self {
         Self {
             leak_seconds,
+            rate_seconds,
             sites: HashMap::new(),
+            counts: HashMap::new(),
             other: Arc::new(SiteName::other()),
         }
+    }
+
+    /// Records the kernel's per-site totals at `t` seconds (creations, exits since attach).
+    pub fn record_counts(
+        &mut self,
+        t: f64,
+        counts: impl IntoIterator<Item = (Arc<SiteName>, u64, u64)>,
+    ) {
+        let mut by_name: HashMap<Arc<SiteName>, (u64, u64)> = HashMap::new();
+        for (name, created, exited) in counts {
+            let e = by_name.entry(name).or_default();
+            e.0 += created;
+            e.1 += exited;
+        }
+        let horizon = self.rate_seconds + 1.0;
+        for (name, (created, exited)) in by_name {
+            let e = self
+                .counts
+                .entry(name)
+                .or_insert_with(|| (0, 0, Series::new(horizon)));
+            e.0 = created;
+            e.1 = exited;
+            e.2.push(t, created as f64);
+        }
+        // Followed sites only (the kernel forgets nothing until the process goes).
+        let sites = &self.sites;
+        self.counts.retain(|name, _| sites.contains_key(name));
     }
 
     /// Records a census at `t` seconds: live goroutines per named site.
@@ -196,7 +231,11 @@ impl SiteTracker {
                     && net > 0.0
                     && span >= self.leak_seconds / 2.0
                     && rise > 3.0 * scatter(&points, growth / 60.0);
+                let counted = self.counts.get(name);
                 Some(SiteSnapshot {
+                    created_total: counted.map(|c| c.0),
+                    exited_total: counted.map(|c| c.1),
+                    create_rate_per_s: counted.and_then(|c| c.2.rate(self.rate_seconds)),
                     site: name.label(),
                     function: name.function.clone(),
                     file: name.file.clone(),
@@ -259,7 +298,7 @@ mod tests {
         let mut sys = (*site("runtime.gcenable", 5)).clone();
         sys.system = true;
         let sys = Arc::new(sys);
-        let mut t = SiteTracker::new(60.0);
+        let mut t = SiteTracker::new(60.0, 10.0);
         for s in 0..=60 {
             let s = s as f64;
             t.record(
@@ -291,7 +330,7 @@ mod tests {
 
     #[test]
     fn sites_beyond_the_limit_go_to_other_and_gone_ones_are_forgotten() {
-        let mut t = SiteTracker::new(10.0);
+        let mut t = SiteTracker::new(10.0, 10.0);
         let many: Vec<_> = (0..MAX_SITES as u32 + 20)
             .map(|i| site("main.f", i + 1))
             .collect();

@@ -135,6 +135,12 @@ pub struct SiteSnapshot {
     pub growth_per_min: f64,
     /// Its live count grows steadily: a leak suspect.
     pub suspect: bool,
+    /// Goroutines created and exited here since attach, and the creation rate over the rate
+    /// window, as the kernel counts them (only while the hot probes are attached: sampled
+    /// under the overhead budget).
+    pub created_total: Option<u64>,
+    pub exited_total: Option<u64>,
+    pub create_rate_per_s: Option<f64>,
 }
 
 /// Stack memory, from the census of every g (exact as of the reading) and the stack growth
@@ -245,6 +251,8 @@ pub struct DaemonStats {
     pub attached_executables: usize,
     /// Entries in the kernel's PROCS filter map (equals the watched processes).
     pub kernel_filter_entries: usize,
+    /// Entries in the kernel's creation-site map (sites of watched processes only).
+    pub kernel_site_entries: usize,
     pub attach_failures_total: u64,
     pub alert_notifications_failed_total: u64,
     pub alert_notifications_dropped_total: u64,
@@ -300,6 +308,9 @@ pub(crate) fn example() -> ProcessSnapshot {
             goroutines: 1400,
             growth_per_min: 1200.0,
             suspect: true,
+            created_total: Some(1500),
+            exited_total: Some(100),
+            create_rate_per_s: Some(20.0),
         }],
         goroutine_stacks: Some(StackSnapshot {
             live_goroutines: 1505,

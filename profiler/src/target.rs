@@ -2,9 +2,13 @@
 //! (kernel filter entry plus probes), and sampling into snapshots. Shared by `gprof top` and
 //! the daemon.
 
+use std::collections::HashMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use profiler_common::{Counters, Event, GcState, ProcConfig};
+use profiler_common::SiteKey as KernelSiteKey;
+use profiler_common::{Counters, Event, GcState, ProcConfig, SiteCounts};
+
+use crate::census::SiteKey;
 
 use std::sync::Arc;
 
@@ -155,6 +159,8 @@ impl Target {
             m_preemptoff: plan.layout.m_preemptoff as u32,
             pause_start_addr: plan.globals.pause_start.map_or(0, |a| a + bias),
             mark_term_end_addr: plan.globals.last_gc_nanotime.map_or(0, |a| a + bias),
+            g_gopc: plan.layout.g_gopc as u32,
+            g_startpc: plan.layout.g_startpc as u32,
         };
         let slot = kernel.watch(pid, config)?;
         let key = ExeKey::of(process);
@@ -241,6 +247,7 @@ impl Target {
         &mut self,
         kernel: &Kernel,
         events: &[Event],
+        sites: &HashMap<u32, Vec<(KernelSiteKey, SiteCounts)>>,
         hot: HotProbes,
     ) -> Result<ProcessSnapshot, TargetError> {
         let pid = self.pid();
@@ -269,13 +276,37 @@ impl Target {
         };
         self.estimate_hot_rate(now_ns, &counters, &gc, runtime.as_ref());
         let t = self.attached.elapsed().as_secs_f64();
+        // Creations and exits per site, counted by the kernel while the hot probes run.
+        let counted: Vec<(SiteKey, SiteCounts)> = sites
+            .get(&pid)
+            .into_iter()
+            .flatten()
+            .map(|(k, c)| {
+                let key = SiteKey {
+                    gopc: k.gopc,
+                    startpc: k.startpc,
+                };
+                (key, *c)
+            })
+            .collect();
         // The census is best effort: a reading that races with the program is skipped.
-        if let Some(census) = self.reader.as_ref().and_then(|r| r.census().ok().flatten()) {
-            let names =
-                self.symbols
-                    .resolve(census.sites.keys(), &self.process.exe_path(), self.bias);
-            self.collector.absorb_census(t, &census, &names);
+        let census = self.reader.as_ref().and_then(|r| r.census().ok().flatten());
+        let keys = census
+            .iter()
+            .flat_map(|c| c.sites.keys())
+            .chain(counted.iter().map(|(k, _)| k));
+        let names = self
+            .symbols
+            .resolve(keys, &self.process.exe_path(), self.bias);
+        if let Some(census) = &census {
+            self.collector.absorb_census(t, census, &names);
         }
+        self.collector.absorb_site_counts(
+            t,
+            counted
+                .iter()
+                .filter_map(|(k, c)| Some((names.get(k)?.clone(), c.created, c.exited))),
+        );
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());

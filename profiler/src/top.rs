@@ -96,9 +96,10 @@ impl Session {
     fn sample(&mut self) -> Result<crate::snapshot::ProcessSnapshot, TargetError> {
         self.kernel.flush_logs();
         let events = self.kernel.drain_events();
+        let sites = self.kernel.site_counts();
         let snapshot = self
             .target
-            .sample(&self.kernel, &events, self.hot.probes())?;
+            .sample(&self.kernel, &events, &sites, self.hot.probes())?;
         let load = self.target.hot_load();
         self.hot.step(
             &mut self.kernel,

@@ -121,6 +121,12 @@ fn hundreds_of_short_lived_processes() {
         entries, watched,
         "kernel filter entries of exited processes remain"
     );
+    // Creation sites: a handful per watched process, none of the exited ones.
+    let sites = gauge(&m, "gprof_kernel_site_entries").unwrap();
+    assert!(
+        sites <= 20.0 * watched.max(1.0),
+        "{sites} kernel site entries for {watched} watched processes"
+    );
     // Executables keep their probes for a grace period after their last process, no more
     // than the three binaries the processes ran.
     let executables = gauge(&m, "gprof_attached_executables").unwrap();

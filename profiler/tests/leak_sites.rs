@@ -68,6 +68,13 @@ fn the_leaking_go_statements_are_named() {
             assert_eq!(s["file"], want["file"], "{case}: {name}: {s}");
             assert_eq!(s["line"], want["line"], "{case}: {name}: {s}");
             assert_eq!(s["started"], "main.blockForever", "{case}: {s}");
+            // The kernel's count of creations there (all probes attached: a light load).
+            let rate = f(s, "create_rate_per_s");
+            assert!(
+                (rate * 60.0 - per_min).abs() <= per_min * 0.05,
+                "{case}: {name} site creates {rate}/s"
+            );
+            assert_eq!(f(s, "exited_total"), 0.0, "{case}: {s}");
             let growth = f(s, "growth_per_min");
             assert!(
                 (growth - per_min).abs() <= per_min * 0.05,

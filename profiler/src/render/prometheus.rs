@@ -397,6 +397,12 @@ pub fn render(snapshot: &DaemonSnapshot, version: &str, usage: SelfUsage) -> Str
             vec![gauge(vec![], st.kernel_filter_entries as f64)],
         ),
         family(
+            "gprof_kernel_site_entries",
+            "Creation sites in the kernel's site map (of watched processes only).",
+            GAUGE,
+            vec![gauge(vec![], st.kernel_site_entries as f64)],
+        ),
+        family(
             "gprof_attach_failures_total",
             "Go processes gprof could not attach to.",
             COUNTER,
