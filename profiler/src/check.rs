@@ -162,12 +162,7 @@ fn describe_plan(t: &mut String, plan: &ProbePlan) {
     let _ = writeln!(t, "globals ({source}):");
     let _ = writeln!(t, "  {:<32} {:#x}", "runtime.sched", g.sched);
     let _ = writeln!(t, "  {:<32} {}", "runtime.allglen", list(&g.allglen));
-    let _ = writeln!(
-        t,
-        "  {:<32} {}",
-        "runtime.allgs (census)",
-        list(&g.allgs)
-    );
+    let _ = writeln!(t, "  {:<32} {}", "runtime.allgs (census)", list(&g.allgs));
     let _ = writeln!(t, "  {:<32} {}", "runtime.allp", list(&g.allp));
     for (name, addr) in [
         ("work.pauseStart", g.pause_start),
