@@ -12,7 +12,7 @@ use common::{accuracy, f};
 fn over_budget_the_figures_stay_exact() {
     for (release, variant) in [("1.19", "stripped"), ("1.27.3", "stripped")] {
         let test = format!("budget_go{release}_{variant}");
-        let Some((m, last)) = accuracy::run_with(&test, release, variant, 40, &["--budget", "0.4"])
+        let Some((m, last)) = accuracy::run_with(&test, release, variant, 24, &["--budget", "0.4"])
         else {
             return;
         };
