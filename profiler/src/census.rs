@@ -63,30 +63,38 @@ pub struct Census {
 pub fn tally(gs: impl IntoIterator<Item = Option<GFields>>) -> Census {
     let mut c = Census::default();
     for g in gs {
+        c.add(g);
+    }
+    c
+}
+
+impl Census {
+    /// Counts one g (None: unreadable).
+    pub fn add(&mut self, g: Option<GFields>) {
         let Some(g) = g.filter(|g| g.status & !G_SCAN <= MAX_STATUS) else {
-            c.unreadable += 1;
-            continue;
+            self.unreadable += 1;
+            return;
         };
         let size = g.stack_size();
         if NOT_LIVE.contains(&(g.status & !G_SCAN)) {
-            c.dead += 1;
+            self.dead += 1;
             if size > 0 {
-                c.dead_with_stack += 1;
-                c.dead_stack_bytes += size;
+                self.dead_with_stack += 1;
+                self.dead_stack_bytes += size;
             }
-            continue;
+            return;
         }
-        c.live += 1;
-        c.live_stack_bytes += size;
-        *c.stack_sizes.entry(size).or_default() += 1;
-        *c.sites
+        self.live += 1;
+        self.live_stack_bytes += size;
+        *self.stack_sizes.entry(size).or_default() += 1;
+        *self
+            .sites
             .entry(SiteKey {
                 gopc: g.gopc,
                 startpc: g.startpc,
             })
             .or_default() += 1;
     }
-    c
 }
 
 /// Where the census finds the fields in a g (per release; `g.stack` is at offset 0).

@@ -78,6 +78,8 @@ pub struct RuntimeReader {
 
 /// A census reads this many gs at most (a process with more gets none).
 const MAX_CENSUS: u64 = 1 << 22;
+/// gs read per chunk: bounds gprof's memory whatever the target's size (about 5 MiB).
+const CENSUS_CHUNK: u64 = 1 << 14;
 
 impl RuntimeReader {
     /// Picks the candidates that hold plausible values in the live process. `bias` is the PIE
@@ -167,21 +169,24 @@ impl RuntimeReader {
         if ptr == 0 || len > MAX_CENSUS {
             return Ok(None);
         }
-        let mut raw = vec![0u8; 8 * len as usize];
-        self.mem.read(ptr, &mut raw)?;
-        let gs: Vec<u64> = raw
-            .chunks_exact(8)
-            .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
-            .collect();
         let span = self.g.span();
-        let mut bytes = vec![0u8; span * gs.len()];
-        let ok = self.mem.read_scattered(&gs, span, &mut bytes);
-        Ok(Some(crate::census::tally(
-            bytes
-                .chunks_exact(span)
-                .zip(ok)
-                .map(|(b, ok)| ok.then(|| self.g.parse(b))),
-        )))
+        let mut census = Census::default();
+        let (mut raw, mut bytes) = (Vec::new(), Vec::new());
+        for start in (0..len).step_by(CENSUS_CHUNK as usize) {
+            let n = CENSUS_CHUNK.min(len - start) as usize;
+            raw.resize(8 * n, 0);
+            self.mem.read(ptr + 8 * start, &mut raw)?;
+            let gs: Vec<u64> = raw
+                .chunks_exact(8)
+                .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+                .collect();
+            bytes.resize(span * n, 0);
+            let ok = self.mem.read_scattered(&gs, span, &mut bytes);
+            for (b, ok) in bytes.chunks_exact(span).zip(ok) {
+                census.add(ok.then(|| self.g.parse(b)));
+            }
+        }
+        Ok(Some(census))
     }
 
     pub fn read(&self) -> Result<RuntimeCounts, StateError> {

@@ -116,6 +116,9 @@ pub struct Target {
     bias: u64,
     /// Names of the creation sites the census finds.
     symbols: Symbolizer,
+    /// When the next census may run: a census of a huge process takes a while, and gprof
+    /// spends at most a twentieth of its time on one.
+    next_census: Instant,
 }
 
 impl Target {
@@ -205,6 +208,7 @@ impl Target {
             surge_mark: None,
             bias,
             symbols: Symbolizer::default(),
+            next_census: Instant::now(),
         })
     }
 
@@ -290,7 +294,14 @@ impl Target {
             })
             .collect();
         // The census is best effort: a reading that races with the program is skipped.
-        let census = self.reader.as_ref().and_then(|r| r.census().ok().flatten());
+        let census = if Instant::now() >= self.next_census {
+            let began = Instant::now();
+            let census = self.reader.as_ref().and_then(|r| r.census().ok().flatten());
+            self.next_census = began + began.elapsed() * CENSUS_SPACING;
+            census
+        } else {
+            None
+        };
         let keys = census
             .iter()
             .flat_map(|c| c.sites.keys())
@@ -372,6 +383,9 @@ fn open_reader(
 ) -> Result<RuntimeReader, StateError> {
     RuntimeReader::new(process.memory()?, &plan.layout, &plan.globals, bias)
 }
+
+/// A census that took `d` runs again after `d` times this, at the earliest.
+const CENSUS_SPACING: u32 = 20;
 
 /// Where the hot probes' load was last measured from.
 #[derive(Clone, Copy, Debug)]
