@@ -4,9 +4,8 @@
 //! ```text
 //! live goroutines = allglen - sched free lists - sum over Ps of p free list - ngsys
 //! free-G pool     = sched free lists + sum over Ps of p free list
+//! goroutines created since start = sched.goidgen - unused IDs cached in the Ps
 //! ```
-//!
-//!     goroutines created since start = sched.goidgen - unused IDs cached in the Ps
 //!
 //! (every created goroutine takes a new ID; the Ps take IDs from `sched.goidgen` in batches).
 //! The reads race with the running program just as `gcount`'s own reads do; no lock is taken
