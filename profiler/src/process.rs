@@ -306,9 +306,12 @@ impl ProcMem {
                 )
             };
             // The kernel stops at the first unreadable address: resume after it.
-            let whole = if n < 0 { 0 } else { n as usize / len };
+            let whole = if n < 0 { 0 } else { n as usize / len }.min(end - start);
             ok[start..start + whole].fill(true);
-            start += whole + 1;
+            start += whole;
+            if start < end {
+                start += 1;
+            }
         }
         ok
     }
@@ -317,6 +320,26 @@ impl ProcMem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scattered_reads_cross_batches_and_skip_what_is_unreadable() {
+        // Our own memory: 3000 words, one unmapped address among them.
+        let words: Vec<u64> = (0..3000u64).map(|i| i * 7 + 1).collect();
+        let mut addrs: Vec<u64> = words.iter().map(|w| w as *const u64 as u64).collect();
+        addrs[1500] = 8;
+        let me = Process::open(std::process::id()).unwrap();
+        let mem = me.memory().unwrap();
+        let mut out = vec![0u8; 8 * addrs.len()];
+        let ok = mem.read_scattered(&addrs, 8, &mut out);
+        for (i, w) in out.chunks_exact(8).enumerate() {
+            if i == 1500 {
+                assert!(!ok[i]);
+                continue;
+            }
+            assert!(ok[i], "word {i} not read");
+            assert_eq!(u64::from_le_bytes(w.try_into().unwrap()), words[i]);
+        }
+    }
 
     #[test]
     fn parses_stat_with_awkward_comm() {

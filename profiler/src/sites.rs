@@ -64,9 +64,19 @@ impl SiteName {
 }
 
 /// Names sites of one executable, reading its `.gopclntab` only when new sites appear.
+/// Keyed by file addresses, so that processes of a PIE loaded at different addresses share it.
 #[derive(Debug, Default)]
 pub struct Symbolizer {
     names: HashMap<SiteKey, Arc<SiteName>>,
+}
+
+/// A runtime site key as file addresses (0 stays 0: the kernel's "other").
+fn unbiased(k: SiteKey, bias: u64) -> SiteKey {
+    let file = |a: u64| if a == 0 { 0 } else { a.wrapping_sub(bias) };
+    SiteKey {
+        gopc: file(k.gopc),
+        startpc: file(k.startpc),
+    }
 }
 
 impl Symbolizer {
@@ -78,38 +88,40 @@ impl Symbolizer {
         exe: &Path,
         bias: u64,
     ) -> HashMap<SiteKey, Arc<SiteName>> {
-        let keys: Vec<SiteKey> = keys.into_iter().copied().collect();
-        if keys.iter().any(|k| !self.names.contains_key(k)) {
+        let keys: Vec<(SiteKey, SiteKey)> =
+            keys.into_iter().map(|&k| (k, unbiased(k, bias))).collect();
+        if keys.iter().any(|(_, f)| !self.names.contains_key(f)) {
             let bin = GoBinary::open(exe).ok();
-            for &k in &keys {
-                self.names.entry(k).or_insert_with(|| {
-                    Arc::new(if k.gopc == 0 {
+            for &(_, f) in &keys {
+                self.names.entry(f).or_insert_with(|| {
+                    Arc::new(if f.gopc == 0 {
                         // The kernel's bucket for sites beyond its map's room.
                         SiteName::other()
                     } else {
                         bin.as_ref()
-                            .and_then(|b| name(b, k, bias))
-                            .unwrap_or_else(|| SiteName::unknown(k))
+                            .and_then(|b| name(b, f))
+                            .unwrap_or_else(|| SiteName::unknown(f))
                     })
                 });
             }
         }
         // Forget sites long gone: the map stays the size of what lives.
         if self.names.len() > 4 * MAX_SITES {
-            let live: std::collections::HashSet<&SiteKey> = keys.iter().collect();
+            let live: std::collections::HashSet<&SiteKey> = keys.iter().map(|(_, f)| f).collect();
             self.names.retain(|k, _| live.contains(k));
         }
         keys.iter()
-            .filter_map(|k| Some((*k, self.names.get(k)?.clone())))
+            .filter_map(|(k, f)| Some((*k, self.names.get(f)?.clone())))
             .collect()
     }
 }
 
-fn name(bin: &GoBinary, key: SiteKey, bias: u64) -> Option<SiteName> {
+/// Names a site given as file addresses.
+fn name(bin: &GoBinary, key: SiteKey) -> Option<SiteName> {
     // gopc is the return address of the call to newproc: the statement is the byte before.
-    let at = bin.source_line(key.gopc.checked_sub(bias)?.checked_sub(1)?)?;
+    let at = bin.source_line(key.gopc.checked_sub(1)?)?;
     let started = bin
-        .function_at(key.startpc.checked_sub(bias)?)
+        .function_at(key.startpc)
         .map_or_else(|| format!("{:#x}", key.startpc), |f| f.name.clone());
     let system = started.starts_with("runtime.") && started != "runtime.main";
     Some(SiteName {

@@ -54,6 +54,8 @@ pub enum TargetError {
 pub struct Executable {
     pub info: ExecutableInfo,
     pub plan: ProbePlan,
+    /// Names of its creation sites, shared by its processes (the file is read once).
+    pub symbols: std::sync::Mutex<Symbolizer>,
 }
 
 /// A process and everything needed to probe it, before anything touches the kernel.
@@ -87,6 +89,7 @@ pub fn plan_executable(process: &Process) -> Result<Executable, TargetError> {
     Ok(Executable {
         info: binary.info(),
         plan,
+        symbols: Default::default(),
     })
 }
 
@@ -114,8 +117,8 @@ pub struct Target {
     surge_mark: Option<(u64, u64)>,
     /// PIE load bias (runtime address = file address + bias).
     bias: u64,
-    /// Names of the creation sites the census finds.
-    symbols: Symbolizer,
+    /// The executable: names of the creation sites the census finds.
+    executable: Arc<Executable>,
     /// When the next census may run: a census of a huge process takes a while, and gprof
     /// spends at most a twentieth of its time on one.
     next_census: Instant,
@@ -207,7 +210,7 @@ impl Target {
             hot_load: HotLoad::default(),
             surge_mark: None,
             bias,
-            symbols: Symbolizer::default(),
+            executable: exe.clone(),
             next_census: Instant::now(),
         })
     }
@@ -298,6 +301,16 @@ impl Target {
             let began = Instant::now();
             let census = self.reader.as_ref().and_then(|r| r.census().ok().flatten());
             self.next_census = began + began.elapsed() * CENSUS_SPACING;
+            if let Some(c) = &census {
+                log::debug!(
+                    "PID {pid}: census of {} gs in {:?}: {} live, {} dead, {} unreadable",
+                    c.live + c.dead + c.unreadable,
+                    began.elapsed(),
+                    c.live,
+                    c.dead,
+                    c.unreadable
+                );
+            }
             census
         } else {
             None
@@ -306,9 +319,10 @@ impl Target {
             .iter()
             .flat_map(|c| c.sites.keys())
             .chain(counted.iter().map(|(k, _)| k));
-        let names = self
-            .symbols
-            .resolve(keys, &self.process.exe_path(), self.bias);
+        let names = match self.executable.symbols.lock() {
+            Ok(mut symbols) => symbols.resolve(keys, &self.process.exe_path(), self.bias),
+            Err(_) => HashMap::new(),
+        };
         if let Some(census) = &census {
             self.collector.absorb_census(t, census, &names);
         }
