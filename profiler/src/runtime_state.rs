@@ -132,7 +132,7 @@ impl RuntimeReader {
         let allgs = c.allgs.iter().map(|a| a + bias).find(|&a| {
             let ptr = reader.mem.read_u64(a).unwrap_or(0);
             let len = reader.mem.read_u64(a + 8).unwrap_or(0) as i64;
-            ptr != 0 && ptr % 8 == 0 && (len - counts.allglen).abs() <= 64
+            ptr != 0 && ptr.is_multiple_of(8) && (len - counts.allglen).abs() <= 64
         });
         let reader = Self { allgs, ..reader };
         if !(0..=counts.allglen).contains(&counts.ngsys)

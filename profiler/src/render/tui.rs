@@ -69,7 +69,7 @@ impl SiteOrder {
     fn sort(self, sites: &mut [&SiteSnapshot]) {
         match self {
             Self::Growth => {}
-            Self::Live => sites.sort_by(|a, b| b.goroutines.cmp(&a.goroutines)),
+            Self::Live => sites.sort_by_key(|s| std::cmp::Reverse(s.goroutines)),
             Self::Source => {
                 sites.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
             }
