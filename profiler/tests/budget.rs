@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::daemon::{Daemon, pid_label, series};
 use common::{accuracy, f};
 
 /// The accuracy workload (2020 creations/s, a GC every 2 s) needs about 4,600 hot-probe
@@ -72,14 +73,6 @@ fn within_budget_nothing_is_sampled() {
     );
 }
 
-/// The value of `name` for one PID in Prometheus text format.
-fn series(text: &str, name: &str, pid: u32) -> Option<f64> {
-    let label = format!("pid=\"{pid}\"");
-    text.lines()
-        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 /// The daemon enforces the budget too: a process churning goroutines flat out gets its hot
 /// probes in windows, and its live goroutines stay exact.
 #[test]
@@ -95,14 +88,6 @@ fn the_daemon_keeps_churn_within_budget() {
     let Some(churn) = common::go_target(test, "churn", "1.27.3", "stripped") else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("gprof-budget-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("gprof.yaml");
-    std::fs::write(
-        &config,
-        "interval: 1s\ndiscovery:\n  interval: 200ms\nbudget:\n  cpu_percent: 1\n",
-    )
-    .unwrap();
     let mut target = common::Spawned::start(
         Command::new(&churn)
             .args(["-wait", "-hold", "-seconds", "8", "-leak", "500"])
@@ -110,17 +95,14 @@ fn the_daemon_keeps_churn_within_budget() {
             .stdin(Stdio::piped()),
     );
     let pid = target.pid();
-    let port = common::free_port();
-    let daemon = common::Spawned::start(
-        Command::new(common::gprof())
-            .args(["daemon", "--config"])
-            .arg(&config)
-            .args(["--metrics-addr", &format!("127.0.0.1:{port}")]),
+    let daemon = Daemon::start(
+        "interval: 1s\ndiscovery:\n  interval: 200ms\nbudget:\n  cpu_percent: 1\n",
+        &[],
     );
-    let scrape = || common::http_get(port, "/metrics").map(|(_, body)| body);
+    let mine = |metrics: &str, name: &str| series(metrics, name, &pid_label(pid));
     assert!(
         common::wait_for(Duration::from_secs(10), || {
-            scrape().is_some_and(|m| series(&m, "gprof_goroutines", pid).is_some())
+            mine(&daemon.metrics(), "gprof_goroutines").is_some()
         }),
         "{test}: the daemon never showed PID {pid}"
     );
@@ -135,15 +117,14 @@ fn the_daemon_keeps_churn_within_budget() {
     );
     let own = target.snapshot()[0].clone();
     std::thread::sleep(Duration::from_millis(2500));
-    let metrics = scrape().expect("metrics");
-    let duty = series(&metrics, "gprof_hot_probes_duty", pid).expect("duty series");
-    let live = series(&metrics, "gprof_goroutines", pid).expect("goroutines series");
-    let hits = series(&metrics, "gprof_probe_hits_total", pid).expect("hits series");
+    let metrics = daemon.metrics();
+    let duty = mine(&metrics, "gprof_hot_probes_duty").expect("duty series");
+    let live = mine(&metrics, "gprof_goroutines").expect("goroutines series");
+    let hits = mine(&metrics, "gprof_probe_hits_total").expect("hits series");
     let want = own["num_goroutine"].as_f64().unwrap();
     let created = own["goroutines"].as_f64().unwrap() + own["leaked"].as_f64().unwrap();
     drop(target);
     drop(daemon);
-    let _ = std::fs::remove_dir_all(&dir);
     eprintln!(
         "{test}: {created} goroutines created, duty {duty:.4}, {hits} probe hits, live {live} (runtime {want})"
     );

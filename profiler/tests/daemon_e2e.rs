@@ -4,117 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::daemon::{Alertmanager, Daemon, pid_label, series};
 use common::*;
 use serde_json::Value;
-
-/// The daemon, with its log lines collected (stderr).
-struct Daemon {
-    child: Child,
-    log: Arc<Mutex<Vec<(Instant, String)>>>,
-    port: u16,
-}
-
-impl Daemon {
-    fn start(config: &str, args: &[&str]) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "gprof-daemon-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("gprof.yaml");
-        std::fs::write(&path, config).unwrap();
-        let port = free_port();
-        let mut child = Command::new(gprof())
-            .args(["daemon", "--config"])
-            .arg(&path)
-            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push((Instant::now(), line));
-            }
-        });
-        let d = Self { child, log, port };
-        assert!(
-            wait_for(Duration::from_secs(20), || http_get(port, "/healthz")
-                .is_some()),
-            "the daemon did not start: {:?}",
-            d.log.lock().unwrap()
-        );
-        d
-    }
-
-    fn metrics(&self) -> String {
-        http_get(self.port, "/metrics")
-            .map(|(_, b)| b)
-            .unwrap_or_default()
-    }
-
-    /// When the daemon logged a line containing `needle`.
-    fn logged(&self, needle: &str) -> Option<Instant> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(_, l)| l.contains(needle))
-            .map(|(t, _)| *t)
-    }
-
-    fn log_text(&self) -> String {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, l)| l.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SIGTERM: the daemon detaches and exits 0.
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The value of `name{...tenant="t"...}` in a text exposition.
-fn series(text: &str, name: &str, label: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
-fn alertmanager_alerts(port: u16) -> Vec<Value> {
-    http_get(
-        port,
-        "/api/v2/alerts?active=true&silenced=false&inhibited=false",
-    )
-    .and_then(|(s, b)| (s == 200).then_some(b))
-    .and_then(|b| serde_json::from_str::<Value>(&b).ok())
-    .and_then(|v| v.as_array().cloned())
-    .unwrap_or_default()
-}
 
 fn prometheus_query(port: u16, query: &str) -> Vec<Value> {
     let q: String = query
@@ -158,27 +53,11 @@ fn tenants_alerts_prometheus_and_alertmanager() {
     std::fs::create_dir_all(&dir).unwrap();
 
     // A real Alertmanager on loopback.
-    let am_port = free_port();
-    std::fs::write(
-        dir.join("am.yml"),
-        "route:\n  receiver: none\nreceivers:\n  - name: none\n",
-    )
-    .unwrap();
-    let _am = Spawned::start(Command::new(alertmanager).args([
-        format!("--config.file={}", dir.join("am.yml").display()),
-        format!("--storage.path={}", dir.join("am-data").display()),
-        format!("--web.listen-address=127.0.0.1:{am_port}"),
-        "--cluster.listen-address=".into(),
-    ]));
-    assert!(wait_for(Duration::from_secs(20), || http_get(
-        am_port, "/-/ready"
-    )
-    .is_some_and(|(s, _)| s == 200)));
+    let am = Alertmanager::start(&alertmanager, &dir);
 
     // The configuration, ports changed.
     let config = "metrics_addr: \"127.0.0.1:9477\"\ninterval: 2s\ntenants:\n  env_var: GPROF_TENANT\n  default: unassigned\nthresholds:\n  - metric: goroutine_leak_rate_per_min\n    warning: 600\n    critical: 1200\n    for: 10s\nalerting:\n  alertmanager_url: \"http://127.0.0.1:9093\"\n";
-    let am_url = format!("http://127.0.0.1:{am_port}");
-    let daemon = Daemon::start(config, &["--alertmanager-url", &am_url]);
+    let daemon = Daemon::start(config, &["--alertmanager-url", &am.url()]);
 
     // A real Prometheus scraping the daemon every second.
     let prom_port = free_port();
@@ -245,7 +124,8 @@ fn tenants_alerts_prometheus_and_alertmanager() {
             "no alert in Alertmanager: {}",
             daemon.log_text()
         );
-        if alertmanager_alerts(am_port)
+        if am
+            .alerts()
             .iter()
             .any(|a| a["labels"]["tenant"] == "insure-prod")
         {
@@ -264,7 +144,7 @@ fn tenants_alerts_prometheus_and_alertmanager() {
         delay <= Duration::from_secs(13),
         "alert reached Alertmanager {delay:?} after the threshold held"
     );
-    let alerts = alertmanager_alerts(am_port);
+    let alerts = am.alerts();
     let ours: Vec<&Value> = alerts
         .iter()
         .filter(|a| a["labels"]["alertname"] == "GprofGoroutineLeak")
@@ -316,7 +196,7 @@ fn tenants_alerts_prometheus_and_alertmanager() {
         .unwrap();
     assert_eq!(scraped_pid, leaking.pid().to_string());
     assert!(
-        !alertmanager_alerts(am_port)
+        !am.alerts()
             .iter()
             .any(|a| a["labels"]["tenant"] == "billing"),
         "billing must get no alert"
@@ -333,13 +213,14 @@ fn tenants_alerts_prometheus_and_alertmanager() {
     drop(leaking);
     assert!(wait_for(Duration::from_secs(8), || !daemon
         .metrics()
-        .contains(&format!("pid=\"{pid}\""))));
+        .contains(&pid_label(pid))));
     assert!(
-        wait_for(Duration::from_secs(10), || !alertmanager_alerts(am_port)
+        wait_for(Duration::from_secs(10), || !am
+            .alerts()
             .iter()
             .any(|a| a["labels"]["tenant"] == "insure-prod")),
         "the alert did not resolve: {:?}",
-        alertmanager_alerts(am_port)
+        am.alerts()
     );
     assert!(daemon.log_text().contains("alert=resolved"));
     drop(healthy);
@@ -372,14 +253,8 @@ fn alertmanager_down_does_not_stall_the_daemon() {
     assert!(wait_for(Duration::from_secs(10), || daemon
         .log_text()
         .contains("alert=firing")));
-    let failed = || {
-        daemon
-            .metrics()
-            .lines()
-            .find(|l| l.starts_with("gprof_alert_notifications_failed_total "))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let failed =
+        || metric(&daemon.metrics(), "gprof_alert_notifications_failed_total").unwrap_or(0.0);
     assert!(
         wait_for(Duration::from_secs(10), || failed() >= 1.0),
         "{}",
@@ -390,7 +265,7 @@ fn alertmanager_down_does_not_stall_the_daemon() {
         series(
             &daemon.metrics(),
             "gprof_goroutines",
-            &format!("pid=\"{}\"", target.pid()),
+            &pid_label(target.pid()),
         )
     };
     let before = goroutines().unwrap();

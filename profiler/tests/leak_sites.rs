@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::daemon::{Alertmanager, Daemon, series};
 use common::*;
 use serde_json::Value;
 
@@ -241,42 +242,19 @@ fn the_daemon_alerts_on_the_leaking_site() {
     };
     let dir = std::env::temp_dir().join(format!("gprof-sites-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let am_port = free_port();
-    std::fs::write(
-        dir.join("am.yml"),
-        "route:\n  receiver: none\nreceivers:\n  - name: none\n",
-    )
-    .unwrap();
-    let _am = Spawned::start(Command::new(alertmanager).args([
-        format!("--config.file={}", dir.join("am.yml").display()),
-        format!("--storage.path={}", dir.join("am-data").display()),
-        format!("--web.listen-address=127.0.0.1:{am_port}"),
-        "--cluster.listen-address=".into(),
-    ]));
-    assert!(wait_for(Duration::from_secs(20), || {
-        http_get(am_port, "/-/ready").is_some_and(|(s, _)| s == 200)
-    }));
+    let am = Alertmanager::start(&alertmanager, &dir);
     let config = format!(
-        "interval: 1s\nwindows:\n  leak: 10s\nthresholds:\n  - metric: site_goroutine_growth_per_min\n    warning: 600\n    for: 3s\nalerting:\n  alertmanager_url: \"http://127.0.0.1:{am_port}\"\n"
+        "interval: 1s\nwindows:\n  leak: 10s\nthresholds:\n  - metric: site_goroutine_growth_per_min\n    warning: 600\n    for: 3s\nalerting:\n  alertmanager_url: \"{}\"\n",
+        am.url()
     );
-    std::fs::write(dir.join("gprof.yaml"), config).unwrap();
-    let port = free_port();
-    let _daemon = Spawned::start(
-        Command::new(gprof())
-            .args(["daemon", "--config"])
-            .arg(dir.join("gprof.yaml"))
-            .args(["--metrics-addr", &format!("127.0.0.1:{port}")]),
-    );
+    let daemon = Daemon::start(&config, &[]);
     let target = Spawned::start(
         Command::new(&program)
             .env("GPROF_TENANT", "pay")
             .args(["-report", "1s"]),
     );
     let alerts = || -> Vec<Value> {
-        http_get(am_port, "/api/v2/alerts?active=true")
-            .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok())
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
+        am.alerts()
             .into_iter()
             // Other Go programs on the host may leak too: ours is tenant pay.
             .filter(|a| {
@@ -298,17 +276,13 @@ fn the_daemon_alerts_on_the_leaking_site() {
     let alert = &alerts()[0];
     assert_eq!(alert["labels"]["tenant"], "pay", "{alert}");
     assert_eq!(alert["annotations"]["site"], fast.as_str(), "{alert}");
-    let metrics = http_get(port, "/metrics")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    let by_site = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("gprof_goroutines_by_site{") && l.contains(&format!("site=\"{fast}\""))
-        })
-        .unwrap_or_else(|| panic!("{test}: no gprof_goroutines_by_site for {fast}"));
-    let live: f64 = by_site.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(live > 0.0, "{by_site}");
+    let live = series(
+        &daemon.metrics(),
+        "gprof_goroutines_by_site",
+        &format!("site=\"{fast}\""),
+    )
+    .unwrap_or_else(|| panic!("{test}: no gprof_goroutines_by_site for {fast}"));
+    assert!(live > 0.0, "{test}: {live} live at {fast}");
     eprintln!(
         "{test}: Alertmanager got {}",
         alert["annotations"]["summary"]

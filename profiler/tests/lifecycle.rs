@@ -5,102 +5,25 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::daemon::{Daemon, pid_label, series, series_line};
 use common::*;
 
-/// The daemon, its stderr collected; killed on drop.
-struct Daemon {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    port: u16,
-}
+/// A daemon that discovers and samples quickly.
+const FAST_DAEMON: &str = "interval: 500ms\ndiscovery:\n  interval: 200ms\n";
 
-impl Daemon {
-    fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "gprof-lifecycle-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("gprof.yaml"),
-            "interval: 500ms\ndiscovery:\n  interval: 200ms\n",
-        )
-        .unwrap();
-        let port = free_port();
-        let mut child = Command::new(gprof())
-            .args(["daemon", "--config"])
-            .arg(dir.join("gprof.yaml"))
-            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let d = Self { child, log, port };
-        assert!(wait_for(Duration::from_secs(20), || http_get(
-            port, "/healthz"
-        )
-        .is_some()));
-        d
-    }
-
-    fn metrics(&self) -> String {
-        http_get(self.port, "/metrics")
-            .map(|(_, b)| b)
-            .unwrap_or_default()
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn gauge(&self, name: &str) -> f64 {
-        self.metrics()
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(name))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(f64::NAN)
-    }
-
-    /// The kernel filter holds exactly the watched processes.
-    fn assert_no_stale_entries(&self) {
-        assert!(
-            wait_for(Duration::from_secs(3), || self
-                .gauge("gprof_kernel_filter_entries")
-                == self.gauge("gprof_watched_processes")),
-            "kernel filter entries {} for {} watched processes",
-            self.gauge("gprof_kernel_filter_entries"),
-            self.gauge("gprof_watched_processes")
-        );
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn series_for_pid(metrics: &str, name: &str, pid: u32) -> Option<String> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(&format!("pid=\"{pid}\"")))
-        .map(str::to_string)
+/// The kernel filter holds exactly the watched processes.
+fn assert_no_stale_entries(daemon: &Daemon) {
+    assert!(
+        wait_for(Duration::from_secs(3), || daemon
+            .gauge("gprof_kernel_filter_entries")
+            == daemon.gauge("gprof_watched_processes")),
+        "kernel filter entries {} for {} watched processes",
+        daemon.gauge("gprof_kernel_filter_entries"),
+        daemon.gauge("gprof_watched_processes")
+    );
 }
 
 #[test]
@@ -307,11 +230,11 @@ fn reused_pid_is_another_process() {
     );
 
     // The daemon: the old process's series go, the new one is watched under the same PID.
-    let daemon = Daemon::start();
-    assert!(wait_for(Duration::from_secs(5), || series_for_pid(
+    let daemon = Daemon::start(FAST_DAEMON, &[]);
+    assert!(wait_for(Duration::from_secs(5), || series_line(
         &daemon.metrics(),
         "gprof_goroutines",
-        pid
+        &pid_label(pid)
     )
     .is_some()));
     let c = reuse_pid(b, &mut || {
@@ -324,16 +247,16 @@ fn reused_pid_is_another_process() {
         return;
     };
     assert!(
-        wait_for(Duration::from_secs(5), || series_for_pid(
+        wait_for(Duration::from_secs(5), || series_line(
             &daemon.metrics(),
             "gprof_goroutines",
-            pid
+            &pid_label(pid)
         )
         .is_some_and(|l| l.contains("tenant=\"reborn\""))),
         "{}",
-        daemon.log()
+        daemon.log_text()
     );
-    daemon.assert_no_stale_entries();
+    assert_no_stale_entries(&daemon);
 }
 
 #[test]
@@ -352,12 +275,12 @@ fn executable_replaced_on_disk() {
     std::fs::create_dir_all(&dir).unwrap();
     let app = dir.join("app");
     std::fs::copy(&v1, &app).unwrap();
-    let daemon = Daemon::start();
+    let daemon = Daemon::start(FAST_DAEMON, &[]);
     let old = Spawned::start(Command::new(&app).args(["-report", "0", "-leak-rate", "10"]));
-    assert!(wait_for(Duration::from_secs(5), || series_for_pid(
+    assert!(wait_for(Duration::from_secs(5), || series_line(
         &daemon.metrics(),
         "gprof_goroutines",
-        old.pid()
+        &pid_label(old.pid())
     )
     .is_some()));
     // A deployment replaces the file (new inode), then starts the new version.
@@ -365,25 +288,28 @@ fn executable_replaced_on_disk() {
     std::fs::rename(dir.join("app.new"), &app).unwrap();
     let new = Spawned::start(Command::new(&app).args(["-report", "0", "-leak-rate", "10"]));
     assert!(
-        wait_for(Duration::from_secs(5), || series_for_pid(
+        wait_for(Duration::from_secs(5), || series_line(
             &daemon.metrics(),
             "gprof_goroutines",
-            new.pid()
+            &pid_label(new.pid())
         )
         .is_some()),
         "{}",
-        daemon.log()
+        daemon.log_text()
     );
     assert!(
         daemon
-            .log()
+            .log_text()
             .contains(&format!("watching pid={} comm=app go=go1.27.3", new.pid()))
     );
     // The old process, running the deleted file, is still counted.
     let created = |pid| {
-        series_for_pid(&daemon.metrics(), "gprof_goroutines_created_total", pid)
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
+        series(
+            &daemon.metrics(),
+            "gprof_goroutines_created_total",
+            &pid_label(pid),
+        )
+        .unwrap_or(0.0)
     };
     let before = created(old.pid());
     std::thread::sleep(Duration::from_secs(2));
@@ -403,7 +329,7 @@ fn executable_replaced_on_disk() {
     ]);
     assert!(ok && samples[0]["go_version"] == "go1.19.8", "{err}");
     drop((old, new));
-    daemon.assert_no_stale_entries();
+    assert_no_stale_entries(&daemon);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -419,7 +345,7 @@ fn process_that_execs_another_go_binary() {
     ) else {
         return;
     };
-    let daemon = Daemon::start();
+    let daemon = Daemon::start(FAST_DAEMON, &[]);
     let exec_args = |d: &str| {
         let mut c = Command::new(&before);
         c.args(["-report", "0", "-duration", d, "-exec"])
@@ -428,22 +354,24 @@ fn process_that_execs_another_go_binary() {
     };
     let p = Spawned::start(&mut exec_args("3s"));
     let pid = p.pid();
-    assert!(wait_for(Duration::from_secs(5), || daemon.log().contains(
-        &format!("watching pid={pid} comm=plain go=go1.19.8")
-    )));
+    assert!(wait_for(Duration::from_secs(5), || daemon
+        .log_text()
+        .contains(&format!(
+            "watching pid={pid} comm=plain go=go1.19.8"
+        ))));
     assert!(
-        wait_for(Duration::from_secs(8), || daemon.log().contains(&format!(
-            "watching pid={pid} comm=stripped go=go1.27.3"
-        ))),
+        wait_for(Duration::from_secs(8), || daemon.log_text().contains(
+            &format!("watching pid={pid} comm=stripped go=go1.27.3")
+        )),
         "{}",
-        daemon.log()
+        daemon.log_text()
     );
     assert!(
         daemon
-            .log()
+            .log_text()
             .contains(&format!("pid={pid} comm=plain replaced its program (exec)"))
     );
-    daemon.assert_no_stale_entries();
+    assert_no_stale_entries(&daemon);
 
     // gprof top says so and exits 0.
     let q = Spawned::start(&mut exec_args("1s"));

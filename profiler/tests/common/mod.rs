@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod accuracy;
+pub mod daemon;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

@@ -1,0 +1,176 @@
+//! `gprof daemon` and a real Alertmanager for the end-to-end tests, and reading series from
+//! the daemon's /metrics.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{Spawned, free_port, gprof, http_get, metric, wait_for};
+
+/// The daemon, with its log lines collected (stderr); stopped with SIGTERM on drop.
+pub struct Daemon {
+    child: Child,
+    log: Arc<Mutex<Vec<(Instant, String)>>>,
+    pub port: u16,
+}
+
+impl Daemon {
+    /// Starts `gprof daemon` with `config` (YAML) on a free metrics port, plus `args`, and
+    /// waits until it serves.
+    pub fn start(config: &str, args: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "gprof-daemon-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gprof.yaml");
+        std::fs::write(&path, config).unwrap();
+        let port = free_port();
+        let mut child = Command::new(gprof())
+            .args(["daemon", "--config"])
+            .arg(&path)
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push((Instant::now(), line));
+            }
+        });
+        let d = Self { child, log, port };
+        assert!(
+            wait_for(Duration::from_secs(20), || http_get(port, "/healthz")
+                .is_some()),
+            "the daemon did not start: {:?}",
+            d.log.lock().unwrap()
+        );
+        d
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    /// An unlabelled gauge of the daemon's own (NaN when missing).
+    pub fn gauge(&self, name: &str) -> f64 {
+        metric(&self.metrics(), name).unwrap_or(f64::NAN)
+    }
+
+    /// When the daemon logged a line containing `needle`.
+    pub fn logged(&self, needle: &str) -> Option<Instant> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, l)| l.contains(needle))
+            .map(|(t, _)| *t)
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_none()
+    }
+
+    /// SIGTERM: the daemon detaches and exits. Returns whether it did within 10 s.
+    pub fn stop(&mut self) -> bool {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        wait_for(Duration::from_secs(10), || !self.is_running())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !self.stop() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The first sample of `name` whose labels contain `label` (e.g. `pid="42"`), whole.
+pub fn series_line<'a>(text: &'a str, name: &str, label: &str) -> Option<&'a str> {
+    let prefix = format!("{name}{{");
+    text.lines()
+        .find(|l| l.starts_with(&prefix) && l.contains(label))
+}
+
+/// The value of that sample.
+pub fn series(text: &str, name: &str, label: &str) -> Option<f64> {
+    series_line(text, name, label).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// The `pid` label of a process, for [`series`].
+pub fn pid_label(pid: u32) -> String {
+    format!("pid=\"{pid}\"")
+}
+
+/// A real Alertmanager on loopback that routes everything nowhere; killed on drop.
+pub struct Alertmanager {
+    _child: Spawned,
+    pub port: u16,
+}
+
+impl Alertmanager {
+    /// Starts `binary` with its state under `dir`, and waits until it is ready.
+    pub fn start(binary: &Path, dir: &Path) -> Self {
+        let port = free_port();
+        std::fs::write(
+            dir.join("am.yml"),
+            "route:\n  receiver: none\nreceivers:\n  - name: none\n",
+        )
+        .unwrap();
+        let child = Spawned::start(Command::new(binary).args([
+            format!("--config.file={}", dir.join("am.yml").display()),
+            format!("--storage.path={}", dir.join("am-data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--cluster.listen-address=".into(),
+        ]));
+        assert!(wait_for(Duration::from_secs(20), || http_get(
+            port, "/-/ready"
+        )
+        .is_some_and(|(s, _)| s == 200)));
+        Self {
+            _child: child,
+            port,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The active alerts it holds.
+    pub fn alerts(&self) -> Vec<Value> {
+        http_get(
+            self.port,
+            "/api/v2/alerts?active=true&silenced=false&inhibited=false",
+        )
+        .and_then(|(s, b)| (s == 200).then_some(b))
+        .and_then(|b| serde_json::from_str::<Value>(&b).ok())
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+    }
+}
