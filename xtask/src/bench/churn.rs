@@ -14,7 +14,6 @@ use serde_json::Value;
 
 use super::gprof::{self, Attached, num};
 use super::{Measure, Mode, Run};
-use crate::{gotargets, run};
 
 /// Goroutines of the churn that block until the end: the live count gprof must find.
 const LEAKED: u64 = 1000;
@@ -67,13 +66,8 @@ impl Drop for Copy {
 
 impl Churn {
     pub fn new(go: &str, seconds: u64) -> anyhow::Result<Self> {
-        let program = gotargets::build(
-            &run::workspace().join("testdata/go/churn"),
-            go,
-            gotargets::variant("stripped"),
-        )?;
         Ok(Self {
-            copies: super::pair(&program)?,
+            copies: super::pair("churn", go)?,
             go: go.into(),
             seconds,
         })

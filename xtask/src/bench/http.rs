@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::gprof::{self, Attached, JsonLines, interpolate, num};
 use super::{Measure, Mode, Run};
-use crate::{gotargets, run};
+use crate::run;
 
 const LEAK_EVERY: u64 = 100;
 const CONNECTIONS: u32 = 32;
@@ -115,13 +115,8 @@ impl Drop for Server {
 
 impl Http {
     pub fn new(go: &str, seconds: u64) -> anyhow::Result<Self> {
-        let program = gotargets::build(
-            &run::workspace().join("testdata/go/bench/httpserver"),
-            go,
-            gotargets::variant("stripped"),
-        )?;
         Ok(Self {
-            copies: super::pair(&program)?,
+            copies: super::pair("bench/httpserver", go)?,
             go: go.into(),
             seconds,
             runs: 0,

@@ -10,7 +10,6 @@ use anyhow::Context as _;
 
 use super::gprof::{self, Attached, JsonLines, interpolate, num};
 use super::{Measure, Mode, Run};
-use crate::{gotargets, run};
 
 pub struct Idle {
     copies: [PathBuf; 2],
@@ -49,13 +48,8 @@ impl Drop for Service {
 
 impl Idle {
     pub fn new(go: &str, seconds: u64) -> anyhow::Result<Self> {
-        let program = gotargets::build(
-            &run::workspace().join("testdata/go/workload"),
-            go,
-            gotargets::variant("stripped"),
-        )?;
         Ok(Self {
-            copies: super::pair(&program)?,
+            copies: super::pair("workload", go)?,
             go: go.into(),
             seconds,
         })

@@ -126,21 +126,23 @@ pub struct Measure {
     pub unit: &'static str,
 }
 
-/// Two copies of a program (A and B), so that probes on A's file never touch B.
-pub fn pair(program: &std::path::Path) -> anyhow::Result<[std::path::PathBuf; 2]> {
-    let dir = crate::run::workspace().join("target/bench");
+/// Two copies (A and B) of `testdata/go/PROGRAM` built stripped with Go `go`, so that probes
+/// on A's file never touch B.
+pub fn pair(program: &str, go: &str) -> anyhow::Result<[std::path::PathBuf; 2]> {
+    let workspace = crate::run::workspace();
+    let built = crate::gotargets::build(
+        &workspace.join("testdata/go").join(program),
+        go,
+        crate::gotargets::variant("stripped"),
+    )?;
+    let dir = workspace.join("target/bench");
     std::fs::create_dir_all(&dir)?;
-    let name = program
-        // target/go-targets/PROGRAM/RELEASE/VARIANT
-        .parent()
-        .and_then(|p| p.parent())
-        .and_then(|p| p.file_name())
-        .map_or("program".into(), |n| n.to_string_lossy().into_owned());
+    let name = program.rsplit('/').next().unwrap_or(program);
     let copies = ["a", "b"].map(|side| dir.join(format!("{name}-{side}")));
     for c in &copies {
         // A fresh file each time (a running copy cannot be overwritten in place).
         let _ = std::fs::remove_file(c);
-        std::fs::copy(program, c)?;
+        std::fs::copy(&built, c)?;
     }
     Ok(copies)
 }
