@@ -82,6 +82,15 @@ pub struct Stat {
     pub cpu_ticks: u64,
 }
 
+impl Stat {
+    /// CPU time in seconds.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        (hz > 0).then(|| self.cpu_ticks as f64 / hz as f64)
+    }
+}
+
 /// Parses /proc/PID/stat. `comm` may contain spaces and parentheses: it ends at the last ')'.
 pub fn parse_stat(text: &str) -> Option<Stat> {
     let open = text.find('(')?;
@@ -152,17 +161,21 @@ impl Process {
         Self::exe_path_of(self.id.pid)
     }
 
+    /// Its /proc/PID/stat, if this same process (not a reuse of its PID) is still running.
+    pub fn live_stat(&self) -> Option<Stat> {
+        read_stat(self.id.pid)
+            .ok()
+            .filter(|s| s.start_time == self.id.start_time && s.state != 'Z' && s.state != 'X')
+    }
+
     /// Whether this same process (not a reuse of its PID) is still running.
     pub fn is_alive(&self) -> bool {
-        matches!(read_stat(self.id.pid), Ok(s) if s.start_time == self.id.start_time && s.state != 'Z' && s.state != 'X')
+        self.live_stat().is_some()
     }
 
     /// CPU time used so far (user and system: probe hits are charged as system time).
     pub fn cpu_seconds(&self) -> Option<f64> {
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        let stat = read_stat(self.id.pid).ok()?;
-        (hz > 0).then(|| stat.cpu_ticks as f64 / hz as f64)
+        self.live_stat().and_then(|s| s.cpu_seconds())
     }
 
     /// Whether the process still runs the executable it was opened with (an `exec` keeps

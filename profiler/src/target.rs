@@ -258,9 +258,9 @@ impl Target {
         hot: HotProbes,
     ) -> Result<ProcessSnapshot, TargetError> {
         let pid = self.pid();
-        if !self.process.is_alive() {
+        let Some(stat) = self.process.live_stat() else {
             return Err(TargetError::Gone(pid));
-        }
+        };
         if !self.process.runs_same_executable() {
             // An exiting process loses its executable link before it turns zombie.
             if !self.process.is_alive() || std::fs::metadata(self.process.exe_path()).is_err() {
@@ -281,7 +281,7 @@ impl Target {
             },
             None => None,
         };
-        self.estimate_hot_rate(now_ns, &counters, &gc, runtime.as_ref());
+        self.estimate_hot_rate(now_ns, &counters, &gc, runtime.as_ref(), stat.cpu_seconds());
         let t = self.attached.elapsed().as_secs_f64();
         // Creations and exits per site, counted by the kernel while the hot probes run.
         let counted: Vec<(SiteKey, SiteCounts)> = sites
@@ -353,13 +353,14 @@ impl Target {
         c: &Counters,
         gc: &GcState,
         rt: Option<&RuntimeCounts>,
+        cpu_seconds: Option<f64>,
     ) {
         let now = HotMark {
             ns: now_ns,
             hits: c.created + c.exited + c.stack_scans + c.stack_copies,
             goids: rt.map(|r| r.goids),
             gc_cycles: gc.gc_cycles,
-            cpu_seconds: self.process.cpu_seconds(),
+            cpu_seconds,
         };
         let last = self.last_hot.replace(now);
         self.hot_load.hits = last.map_or(0, |l| now.hits.saturating_sub(l.hits));
