@@ -449,6 +449,50 @@ pub const PROBES: &[ProbeSpec] = &[
     },
 ];
 
+/// The package of a Go function name: `net/http.(*conn).serve` is in `net/http`,
+/// `sync.(*Mutex).Lock` in `sync`, `main.worker.func1` in `main`.
+pub fn package_of(function: &str) -> &str {
+    let head = &function[..function.find(['(', '[']).unwrap_or(function.len())];
+    let after_slash = head.rfind('/').map_or(0, |i| i + 1);
+    match head[after_slash..].find('.') {
+        Some(dot) => &function[..after_slash + dot],
+        None => head,
+    }
+}
+
+/// Packages whose frames are the standard library's waiting machinery rather than the place a
+/// program waits: a goroutine blocked in `mu.Lock()` waits in the caller of `sync.(*Mutex).Lock`,
+/// one in a network read in the caller of `internal/poll`. Also every function the runtime
+/// provides to another package (`sync.runtime_Semacquire`, `internal/poll.runtime_pollWait`).
+const WAIT_MACHINERY: &[&str] = &["runtime", "sync", "sync/atomic", "syscall", "time"];
+
+/// Whether a frame of `function` belongs to the waiting machinery (see [`WAIT_MACHINERY`]).
+pub fn is_wait_machinery(function: &str) -> bool {
+    let package = package_of(function);
+    WAIT_MACHINERY.contains(&package)
+        || package == "internal"
+        || package.starts_with("internal/")
+        || function[package.len()..].starts_with(".runtime_")
+}
+
+/// Functions at the bottom of a goroutine's stack (or of the system stack): unwinding stops.
+const STACK_ENDS: &[&str] = &[
+    "runtime.goexit",
+    "runtime.mstart",
+    "runtime.mstart0",
+    "runtime.rt0_go",
+    "runtime.mcall",
+    "runtime.morestack",
+    "runtime.systemstack",
+    "runtime.systemstack_switch",
+    "runtime.asmcgocall",
+    "runtime.cgocallback",
+];
+
+pub fn ends_a_goroutine_stack(function: &str) -> bool {
+    STACK_ENDS.contains(&function)
+}
+
 /// Runtime globals gprof reads from the target's memory, and the always-linked functions whose
 /// machine code references them (used to find them in stripped binaries).
 pub mod globals {
@@ -553,6 +597,43 @@ mod tests {
             old.sched_gfree.gfput_offsets(),
             vec![0x98, 0xa0, 0xa8, 0xb0]
         );
+    }
+
+    #[test]
+    fn packages_and_waiting_machinery() {
+        for (f, p) in [
+            ("net/http.(*conn).serve", "net/http"),
+            ("sync.(*Mutex).Lock", "sync"),
+            ("main.worker.func1", "main"),
+            ("runtime.gopark", "runtime"),
+            ("github.com/a/b.(*T[go.shape.int]).M", "github.com/a/b"),
+            // The linker escapes dots in the last path element.
+            ("gopkg.in/yaml%2ev3.Unmarshal", "gopkg.in/yaml%2ev3"),
+            ("internal/poll.runtime_pollWait", "internal/poll"),
+        ] {
+            assert_eq!(package_of(f), p, "{f}");
+        }
+        for f in [
+            "runtime.chansend1",
+            "sync.(*WaitGroup).Wait",
+            "sync.runtime_SemacquireMutex",
+            "internal/sync.(*Mutex).lockSlow",
+            "internal/poll.(*FD).Read",
+            "syscall.Syscall",
+            "time.Sleep",
+            "os/signal.signal_recv",
+        ] {
+            let expected = f != "os/signal.signal_recv";
+            assert_eq!(is_wait_machinery(f), expected, "{f}");
+        }
+        for f in [
+            "main.worker",
+            "net.(*netFD).Read",
+            "os/signal.loop",
+            "main.runtime",
+        ] {
+            assert!(!is_wait_machinery(f), "{f}");
+        }
     }
 
     #[test]

@@ -35,3 +35,5 @@ pub mod stats;
 pub mod target;
 pub mod tenancy;
 pub mod top;
+pub mod unwind;
+pub mod verdict;

@@ -3,6 +3,7 @@
 
 pub mod buildinfo;
 pub mod dwarf;
+pub mod frames;
 pub mod moduledata;
 pub mod pclntab;
 
@@ -145,16 +146,41 @@ pub struct GoBinary {
     /// R_*_RELATIVE relocations: address -> value the loader stores there (PIE pointers).
     relocations: HashMap<u64, u64>,
     bytes: Vec<u8>,
+    /// The file the bytes were read from, kept open (see [`GoBinary::frame_table`]).
+    file: Option<std::sync::Arc<std::fs::File>>,
 }
 
 impl GoBinary {
     /// Reads and validates `path` (e.g. `/proc/PID/exe`).
     pub fn open(path: &Path) -> Result<Self, BinaryError> {
-        let bytes = std::fs::read(path).map_err(|source| BinaryError::Io {
+        use std::io::Read as _;
+        let io = |source| BinaryError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
-        Self::parse(path, bytes)
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io)?;
+        let mut binary = Self::parse(path, bytes)?;
+        binary.file = Some(std::sync::Arc::new(file));
+        Ok(binary)
+    }
+
+    /// The function table read through the open file, for lookups while the binary's
+    /// processes are watched (None for a binary parsed from bytes alone).
+    pub fn frame_table(&self) -> Option<frames::FrameTable> {
+        let file = self.file.clone()?;
+        let range = self.pclntab.1.clone();
+        let table = pclntab::Pclntab::parse(
+            pclntab::FileTable {
+                file,
+                start: range.start as u64,
+                len: range.len(),
+            },
+            self.pclntab.0,
+        )
+        .ok()?;
+        Some(frames::FrameTable::new(table, self.text.text, self.arch))
     }
 
     pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<Self, BinaryError> {
@@ -279,6 +305,7 @@ impl GoBinary {
             pclntab: (pcln_addr, pcln_range),
             relocations,
             bytes: Vec::new(),
+            file: None,
         };
         // Borrow the bytes only through the helpers below from here on.
         let raw_version = buildinfo::version(buildinfo_data, |addr, ptr_size| {

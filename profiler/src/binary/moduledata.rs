@@ -4,7 +4,8 @@
 //! of `.text`, so neither can be trusted alone: the moduledata is found through its pointer to
 //! `.gopclntab` and accepted only when every cross-reference to the table agrees.
 
-use super::{BinaryError, pclntab::Pclntab};
+use super::BinaryError;
+use super::pclntab::{Pclntab, TableBytes};
 
 /// Offsets inside `moduledata` (stable from Go 1.18 to 1.27): the header pointer, then six
 /// slices (pointer, length, capacity), `findfunctab`, `minpc`, `maxpc`, `text`, `etext`.
@@ -35,9 +36,9 @@ pub struct ModuleText {
 }
 
 /// Checks one candidate address. `read` returns the (relocated) 8-byte word at an address.
-pub fn validate(
+pub fn validate<B: TableBytes>(
     addr: u64,
-    table: &Pclntab<'_>,
+    table: &Pclntab<B>,
     read: &impl Fn(u64) -> Option<u64>,
     is_code: &impl Fn(u64, u64) -> bool,
 ) -> Result<ModuleText, String> {
@@ -92,9 +93,9 @@ pub fn validate(
 }
 
 /// Finds the one moduledata among `candidates` (addresses holding a pointer to the table).
-pub fn find(
+pub fn find<B: TableBytes>(
     candidates: impl IntoIterator<Item = u64>,
-    table: &Pclntab<'_>,
+    table: &Pclntab<B>,
     read: &impl Fn(u64) -> Option<u64>,
     is_code: &impl Fn(u64, u64) -> bool,
 ) -> Result<ModuleText, BinaryError> {
@@ -132,7 +133,7 @@ mod tests {
     const MD: u64 = 0x60_0000;
     const TEXT: u64 = 0x40_1000;
 
-    fn moduledata(table: &Pclntab<'_>, text: u64) -> HashMap<u64, u64> {
+    fn moduledata(table: &Pclntab<&Vec<u8>>, text: u64) -> HashMap<u64, u64> {
         let mut m = HashMap::new();
         m.insert(MD, TAB);
         m.insert(MD + off::FUNCNAMETAB, TAB + table.funcname_offset);

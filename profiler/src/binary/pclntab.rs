@@ -1,6 +1,14 @@
 //! Go's function table, `.gopclntab` (format of Go 1.18+). It survives `-ldflags='-s -w'`, so
-//! it names functions in stripped binaries. Every read is bounds-checked: a truncated or
-//! corrupted table gives an error, never a panic.
+//! it names functions in stripped binaries, and its pc-value tables give source lines and
+//! frame sizes (to unwind parked goroutines' stacks). Every read is bounds-checked: a truncated
+//! or corrupted table gives an error, never a panic.
+//!
+//! The table is read through [`TableBytes`]: the section's bytes in memory while a binary is
+//! planned, or the executable's file (positioned reads, a few per lookup) while gprof watches
+//! its processes, so that nothing of the binary is kept in memory.
+
+use std::borrow::Cow;
+use std::os::unix::fs::FileExt;
 
 use super::BinaryError;
 
@@ -10,11 +18,86 @@ pub const MAGIC_GO120: u32 = 0xffff_fff1;
 const HEADER_LEN: usize = 72;
 /// Size of one `_func` record's fixed part.
 const FUNC_LEN: usize = 44;
+/// Offsets in a `_func` record of the pc-value tables used here.
+const FUNC_PCSP: usize = 16;
+const FUNC_PCFILE: usize = 20;
+const FUNC_PCLN: usize = 24;
+const FUNC_CU: usize = 32;
+/// Longest function or file name accepted.
+const MAX_NAME: usize = 1 << 16;
+
+fn err(why: impl Into<String>) -> BinaryError {
+    BinaryError::Pclntab(why.into())
+}
+
+/// The bytes of a `.gopclntab` section, wherever they are.
+#[allow(clippy::len_without_is_empty)] // a table is never empty: its header comes first
+pub trait TableBytes {
+    fn len(&self) -> usize;
+    /// Up to `max` bytes from `off` (fewer at the end of the table; an error past it).
+    fn chunk(&self, off: usize, max: usize) -> Result<Cow<'_, [u8]>, BinaryError>;
+}
+
+impl<T: AsRef<[u8]>> TableBytes for T {
+    fn len(&self) -> usize {
+        self.as_ref().len()
+    }
+
+    fn chunk(&self, off: usize, max: usize) -> Result<Cow<'_, [u8]>, BinaryError> {
+        let data = self.as_ref();
+        if off >= data.len() {
+            return Err(err(format!("read at {off:#x} past the end")));
+        }
+        Ok(Cow::Borrowed(
+            &data[off..data.len().min(off.saturating_add(max))],
+        ))
+    }
+}
+
+/// A `.gopclntab` read from an open executable with positioned reads. A file that shrank
+/// under gprof gives errors, not a crash (it is never mapped).
+#[derive(Debug)]
+pub struct FileTable {
+    pub file: std::sync::Arc<std::fs::File>,
+    /// File offset of the section, and its length.
+    pub start: u64,
+    pub len: usize,
+}
+
+impl TableBytes for FileTable {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn chunk(&self, off: usize, max: usize) -> Result<Cow<'_, [u8]>, BinaryError> {
+        if off >= self.len {
+            return Err(err(format!("read at {off:#x} past the end")));
+        }
+        let mut buf = vec![0u8; max.min(self.len - off)];
+        let mut got = 0;
+        while got < buf.len() {
+            match self
+                .file
+                .read_at(&mut buf[got..], self.start + (off + got) as u64)
+            {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(err(format!("reading the executable: {e}"))),
+            }
+        }
+        if got == 0 {
+            return Err(err("the executable is shorter than its table"));
+        }
+        buf.truncate(got);
+        Ok(Cow::Owned(buf))
+    }
+}
 
 /// A parsed `pcHeader` over the section's bytes.
 #[derive(Debug)]
-pub struct Pclntab<'a> {
-    data: &'a [u8],
+pub struct Pclntab<B> {
+    data: B,
     /// Virtual address of the header (the section start).
     pub addr: u64,
     pub magic: u32,
@@ -32,33 +115,32 @@ pub struct Pclntab<'a> {
 
 /// One function: entry and end relative to the text base, and its name.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RawFunc<'a> {
+pub struct RawFunc {
     pub entry_off: u32,
     pub end_off: u32,
-    pub name: &'a str,
+    pub name: String,
     /// `_func.funcID`: nonzero for the runtime's special functions and for ABI wrappers.
     pub func_id: u8,
 }
 
-fn err(why: impl Into<String>) -> BinaryError {
-    BinaryError::Pclntab(why.into())
-}
-
-impl<'a> Pclntab<'a> {
-    pub fn parse(data: &'a [u8], addr: u64) -> Result<Self, BinaryError> {
-        if data.len() < HEADER_LEN {
+impl<B: TableBytes> Pclntab<B> {
+    pub fn parse(data: B, addr: u64) -> Result<Self, BinaryError> {
+        let header = data
+            .chunk(0, HEADER_LEN)
+            .map_err(|_| err("shorter than its header"))?;
+        if header.len() < HEADER_LEN {
             return Err(err("shorter than its header"));
         }
-        let magic = u32::from_le_bytes(data[0..4].try_into().expect("4 bytes"));
+        let magic = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
         if magic != MAGIC_GO118 && magic != MAGIC_GO120 {
             return Err(err(format!(
                 "magic {magic:#x}: not the table of Go 1.18 or newer"
             )));
         }
-        if data[4] != 0 || data[5] != 0 {
+        if header[4] != 0 || header[5] != 0 {
             return Err(err("bad header padding"));
         }
-        let (min_lc, ptr_size) = (data[6], data[7]);
+        let (min_lc, ptr_size) = (header[6], header[7]);
         if ptr_size != 8 {
             return Err(err(format!("pointer size {ptr_size}: only 64-bit targets")));
         }
@@ -66,54 +148,70 @@ impl<'a> Pclntab<'a> {
             return Err(err(format!("instruction quantum {min_lc}")));
         }
         let word =
-            |i: usize| u64::from_le_bytes(data[8 + 8 * i..16 + 8 * i].try_into().expect("8"));
+            |i: usize| u64::from_le_bytes(header[8 + 8 * i..16 + 8 * i].try_into().expect("8"));
         let nfunc = usize::try_from(word(0)).map_err(|_| err("function count"))?;
-        let table = Self {
-            data,
-            addr,
-            magic,
-            min_lc,
-            nfunc,
-            text_start: word(2),
-            funcname_offset: word(3),
-            cu_offset: word(4),
-            filetab_offset: word(5),
-            pctab_offset: word(6),
-            pcln_offset: word(7),
-        };
+        let (text_start, funcname_offset, cu_offset, filetab_offset, pctab_offset, pcln_offset) =
+            (word(2), word(3), word(4), word(5), word(6), word(7));
+        drop(header);
+        let len = data.len() as u64;
         for (what, off) in [
-            ("funcnametab", table.funcname_offset),
-            ("cutab", table.cu_offset),
-            ("filetab", table.filetab_offset),
-            ("pctab", table.pctab_offset),
-            ("pclntable", table.pcln_offset),
+            ("funcnametab", funcname_offset),
+            ("cutab", cu_offset),
+            ("filetab", filetab_offset),
+            ("pctab", pctab_offset),
+            ("pclntable", pcln_offset),
         ] {
-            if off < HEADER_LEN as u64 || off >= data.len() as u64 {
+            if off < HEADER_LEN as u64 || off >= len {
                 return Err(err(format!("{what} offset {off:#x} outside the table")));
             }
         }
         let ftab_end = nfunc
             .checked_add(1)
             .and_then(|n| n.checked_mul(8))
-            .and_then(|n| n.checked_add(table.pcln_offset as usize))
+            .and_then(|n| n.checked_add(pcln_offset as usize))
             .ok_or_else(|| err("function count overflows"))?;
         if ftab_end > data.len() {
             return Err(err(format!("{nfunc} functions do not fit in the table")));
         }
-        Ok(table)
+        Ok(Self {
+            data,
+            addr,
+            magic,
+            min_lc,
+            nfunc,
+            text_start,
+            funcname_offset,
+            cu_offset,
+            filetab_offset,
+            pctab_offset,
+            pcln_offset,
+        })
+    }
+
+    fn bytes<const N: usize>(&self, off: usize) -> Result<[u8; N], BinaryError> {
+        let c = self.data.chunk(off, N)?;
+        c.get(..N)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| err(format!("read at {off:#x} past the end")))
     }
 
     fn u32_at(&self, off: usize) -> Result<u32, BinaryError> {
-        self.data
-            .get(off..off.checked_add(4).ok_or_else(|| err("offset overflow"))?)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-            .ok_or_else(|| err(format!("read at {off:#x} past the end")))
+        Ok(u32::from_le_bytes(self.bytes::<4>(off)?))
     }
 
     /// `ftab[i]`: (entry offset from the text base, offset of the `_func` record).
     pub fn ftab(&self, i: usize) -> Result<(u32, u32), BinaryError> {
-        let at = self.pcln_offset as usize + 8 * i;
-        Ok((self.u32_at(at)?, self.u32_at(at + 4)?))
+        let at = (self.pcln_offset as usize)
+            .checked_add(
+                i.checked_mul(8)
+                    .ok_or_else(|| err("ftab index overflows"))?,
+            )
+            .ok_or_else(|| err("ftab index overflows"))?;
+        let b = self.bytes::<8>(at)?;
+        Ok((
+            u32::from_le_bytes(b[0..4].try_into().expect("4")),
+            u32::from_le_bytes(b[4..8].try_into().expect("4")),
+        ))
     }
 
     /// The end of the last function, relative to the text base (`ftab[nfunc]`).
@@ -121,21 +219,29 @@ impl<'a> Pclntab<'a> {
         Ok(self.ftab(self.nfunc)?.0)
     }
 
-    fn cstr(&self, base: u64, off: u64) -> Result<&'a str, BinaryError> {
+    fn cstr(&self, base: u64, off: u64) -> Result<String, BinaryError> {
         let start = base
             .checked_add(off)
             .and_then(|s| usize::try_from(s).ok())
             .filter(|&s| s < self.data.len())
             .ok_or_else(|| err("string offset outside the table"))?;
-        let len = self.data[start..]
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or_else(|| err("unterminated string"))?;
-        std::str::from_utf8(&self.data[start..start + len]).map_err(|_| err("name is not UTF-8"))
+        let mut name = Vec::new();
+        loop {
+            let c = self.data.chunk(start + name.len(), 256)?;
+            match c.iter().position(|&b| b == 0) {
+                Some(end) => {
+                    name.extend_from_slice(&c[..end]);
+                    break;
+                }
+                None if name.len() + c.len() > MAX_NAME => return Err(err("name too long")),
+                None => name.extend_from_slice(&c),
+            }
+        }
+        String::from_utf8(name).map_err(|_| err("name is not UTF-8"))
     }
 
-    /// Function `i`, bounds-checked and consistent with its `_func` record.
-    pub fn func(&self, i: usize) -> Result<RawFunc<'a>, BinaryError> {
+    /// The offset of function `i`'s `_func` record, checked against ftab.
+    fn record(&self, i: usize) -> Result<(usize, u32, u32), BinaryError> {
         if i >= self.nfunc {
             return Err(err("function index out of range"));
         }
@@ -154,13 +260,20 @@ impl<'a> Pclntab<'a> {
         if self.u32_at(rec)? != entry_off {
             return Err(err(format!("_func record {i} disagrees with ftab")));
         }
-        let name_off = self.u32_at(rec + 4)? as i32;
+        Ok((rec, entry_off, end_off))
+    }
+
+    /// Function `i`, bounds-checked and consistent with its `_func` record.
+    pub fn func(&self, i: usize) -> Result<RawFunc, BinaryError> {
+        let (rec, entry_off, end_off) = self.record(i)?;
+        let fixed = self.bytes::<FUNC_LEN>(rec)?;
+        let name_off = i32::from_le_bytes(fixed[4..8].try_into().expect("4"));
         if name_off < 0 {
             return Err(err("negative name offset"));
         }
         let name = self.cstr(self.funcname_offset, name_off as u64)?;
         // Go 1.20 inserted `startLine` before `funcID`.
-        let func_id = self.data[rec + if self.magic == MAGIC_GO118 { 36 } else { 40 }];
+        let func_id = fixed[if self.magic == MAGIC_GO118 { 36 } else { 40 }];
         Ok(RawFunc {
             entry_off,
             end_off,
@@ -170,7 +283,7 @@ impl<'a> Pclntab<'a> {
     }
 
     /// All functions, in address order.
-    pub fn funcs(&self) -> impl Iterator<Item = Result<RawFunc<'a>, BinaryError>> + '_ {
+    pub fn funcs(&self) -> impl Iterator<Item = Result<RawFunc, BinaryError>> + '_ {
         (0..self.nfunc).map(|i| self.func(i))
     }
 
@@ -194,19 +307,17 @@ impl<'a> Pclntab<'a> {
     /// The source position of `off` (relative to the text base) in function `i`: its file
     /// and line, as the runtime's `funcline1` finds them (`pcfile` and `pcln` tables, the
     /// file through the compilation unit's `cutab`).
-    pub fn file_line(&self, i: usize, off: u32) -> Result<(&'a str, u32), BinaryError> {
-        let f = self.func(i)?;
-        let rec = self.pcln_offset as usize + self.ftab(i)?.1 as usize;
-        let pcfile = self.u32_at(rec + 20)?;
-        let pcln = self.u32_at(rec + 24)?;
-        let cu = self.u32_at(rec + 32)?;
-        let file_no = self.pc_value(pcfile, f.entry_off, off)?;
-        let line = self.pc_value(pcln, f.entry_off, off)?;
+    pub fn file_line(&self, i: usize, off: u32) -> Result<(String, u32), BinaryError> {
+        let (rec, entry_off, _) = self.record(i)?;
+        let pcfile = self.u32_at(rec + FUNC_PCFILE)?;
+        let pcln = self.u32_at(rec + FUNC_PCLN)?;
+        let cu = self.u32_at(rec + FUNC_CU)?;
+        let file_no = self.pc_value(pcfile, entry_off, off)?;
+        let line = self.pc_value(pcln, entry_off, off)?;
         if file_no < 0 || line < 0 {
             return Err(err(format!(
-                "no source position for {}+{:#x}",
-                f.name,
-                off - f.entry_off
+                "no source position at {:#x} in function {i}",
+                off.wrapping_sub(entry_off)
             )));
         }
         let cu_entry = (self.cu_offset as usize)
@@ -219,23 +330,45 @@ impl<'a> Pclntab<'a> {
         ))
     }
 
+    /// The frame size of function `i` at `off` (relative to the text base): how far the stack
+    /// pointer is below its value at the function's entry (the `pcsp` table, as the runtime's
+    /// `funcspdelta` reads it).
+    pub fn sp_delta(&self, i: usize, off: u32) -> Result<i32, BinaryError> {
+        let (rec, entry_off, end_off) = self.record(i)?;
+        if off < entry_off || off >= end_off {
+            return Err(err(format!("{off:#x} is outside function {i}")));
+        }
+        let pcsp = self.u32_at(rec + FUNC_PCSP)?;
+        let delta = self.pc_value(pcsp, entry_off, off)?;
+        if delta < 0 {
+            return Err(err(format!("negative frame size at {off:#x}")));
+        }
+        Ok(delta)
+    }
+
     /// Decodes one pc-value table (zigzag value deltas and pc deltas, both varints) up to
     /// `target`, as the runtime's `pcvalue` does.
     fn pc_value(&self, table: u32, entry: u32, target: u32) -> Result<i32, BinaryError> {
-        let mut at = (self.pctab_offset as usize)
+        let at = (self.pctab_offset as usize)
             .checked_add(table as usize)
             .ok_or_else(|| err("pctab offset overflows"))?;
+        let mut reader = Varints {
+            table: &self.data,
+            at,
+            buf: Cow::Borrowed(&[]),
+            pos: 0,
+        };
         let (mut pc, mut val) = (entry, -1i32);
         let mut first = true;
         loop {
-            let uvdelta = self.varint(&mut at)?;
+            let uvdelta = reader.next()?;
             if uvdelta == 0 && !first {
                 return Err(err("pc not covered by its function's table"));
             }
             first = false;
             let delta = -((uvdelta & 1) as i32) ^ (uvdelta >> 1) as i32;
             val = val.wrapping_add(delta);
-            let pcdelta = self.varint(&mut at)?;
+            let pcdelta = reader.next()?;
             pc = pc
                 .checked_add(pcdelta.wrapping_mul(self.min_lc as u32))
                 .ok_or_else(|| err("pc table runs past the text"))?;
@@ -244,15 +377,35 @@ impl<'a> Pclntab<'a> {
             }
         }
     }
+}
 
-    fn varint(&self, at: &mut usize) -> Result<u32, BinaryError> {
+/// Reads varints from a table in chunks (one positioned read per 256 bytes from a file).
+struct Varints<'a, B: ?Sized> {
+    table: &'a B,
+    /// Table offset of `buf[0]`.
+    at: usize,
+    buf: Cow<'a, [u8]>,
+    pos: usize,
+}
+
+impl<B: TableBytes> Varints<'_, B> {
+    fn byte(&mut self) -> Result<u8, BinaryError> {
+        if self.pos == self.buf.len() {
+            self.at += self.buf.len();
+            self.buf = self
+                .table
+                .chunk(self.at, 256)
+                .map_err(|_| err("pc table runs past the end"))?;
+            self.pos = 0;
+        }
+        self.pos += 1;
+        Ok(self.buf[self.pos - 1])
+    }
+
+    fn next(&mut self) -> Result<u32, BinaryError> {
         let mut v = 0u32;
         for shift in (0..35).step_by(7) {
-            let b = *self
-                .data
-                .get(*at)
-                .ok_or_else(|| err("pc table runs past the end"))?;
-            *at += 1;
+            let b = self.byte()?;
             v |= ((b & 0x7f) as u32) << shift;
             if b & 0x80 == 0 {
                 return Ok(v);
@@ -326,7 +479,7 @@ pub(crate) mod tests {
             RawFunc {
                 entry_off: 0x40,
                 end_off: 0x90,
-                name: "runtime.gfput",
+                name: "runtime.gfput".into(),
                 func_id: 0,
             }
         );
