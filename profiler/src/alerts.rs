@@ -47,6 +47,16 @@ pub struct Alert {
     pub worst_pid: Option<u32>,
     /// For creation-site alerts: the site (`function (file:line)`) that sets the value.
     pub site: Option<String>,
+    /// For stuck-goroutine alerts: the group that sets the value.
+    pub group: Option<GroupPlace>,
+}
+
+/// Where a group of stuck goroutines comes from and waits.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GroupPlace {
+    pub created_at: String,
+    pub blocked_at: String,
+    pub wait_reason: String,
 }
 
 impl Alert {
@@ -67,10 +77,14 @@ impl Alert {
             Some(pid) => format!("PID {pid} of tenant {}", self.tenant()),
             None => format!("tenant {}", self.tenant()),
         };
-        let at = self
-            .site
-            .as_ref()
-            .map_or(String::new(), |s| format!(" at {s}"));
+        let at = match (&self.site, &self.group) {
+            (Some(s), _) => format!(" at {s}"),
+            (None, Some(g)) => format!(
+                " at {} ({}), created at {}",
+                g.blocked_at, g.wait_reason, g.created_at
+            ),
+            (None, None) => String::new(),
+        };
         format!(
             "{subject}: {} is {}{at} ({} threshold {}, held {}s)",
             self.metric,
@@ -102,6 +116,13 @@ impl Alert {
         }
         if let Some(site) = &self.site {
             line.push_str(&format!(" site={}", logfmt_value(site)));
+        }
+        if let Some(g) = &self.group {
+            line.push_str(&format!(
+                " blocked_at={} created_at={}",
+                logfmt_value(&g.blocked_at),
+                logfmt_value(&g.created_at)
+            ));
         }
         line
     }
@@ -207,6 +228,7 @@ struct Observation {
     labels: BTreeMap<String, String>,
     worst_pid: Option<u32>,
     site: Option<String>,
+    group: Option<GroupPlace>,
 }
 
 fn tenant_value(metric: Metric, t: &TenantSnapshot) -> f64 {
@@ -217,9 +239,36 @@ fn tenant_value(metric: Metric, t: &TenantSnapshot) -> f64 {
         Metric::GfreePoolSize => t.gfree_pool_size as f64,
         Metric::Goroutines => t.goroutines as f64,
         Metric::HealthScore => t.health_score,
+        Metric::ConfirmedLeakRatePerMin => t.confirmed_leak_rate_per_min,
+        Metric::StuckGoroutines => t.stuck_goroutines as f64,
         // Per site, from the processes: see `observations`.
         Metric::SiteGoroutineGrowthPerMin => 0.0,
     }
+}
+
+/// The group that sets a stuck-goroutine metric of a process: the fastest leaking group for
+/// the confirmed leak rate, the group with the most stuck goroutines for the stuck count.
+fn worst_group(metric: Metric, r: &ProcessRecord) -> Option<(f64, GroupPlace)> {
+    let groups = r.snapshot.blocked_groups.iter();
+    let g = match metric {
+        Metric::ConfirmedLeakRatePerMin => groups
+            .filter(|g| g.leaking)
+            .max_by(|a, b| a.stuck_growth_per_min.total_cmp(&b.stuck_growth_per_min)),
+        Metric::StuckGoroutines => groups.filter(|g| g.stuck > 0).max_by_key(|g| g.stuck),
+        _ => None,
+    }?;
+    let weight = match metric {
+        Metric::ConfirmedLeakRatePerMin => g.stuck_growth_per_min,
+        _ => g.stuck as f64,
+    };
+    Some((
+        weight,
+        GroupPlace {
+            created_at: g.created_at.clone(),
+            blocked_at: g.blocked_at.clone(),
+            wait_reason: g.wait_reason.clone(),
+        },
+    ))
 }
 
 /// A process's fastest-growing leak suspect: (growth per minute, site); 0 without one.
@@ -241,6 +290,8 @@ fn process_value(metric: Metric, r: &ProcessRecord) -> Option<f64> {
         Metric::GfreePoolSize => s.gfree_pool_size? as f64,
         Metric::Goroutines => s.goroutines as f64,
         Metric::HealthScore => s.health_score,
+        Metric::ConfirmedLeakRatePerMin => s.confirmed_leak_rate_per_min,
+        Metric::StuckGoroutines => s.stuck_goroutines as f64,
         Metric::SiteGoroutineGrowthPerMin => worst_site(r).0,
     })
 }
@@ -266,7 +317,19 @@ impl AlertEngine {
                         labels: BTreeMap::from([("tenant".to_string(), t.tenant.clone())]),
                         worst_pid: Some(t.worst_pid),
                         site: None,
+                        group: None,
                     };
+                    // The tenant's worst group, in whichever of its processes.
+                    if let Some(((_, group), pid)) = snapshot
+                        .processes
+                        .iter()
+                        .filter(|r| r.tenant == t.tenant)
+                        .filter_map(|r| Some((worst_group(rule.metric, r)?, r.snapshot.pid)))
+                        .max_by(|a, b| a.0.0.total_cmp(&b.0.0))
+                    {
+                        obs.group = Some(group);
+                        obs.worst_pid = Some(pid);
+                    }
                     if rule.metric == Metric::SiteGoroutineGrowthPerMin {
                         // The tenant's worst site, in whichever of its processes.
                         let worst = snapshot
@@ -310,6 +373,7 @@ impl AlertEngine {
                         site: (rule.metric == Metric::SiteGoroutineGrowthPerMin)
                             .then(|| worst_site(r).1)
                             .flatten(),
+                        group: worst_group(rule.metric, r).map(|(_, g)| g),
                     })
                 })
                 .collect(),
@@ -355,6 +419,7 @@ impl AlertEngine {
                         alert.value = obs.value;
                         alert.worst_pid = obs.worst_pid;
                         alert.site = obs.site;
+                        alert.group = obs.group;
                     }
                     (level, firing) => {
                         if let Some(mut old) = firing.take() {
@@ -377,6 +442,7 @@ impl AlertEngine {
                                 resolved_at: None,
                                 worst_pid: obs.worst_pid,
                                 site: obs.site,
+                                group: obs.group,
                             };
                             changes.fired.push(alert.clone());
                             *firing = Some(alert);
@@ -441,6 +507,11 @@ pub fn alertmanager_body(
             if let Some(site) = &a.site {
                 annotations.insert("site".into(), site.clone().into());
             }
+            if let Some(g) = &a.group {
+                annotations.insert("created_at".into(), g.created_at.clone().into());
+                annotations.insert("blocked_at".into(), g.blocked_at.clone().into());
+                annotations.insert("wait_reason".into(), g.wait_reason.clone().into());
+            }
             serde_json::json!({
                 "labels": a.labels,
                 "annotations": annotations,
@@ -465,6 +536,9 @@ mod tests {
             processes: 1,
             goroutines: 100,
             goroutine_leak_rate_per_min: leak,
+            stuck_goroutines: 0,
+            leaking_goroutines: 0,
+            confirmed_leak_rate_per_min: 0.0,
             gfree_pool_size: 0,
             gc_pause_p99_seconds: 0.0,
             gc_pause_max_seconds: 0.0,
@@ -702,6 +776,64 @@ mod tests {
     }
 
     #[test]
+    fn a_confirmed_leak_names_where_its_goroutines_were_created_and_wait() {
+        let c = Config::parse(
+            "t",
+            "thresholds:\n  - metric: confirmed_leak_rate_per_min\n    warning: 1\n    for: 0s\n  - metric: stuck_goroutines\n    scope: process\n    warning: 1000\n",
+        )
+        .unwrap();
+        assert_eq!(c.thresholds[0].alertname, "GprofGoroutineLeakConfirmed");
+        assert_eq!(c.thresholds[1].alertname, "GprofGoroutinesStuck");
+        let mut e = AlertEngine::new(c.thresholds, BTreeMap::new());
+        let r = ProcessRecord {
+            start_time: 1,
+            tenant: "pay".into(),
+            pod_uid: None,
+            container_id: None,
+            snapshot: crate::snapshot::example(),
+        };
+        let snapshot = DaemonSnapshot {
+            tenants: vec![TenantSnapshot::aggregate("pay", &[&r])],
+            processes: vec![r],
+            ..Default::default()
+        };
+        let changes = e.evaluate(&snapshot, Instant::now(), UNIX_EPOCH);
+        assert_eq!(changes.fired.len(), 2, "{:?}", changes.fired);
+        let leak = &changes.fired[0];
+        assert_eq!((leak.tenant(), leak.value), ("pay", 1200.0));
+        let summary = leak.summary();
+        assert!(
+            summary.contains(
+                "at main.serve.func1 (/src/app/main.go:47) (chan send), created at main.serve (/src/app/main.go:42)"
+            ),
+            "{summary}"
+        );
+        let body: serde_json::Value = serde_json::from_str(&alertmanager_body(
+            &changes.fired,
+            UNIX_EPOCH,
+            Duration::from_secs(60),
+            "g",
+        ))
+        .unwrap();
+        assert_eq!(
+            body[0]["annotations"]["blocked_at"],
+            "main.serve.func1 (/src/app/main.go:47)"
+        );
+        assert_eq!(
+            body[0]["annotations"]["created_at"],
+            "main.serve (/src/app/main.go:42)"
+        );
+        assert_eq!(body[0]["annotations"]["wait_reason"], "chan send");
+        let stuck = &changes.fired[1];
+        assert_eq!((stuck.value, stuck.labels["pid"].as_str()), (1200.0, "42"));
+        assert!(
+            stuck
+                .log_line()
+                .contains("blocked_at=\"main.serve.func1 (/src/app/main.go:47)\"")
+        );
+    }
+
+    #[test]
     fn log_lines_are_logfmt() {
         let mut labels = BTreeMap::new();
         labels.insert("alertname".to_string(), "X".to_string());
@@ -716,6 +848,7 @@ mod tests {
             resolved_at: None,
             worst_pid: Some(3),
             site: None,
+            group: None,
         };
         assert_eq!(
             a.log_line(),

@@ -9,12 +9,13 @@ use profiler_common::{
     Counters, Event, GcState, PAUSE_BUCKETS, STACK_BUCKET_SHIFT, event_kind, stw_kind,
 };
 
-use crate::census::{Census, SiteKey};
+use crate::blocked::{BlockedSummary, BlockedTracker, Observed, TOP_GROUPS};
+use crate::census::{BlockedG, Census, SiteKey};
 use crate::health::{HealthInputs, HealthModel};
 use crate::runtime_state::RuntimeCounts;
 use crate::sites::{SiteName, SiteTracker, TOP_SITES};
 use crate::snapshot::{
-    Bucket, CountsSource, GoroutineSource, ProcessSnapshot, StackSize, StackSnapshot,
+    Bucket, CountsSource, GoroutineSource, LeakSignal, ProcessSnapshot, StackSize, StackSnapshot,
 };
 use crate::stats::{Series, quantile};
 
@@ -27,6 +28,8 @@ pub struct Windows {
     pub leak_seconds: f64,
     /// GC pause p99.
     pub pause_seconds: f64,
+    /// A goroutine blocked at the same place for this long is stuck.
+    pub stuck_after_seconds: f64,
 }
 
 impl Default for Windows {
@@ -35,6 +38,7 @@ impl Default for Windows {
             rate_seconds: 10.0,
             leak_seconds: 60.0,
             pause_seconds: 300.0,
+            stuck_after_seconds: 300.0,
         }
     }
 }
@@ -121,6 +125,10 @@ pub struct ProcessCollector {
     sites: SiteTracker,
     /// The last census's stack figures.
     stacks: Option<StackSnapshot>,
+    /// Blocked goroutines: ages, groups, leak verdicts.
+    blocked: BlockedTracker,
+    /// The groups as of the last census (None before one).
+    blocked_summary: Option<BlockedSummary>,
 }
 
 impl ProcessCollector {
@@ -143,6 +151,8 @@ impl ProcessCollector {
             totals: (0, 0),
             sites: SiteTracker::new(windows.leak_seconds, windows.rate_seconds),
             stacks: None,
+            blocked: BlockedTracker::new(windows.stuck_after_seconds, windows.leak_seconds),
+            blocked_summary: None,
         }
     }
 
@@ -155,13 +165,23 @@ impl ProcessCollector {
         self.sites.record_counts(t, counts);
     }
 
-    /// Takes in a goroutine census taken at `t` seconds, its sites named.
+    /// Where a blocked goroutine waits, if it has not moved since the last census.
+    pub fn known_place(&self, g: &BlockedG) -> Option<u64> {
+        self.blocked.known_place(g)
+    }
+
+    /// Takes in a goroutine census taken at `t` seconds (`read_ns` on the monotonic clock),
+    /// its sites named and its blocked goroutines placed.
     pub fn absorb_census(
         &mut self,
         t: f64,
         census: &Census,
         names: &HashMap<SiteKey, Arc<SiteName>>,
+        blocked: Vec<Observed>,
+        read_ns: u64,
     ) {
+        self.blocked.record(t, read_ns, blocked);
+        self.blocked_summary = Some(self.blocked.summary(TOP_GROUPS));
         self.sites.record(
             t,
             census
@@ -274,6 +294,13 @@ impl ProcessCollector {
             .live
             .slope(self.windows.leak_seconds)
             .map_or(0.0, |s| s * 60.0);
+        let blocked = self.blocked_summary.clone().unwrap_or_default();
+        // The health score weighs confirmed leaks; without a census (no validated
+        // `runtime.allgs`) only the net growth is left to weigh.
+        let (leak_signal, leak_for_health) = match &self.blocked_summary {
+            Some(b) => (LeakSignal::StuckGoroutines, b.confirmed_leak_rate_per_min),
+            None => (LeakSignal::NetGrowth, leak),
+        };
         let g = &r.gc;
         let mut snapshot = ProcessSnapshot {
             unix: (r.unix * 1000.0).round() / 1000.0,
@@ -322,6 +349,11 @@ impl ProcessCollector {
                 + g.gc_cycles,
             hot_probe_demand_per_s: r.hot_demand,
             top_leak_sites: self.sites.top(TOP_SITES),
+            blocked_groups: blocked.groups,
+            stuck_goroutines: blocked.stuck,
+            leaking_goroutines: blocked.leaking,
+            confirmed_leak_rate_per_min: blocked.confirmed_leak_rate_per_min,
+            leak_signal,
             goroutine_stacks: self
                 .stacks
                 .clone()
@@ -344,7 +376,7 @@ impl ProcessCollector {
             health: Default::default(),
         };
         let health = self.health.score(&HealthInputs {
-            leak_rate_per_min: (source != GoroutineSource::Unknown).then_some(leak),
+            leak_rate_per_min: (source != GoroutineSource::Unknown).then_some(leak_for_health),
             gc_pause_p99_seconds: Some(p99),
             gfree_pool_size: snapshot.gfree_pool_size.map(|p| p as f64),
             goroutines: Some(goroutines as f64),

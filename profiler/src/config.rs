@@ -116,6 +116,8 @@ pub struct Config {
     #[serde(default)]
     pub windows: WindowsConfig,
     #[serde(default)]
+    pub leaks: Leaks,
+    #[serde(default)]
     pub discovery: Discovery,
     #[serde(default)]
     pub budget: Budget,
@@ -232,6 +234,10 @@ pub enum Metric {
     HealthScore,
     /// The fastest-growing leak suspect among a process's creation sites.
     SiteGoroutineGrowthPerMin,
+    /// Growth of the stuck goroutines of the groups the leak verdict calls leaking.
+    ConfirmedLeakRatePerMin,
+    /// Goroutines blocked at one place for `leaks.stuck_after` or longer.
+    StuckGoroutines,
 }
 
 impl Metric {
@@ -244,6 +250,8 @@ impl Metric {
             Metric::Goroutines => "goroutines",
             Metric::HealthScore => "health_score",
             Metric::SiteGoroutineGrowthPerMin => "site_goroutine_growth_per_min",
+            Metric::ConfirmedLeakRatePerMin => "confirmed_leak_rate_per_min",
+            Metric::StuckGoroutines => "stuck_goroutines",
         }
     }
 
@@ -261,6 +269,8 @@ impl Metric {
             Metric::Goroutines => "GprofGoroutinesHigh",
             Metric::HealthScore => "GprofHealthScoreLow",
             Metric::SiteGoroutineGrowthPerMin => "GprofGoroutineSiteLeak",
+            Metric::ConfirmedLeakRatePerMin => "GprofGoroutineLeakConfirmed",
+            Metric::StuckGoroutines => "GprofGoroutinesStuck",
         }
     }
 }
@@ -420,12 +430,41 @@ impl WindowsConfig {
     fn default_pause() -> Dur {
         Dur(Duration::from_secs_f64(Windows::default().pause_seconds))
     }
+}
 
+/// The leak verdict's settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Leaks {
+    /// A goroutine blocked at the same place this long is stuck.
+    #[serde(default = "Leaks::default_stuck_after")]
+    pub stuck_after: Dur,
+}
+
+impl Leaks {
+    fn default_stuck_after() -> Dur {
+        Dur(Duration::from_secs_f64(
+            Windows::default().stuck_after_seconds,
+        ))
+    }
+}
+
+impl Default for Leaks {
+    fn default() -> Self {
+        Self {
+            stuck_after: Self::default_stuck_after(),
+        }
+    }
+}
+
+impl Config {
+    /// The collectors' windows.
     pub fn windows(&self) -> Windows {
         Windows {
-            leak_seconds: self.leak.0.as_secs_f64(),
-            rate_seconds: self.rate.0.as_secs_f64(),
-            pause_seconds: self.pause.0.as_secs_f64(),
+            leak_seconds: self.windows.leak.0.as_secs_f64(),
+            rate_seconds: self.windows.rate.0.as_secs_f64(),
+            pause_seconds: self.windows.pause.0.as_secs_f64(),
+            stuck_after_seconds: self.leaks.stuck_after.0.as_secs_f64(),
         }
     }
 }
@@ -495,6 +534,7 @@ impl Config {
             ("windows.leak", config.windows.leak),
             ("windows.rate", config.windows.rate),
             ("windows.pause", config.windows.pause),
+            ("leaks.stuck_after", config.leaks.stuck_after),
             ("alerting.resend_interval", config.alerting.resend_interval),
         ] {
             if d.0.is_zero() {

@@ -74,7 +74,7 @@ impl Watcher {
             kernel,
             discovery: Discovery::new(config.discovery.exclude_comm.clone()),
             tenants: config.tenants.clone(),
-            windows: config.windows.windows(),
+            windows: config.windows(),
             health: config.health,
             targets: BTreeMap::new(),
             executables: HashMap::new(),

@@ -10,6 +10,7 @@
 
 pub mod alerts;
 pub mod binary;
+pub mod blocked;
 pub mod budget;
 pub mod census;
 pub mod check;

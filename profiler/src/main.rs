@@ -46,6 +46,10 @@ enum Command {
         /// Seconds of history behind the creation and exit rates.
         #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
         rate_window: f64,
+        /// Seconds a goroutine must wait at the same place to count as stuck (see the
+        /// README's "Leak verdict").
+        #[arg(long, default_value_t = 300.0, value_parser = positive_seconds)]
+        stuck_after: f64,
         /// The hot probes' cost budget, in percent of one core ("off": no limit).
         #[arg(long, default_value = "1", value_parser = budget_percent)]
         budget: Budget,
@@ -158,6 +162,7 @@ fn main() -> ExitCode {
             iterations,
             leak_window,
             rate_window,
+            stuck_after,
             budget,
         } => profiler::top::run(&profiler::top::TopOptions {
             pid,
@@ -167,6 +172,7 @@ fn main() -> ExitCode {
             windows: Windows {
                 leak_seconds: leak_window,
                 rate_seconds: rate_window,
+                stuck_after_seconds: stuck_after,
                 ..Windows::default()
             },
             budget: profiler::budget::BudgetConfig {

@@ -122,11 +122,7 @@ impl RuntimeReader {
             goidgen: sched + layout.sched_goidgen,
             p_goidcache: layout.p_goidcache,
             allgs: None,
-            g: GOffsets {
-                status: layout.g_atomicstatus,
-                gopc: layout.g_gopc,
-                startpc: layout.g_startpc,
-            },
+            g: GOffsets::of(layout),
         };
         let counts = reader.read()?;
         let allgs = c.allgs.iter().map(|a| a + bias).find(|&a| {
@@ -181,11 +177,21 @@ impl RuntimeReader {
                 .collect();
             bytes.resize(span * n, 0);
             let ok = self.mem.read_scattered(&gs, span, &mut bytes);
-            for (b, ok) in bytes.chunks_exact(span).zip(ok) {
-                census.add(ok.then(|| self.g.parse(b)));
+            for ((b, ok), &addr) in bytes.chunks_exact(span).zip(ok).zip(&gs) {
+                census.add(addr, ok.then(|| self.g.parse(b)));
             }
         }
         Ok(Some(census))
+    }
+
+    /// Walks blocked goroutines' stacks (see [`crate::unwind`]).
+    pub fn unwind(
+        &self,
+        starts: &[crate::unwind::Start],
+        bias: u64,
+        frames: &crate::binary::frames::FrameTable,
+    ) -> Vec<Option<u64>> {
+        crate::unwind::blocked_at(starts, bias, frames.arch, frames, &self.mem)
     }
 
     pub fn read(&self) -> Result<RuntimeCounts, StateError> {

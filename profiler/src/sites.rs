@@ -2,10 +2,9 @@
 //! stripped binaries), their live counts over time, and the leak suspects among them.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
-use crate::binary::GoBinary;
+use crate::binary::frames::FrameTable;
 use crate::census::SiteKey;
 use crate::snapshot::SiteSnapshot;
 use crate::stats::{Series, slope};
@@ -43,7 +42,7 @@ impl SiteName {
         }
     }
 
-    fn other() -> Self {
+    pub(crate) fn other() -> Self {
         Self {
             function: "other".into(),
             file: String::new(),
@@ -63,11 +62,14 @@ impl SiteName {
     }
 }
 
-/// Names sites of one executable, reading its `.gopclntab` only when new sites appear.
-/// Keyed by file addresses, so that processes of a PIE loaded at different addresses share it.
-#[derive(Debug, Default)]
+/// Names the code addresses of one executable: creation sites and the places goroutines wait
+/// at. Keyed by file addresses, so that processes of a PIE loaded at different addresses
+/// share it; names come from the executable's frame table (read on demand from the file).
+#[derive(Debug)]
 pub struct Symbolizer {
+    frames: Option<FrameTable>,
     names: HashMap<SiteKey, Arc<SiteName>>,
+    places: HashMap<u64, Arc<str>>,
 }
 
 /// A runtime site key as file addresses (0 stays 0: the kernel's "other").
@@ -80,29 +82,39 @@ fn unbiased(k: SiteKey, bias: u64) -> SiteKey {
 }
 
 impl Symbolizer {
-    /// Names every key of `keys` (runtime addresses; `bias` is the PIE load bias), opening
-    /// `exe` once if some are new.
+    pub fn new(frames: Option<FrameTable>) -> Self {
+        Self {
+            frames,
+            names: HashMap::new(),
+            places: HashMap::new(),
+        }
+    }
+
+    /// The executable's frame table (None when its file could not be kept open).
+    pub fn frames(&self) -> Option<&FrameTable> {
+        self.frames.as_ref()
+    }
+
+    /// Names every key of `keys` (runtime addresses; `bias` is the PIE load bias).
     pub fn resolve<'a>(
         &mut self,
         keys: impl IntoIterator<Item = &'a SiteKey>,
-        exe: &Path,
         bias: u64,
     ) -> HashMap<SiteKey, Arc<SiteName>> {
         let keys: Vec<(SiteKey, SiteKey)> =
             keys.into_iter().map(|&k| (k, unbiased(k, bias))).collect();
-        if keys.iter().any(|(_, f)| !self.names.contains_key(f)) {
-            let bin = GoBinary::open(exe).ok();
-            for &(_, f) in &keys {
-                self.names.entry(f).or_insert_with(|| {
-                    Arc::new(if f.gopc == 0 {
-                        // The kernel's bucket for sites beyond its map's room.
-                        SiteName::other()
-                    } else {
-                        bin.as_ref()
-                            .and_then(|b| name(b, f))
-                            .unwrap_or_else(|| SiteName::unknown(f))
-                    })
-                });
+        for &(_, f) in &keys {
+            if !self.names.contains_key(&f) {
+                let name = if f.gopc == 0 {
+                    // The kernel's bucket for sites beyond its map's room.
+                    SiteName::other()
+                } else {
+                    self.frames
+                        .as_ref()
+                        .and_then(|frames| name(frames, f))
+                        .unwrap_or_else(|| SiteName::unknown(f))
+                };
+                self.names.insert(f, Arc::new(name));
             }
         }
         // Forget sites long gone: the map stays the size of what lives.
@@ -114,15 +126,36 @@ impl Symbolizer {
             .filter_map(|(k, f)| Some((*k, self.names.get(f)?.clone())))
             .collect()
     }
+
+    /// `function (file:line)` of the call at the return address `pc` (a file address), where
+    /// a goroutine waits.
+    pub fn place(&mut self, pc: u64) -> Arc<str> {
+        if self.places.len() > 4 * crate::blocked::MAX_GROUPS {
+            self.places.clear();
+        }
+        self.places
+            .entry(pc)
+            .or_insert_with(|| {
+                let line = self
+                    .frames
+                    .as_ref()
+                    .and_then(|f| f.source_line(pc.checked_sub(1)?));
+                match line {
+                    Some(l) => format!("{} ({}:{})", l.function, l.file, l.line).into(),
+                    None => format!("{pc:#x}").into(),
+                }
+            })
+            .clone()
+    }
 }
 
 /// Names a site given as file addresses.
-fn name(bin: &GoBinary, key: SiteKey) -> Option<SiteName> {
+fn name(frames: &FrameTable, key: SiteKey) -> Option<SiteName> {
     // gopc is the return address of the call to newproc: the statement is the byte before.
-    let at = bin.source_line(key.gopc.checked_sub(1)?)?;
-    let started = bin
-        .function_at(key.startpc)
-        .map_or_else(|| format!("{:#x}", key.startpc), |f| f.name.clone());
+    let at = frames.source_line(key.gopc.checked_sub(1)?)?;
+    let started = frames
+        .function(key.startpc)
+        .map_or_else(|| format!("{:#x}", key.startpc), |f| f.name.to_string());
     let system = started.starts_with("runtime.") && started != "runtime.main";
     Some(SiteName {
         function: at.function,

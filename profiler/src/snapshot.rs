@@ -28,6 +28,16 @@ pub enum CountsSource {
     Probes,
 }
 
+/// What the health score's leak penalty weighs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeakSignal {
+    /// The confirmed leak rate: growth of the groups of stuck goroutines called leaking.
+    StuckGoroutines,
+    /// The net growth of live goroutines, when no census of the goroutines can be taken.
+    NetGrowth,
+}
+
 /// One histogram bucket: pauses of at most `le_seconds` (and more than the previous bound).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Bucket {
@@ -54,7 +64,8 @@ pub struct ProcessSnapshot {
     pub counts_source: CountsSource,
     pub goroutine_create_rate_per_s: f64,
     pub goroutine_exit_rate_per_s: f64,
-    /// Net growth of live goroutines per minute over the leak window (least-squares slope).
+    /// Net growth of live goroutines per minute over the leak window (least-squares slope):
+    /// load steps move it as much as leaks do; the leak verdict is `confirmed_leak_rate_per_min`.
     pub goroutine_leak_rate_per_min: f64,
     /// Exited goroutines kept by the runtime for reuse (global and per-P free lists).
     pub gfree_pool_size: Option<i64>,
@@ -104,6 +115,18 @@ pub struct ProcessSnapshot {
     /// The stacks goroutines hold (from the census), and stack growth (from the probes).
     pub goroutine_stacks: Option<StackSnapshot>,
 
+    /// Blocked goroutines grouped by creation site, place they wait at and wait reason: up
+    /// to 20, leaking first, then by stuck count (from the census).
+    pub blocked_groups: Vec<BlockedGroup>,
+    /// Goroutines blocked at the same place for `stuck_after` or longer (system ones aside).
+    pub stuck_goroutines: u64,
+    /// The stuck goroutines of the groups called leaking.
+    pub leaking_goroutines: u64,
+    /// Growth per minute of the leaking groups' stuck counts: the leak verdict's rate.
+    pub confirmed_leak_rate_per_min: f64,
+    /// What `health.leak_penalty` weighs.
+    pub leak_signal: LeakSignal,
+
     pub health_score: f64,
     pub health: Health,
 }
@@ -141,6 +164,27 @@ pub struct SiteSnapshot {
     pub created_total: Option<u64>,
     pub exited_total: Option<u64>,
     pub create_rate_per_s: Option<f64>,
+}
+
+/// Blocked goroutines with the same creation site, place they wait at and wait reason.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BlockedGroup {
+    /// `function (file:line)` of the `go` statement that created them.
+    pub created_at: String,
+    /// `function (file:line)` where they wait: the first frame outside the runtime's waiting
+    /// machinery (runtime, sync, time, syscall, internal/*).
+    pub blocked_at: String,
+    /// As the runtime prints it (`chan send`, `IO wait`, `syscall`...).
+    pub wait_reason: String,
+    pub goroutines: u64,
+    /// Those blocked there for `stuck_after` or longer.
+    pub stuck: u64,
+    pub oldest_blocked_seconds: f64,
+    /// Growth of the stuck count per minute (Theil–Sen): over the horizon that confirmed the
+    /// leak, else over the leak window.
+    pub stuck_growth_per_min: f64,
+    /// The stuck count grows persistently (see the README's "Leak verdict").
+    pub leaking: bool,
 }
 
 /// Stack memory, from the census of every g (exact as of the reading) and the stack growth
@@ -194,6 +238,9 @@ pub struct TenantSnapshot {
     pub processes: usize,
     pub goroutines: i64,
     pub goroutine_leak_rate_per_min: f64,
+    pub stuck_goroutines: u64,
+    pub leaking_goroutines: u64,
+    pub confirmed_leak_rate_per_min: f64,
     pub gfree_pool_size: i64,
     pub gc_pause_p99_seconds: f64,
     pub gc_pause_max_seconds: f64,
@@ -217,6 +264,12 @@ impl TenantSnapshot {
                 .iter()
                 .map(|r| r.snapshot.goroutine_leak_rate_per_min)
                 .sum(),
+            stuck_goroutines: records.iter().map(|r| r.snapshot.stuck_goroutines).sum(),
+            leaking_goroutines: records.iter().map(|r| r.snapshot.leaking_goroutines).sum(),
+            confirmed_leak_rate_per_min: records
+                .iter()
+                .map(|r| r.snapshot.confirmed_leak_rate_per_min)
+                .fold(0.0, |a, b| a + b),
             gfree_pool_size: records
                 .iter()
                 .filter_map(|r| r.snapshot.gfree_pool_size)
@@ -328,6 +381,20 @@ pub(crate) fn example() -> ProcessSnapshot {
                 count: 12,
             }],
         }),
+        blocked_groups: vec![BlockedGroup {
+            created_at: "main.serve (/src/app/main.go:42)".into(),
+            blocked_at: "main.serve.func1 (/src/app/main.go:47)".into(),
+            wait_reason: "chan send".into(),
+            goroutines: 1420,
+            stuck: 1200,
+            oldest_blocked_seconds: 75.0,
+            stuck_growth_per_min: 1200.0,
+            leaking: true,
+        }],
+        stuck_goroutines: 1200,
+        leaking_goroutines: 1200,
+        confirmed_leak_rate_per_min: 1200.0,
+        leak_signal: LeakSignal::StuckGoroutines,
         health_score: 60.0,
         health: crate::health::Health {
             score: 60.0,

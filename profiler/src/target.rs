@@ -8,8 +8,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use profiler_common::SiteKey as KernelSiteKey;
 use profiler_common::{Counters, Event, GcState, ProcConfig, SiteCounts};
 
-use crate::census::SiteKey;
+use crate::blocked::{GroupKey, Observed};
+use crate::census::{BlockedG, Census, SiteKey};
+use crate::goruntime::{self, status};
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::binary::{BinaryError, ExecutableInfo, GoBinary};
@@ -20,7 +23,7 @@ use crate::kernel::{ExeKey, Kernel, KernelError, Scope};
 use crate::probes::{self, PlanError, ProbePlan};
 use crate::process::{Process, ProcessError};
 use crate::runtime_state::{RuntimeCounts, RuntimeReader, StateError};
-use crate::sites::Symbolizer;
+use crate::sites::{SiteName, Symbolizer};
 use crate::snapshot::ProcessSnapshot;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +57,11 @@ pub enum TargetError {
 pub struct Executable {
     pub info: ExecutableInfo,
     pub plan: ProbePlan,
-    /// Names of its creation sites, shared by its processes (the file is read once).
+    /// Names of its code addresses (creation sites, places goroutines wait at), shared by
+    /// its processes; read from the file, kept open, as they are needed.
     pub symbols: std::sync::Mutex<Symbolizer>,
+    /// The release's wait reasons (None for a release without a table).
+    pub wait_reasons: Option<&'static [&'static str]>,
 }
 
 /// A process and everything needed to probe it, before anything touches the kernel.
@@ -89,7 +95,8 @@ pub fn plan_executable(process: &Process) -> Result<Executable, TargetError> {
     Ok(Executable {
         info: binary.info(),
         plan,
-        symbols: Default::default(),
+        symbols: std::sync::Mutex::new(Symbolizer::new(binary.frame_table())),
+        wait_reasons: goruntime::wait_reasons(&binary.version),
     })
 }
 
@@ -297,34 +304,42 @@ impl Target {
             })
             .collect();
         // The census is best effort: a reading that races with the program is skipped.
-        let census = if Instant::now() >= self.next_census {
-            let began = Instant::now();
+        let attempt = (Instant::now() >= self.next_census).then(Instant::now);
+        let mut census = if let Some(began) = attempt {
             let census = self.reader.as_ref().and_then(|r| r.census().ok().flatten());
-            self.next_census = began + began.elapsed() * CENSUS_SPACING;
             if let Some(c) = &census {
                 log::debug!(
-                    "PID {pid}: census of {} gs in {:?}: {} live, {} dead, {} unreadable",
+                    "PID {pid}: census of {} gs in {:?}: {} live, {} dead, {} unreadable, {} blocked",
                     c.live + c.dead + c.unreadable,
                     began.elapsed(),
                     c.live,
                     c.dead,
-                    c.unreadable
+                    c.unreadable,
+                    c.blocked.len()
                 );
             }
-            census
+            census.map(|c| (c, monotonic_ns()))
         } else {
             None
         };
         let keys = census
             .iter()
-            .flat_map(|c| c.sites.keys())
+            .flat_map(|(c, _)| c.sites.keys())
             .chain(counted.iter().map(|(k, _)| k));
-        let names = match self.executable.symbols.lock() {
-            Ok(mut symbols) => symbols.resolve(keys, &self.process.exe_path(), self.bias),
-            Err(_) => HashMap::new(),
-        };
-        if let Some(census) = &census {
-            self.collector.absorb_census(t, census, &names);
+        let executable = self.executable.clone();
+        let mut symbols = executable
+            .symbols
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let names = symbols.resolve(keys, self.bias);
+        if let Some((census, read_at)) = &mut census {
+            let observed = self.observe_blocked(census, &mut symbols, &names);
+            self.collector
+                .absorb_census(t, census, &names, observed, *read_at);
+        }
+        drop(symbols);
+        if let Some(began) = attempt {
+            self.next_census = began + began.elapsed() * CENSUS_SPACING;
         }
         self.collector.absorb_site_counts(
             t,
@@ -345,6 +360,65 @@ impl Target {
             hot_demand: self.hot_load.demand_per_s,
         };
         Ok(self.collector.update(&reading, now_ns))
+    }
+
+    /// The census's blocked goroutines, placed (their stacks walked, unless they have not
+    /// moved since the last census) and grouped.
+    fn observe_blocked(
+        &self,
+        census: &mut Census,
+        symbols: &mut Symbolizer,
+        names: &HashMap<SiteKey, Arc<SiteName>>,
+    ) -> Vec<Observed> {
+        let blocked = std::mem::take(&mut census.blocked);
+        let mut at: Vec<Option<u64>> = blocked
+            .iter()
+            .map(|b| self.collector.known_place(b))
+            .collect();
+        let todo: Vec<usize> = (0..blocked.len()).filter(|&i| at[i].is_none()).collect();
+        if let (Some(reader), Some(frames), false) =
+            (&self.reader, symbols.frames(), todo.is_empty())
+        {
+            let starts: Vec<_> = todo.iter().map(|&i| blocked[i].start).collect();
+            for (i, found) in todo
+                .into_iter()
+                .zip(reader.unwind(&starts, self.bias, frames))
+            {
+                at[i] = found;
+            }
+        }
+        blocked
+            .into_iter()
+            .zip(at)
+            .map(|(g, at)| {
+                let key = match (names.get(&g.site), at) {
+                    (Some(site), Some(at)) if !site.system => Some(GroupKey {
+                        created_at: site.clone(),
+                        blocked_at: symbols.place(at),
+                        wait_reason: self.wait_reason(&g),
+                        leaked: g.status == status::LEAKED,
+                    }),
+                    _ => None,
+                };
+                Observed { g, at, key }
+            })
+            .collect()
+    }
+
+    /// The wait reason as the runtime's traceback prints it.
+    fn wait_reason(&self, g: &BlockedG) -> Cow<'static, str> {
+        if g.status == status::SYSCALL {
+            return Cow::Borrowed("syscall");
+        }
+        match self
+            .executable
+            .wait_reasons
+            .and_then(|r| r.get(g.waitreason as usize))
+        {
+            Some(&"") => Cow::Borrowed("waiting"),
+            Some(&r) => Cow::Borrowed(r),
+            None => Cow::Owned(format!("wait reason {}", g.waitreason)),
+        }
     }
 
     fn estimate_hot_rate(

@@ -12,6 +12,8 @@ use crate::snapshot::{DaemonSnapshot, ProcessRecord};
 /// Upper bounds (ns) of the exported pause histogram: every second power of two from 1 µs
 /// to 1 s, which the kernel's log2 buckets sum into exactly.
 const PAUSE_BOUNDS_LOG2: &[u32] = &[10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
+/// Groups of blocked goroutines exported per process (`gprof_goroutines_blocked`).
+const TOP_GROUPS_EXPORTED: usize = 10;
 
 /// The daemon's own resource use.
 #[derive(Clone, Copy, Debug, Default)]
@@ -170,9 +172,27 @@ pub fn render(snapshot: &DaemonSnapshot, version: &str, usage: SelfUsage) -> Str
         ),
         family(
             "gprof_goroutine_leak_rate_per_minute",
-            "Net growth of live goroutines per minute over the leak window.",
+            "Net growth of live goroutines per minute over the leak window (load steps move it too; see gprof_goroutine_confirmed_leak_rate_per_minute).",
             GAUGE,
             per_process(&|r| Some(r.snapshot.goroutine_leak_rate_per_min), GAUGE),
+        ),
+        family(
+            "gprof_goroutines_stuck",
+            "Goroutines blocked at one place for leaks.stuck_after or longer (system ones aside).",
+            GAUGE,
+            per_process(&|r| Some(r.snapshot.stuck_goroutines as f64), GAUGE),
+        ),
+        family(
+            "gprof_goroutines_leaking",
+            "Stuck goroutines of the groups the leak verdict calls leaking.",
+            GAUGE,
+            per_process(&|r| Some(r.snapshot.leaking_goroutines as f64), GAUGE),
+        ),
+        family(
+            "gprof_goroutine_confirmed_leak_rate_per_minute",
+            "Growth per minute of the stuck goroutines of the groups called leaking: the leak verdict's rate.",
+            GAUGE,
+            per_process(&|r| Some(r.snapshot.confirmed_leak_rate_per_min), GAUGE),
         ),
         family(
             "gprof_gfree_pool_size",
@@ -276,6 +296,45 @@ pub fn render(snapshot: &DaemonSnapshot, version: &str, usage: SelfUsage) -> Str
         GAUGE,
         per_site(&|s| f64::from(u8::from(s.suspect))),
     ));
+    // Groups of blocked goroutines: the top ones of each process only.
+    let per_group = |f: &dyn Fn(&crate::snapshot::BlockedGroup) -> f64| -> Vec<Metric> {
+        procs
+            .iter()
+            .flat_map(|r| {
+                r.snapshot
+                    .blocked_groups
+                    .iter()
+                    .take(TOP_GROUPS_EXPORTED)
+                    .map(move |g| {
+                        let mut l = process_labels(r);
+                        l.extend(labels(&[
+                            ("created_at", &g.created_at),
+                            ("blocked_at", &g.blocked_at),
+                            ("wait_reason", &g.wait_reason),
+                        ]));
+                        gauge(l, f(g))
+                    })
+            })
+            .collect()
+    };
+    families.push(family(
+        "gprof_goroutines_blocked",
+        "Blocked goroutines by creation site, place they wait at and wait reason (each process's top groups).",
+        GAUGE,
+        per_group(&|g| g.goroutines as f64),
+    ));
+    families.push(family(
+        "gprof_goroutines_blocked_stuck",
+        "Stuck goroutines of a group of blocked goroutines (each process's top groups).",
+        GAUGE,
+        per_group(&|g| g.stuck as f64),
+    ));
+    families.push(family(
+        "gprof_goroutine_group_leaking",
+        "1 when the leak verdict calls the group leaking (each process's top groups).",
+        GAUGE,
+        per_group(&|g| f64::from(u8::from(g.leaking))),
+    ));
     fn stacks(
         f: fn(&crate::snapshot::StackSnapshot) -> f64,
     ) -> impl Fn(&ProcessRecord) -> Option<f64> {
@@ -337,8 +396,23 @@ pub fn render(snapshot: &DaemonSnapshot, version: &str, usage: SelfUsage) -> Str
     ));
     families.push(tenant_family(
         "gprof_tenant_goroutine_leak_rate_per_minute",
-        "Sum of the leak rates of the tenant's processes.",
+        "Sum of the net growth of the tenant's processes' live goroutines per minute.",
         &|t| t.goroutine_leak_rate_per_min,
+    ));
+    families.push(tenant_family(
+        "gprof_tenant_goroutines_stuck",
+        "Stuck goroutines of the tenant's processes.",
+        &|t| t.stuck_goroutines as f64,
+    ));
+    families.push(tenant_family(
+        "gprof_tenant_goroutines_leaking",
+        "Stuck goroutines of the tenant's groups called leaking.",
+        &|t| t.leaking_goroutines as f64,
+    ));
+    families.push(tenant_family(
+        "gprof_tenant_goroutine_confirmed_leak_rate_per_minute",
+        "Sum of the confirmed leak rates of the tenant's processes.",
+        &|t| t.confirmed_leak_rate_per_min,
     ));
     let mut firing: std::collections::BTreeMap<(String, String, String), f64> = Default::default();
     for a in &snapshot.alerts {
@@ -487,6 +561,14 @@ mod tests {
             format!("gprof_gc_pause_seconds_bucket{{{labels},le=\"+Inf\"}} 4"),
             format!("gprof_gc_pause_seconds_count{{{labels}}} 4"),
             "gprof_tenant_health_score{tenant=\"insure-prod\"} 60".to_string(),
+            format!("gprof_goroutines_stuck{{{labels}}} 1200"),
+            format!("gprof_goroutine_confirmed_leak_rate_per_minute{{{labels}}} 1200"),
+            format!(
+                "gprof_goroutines_blocked{{{labels},created_at=\"main.serve (/src/app/main.go:42)\",blocked_at=\"main.serve.func1 (/src/app/main.go:47)\",wait_reason=\"chan send\"}} 1420"
+            ),
+            "gprof_tenant_goroutines_stuck{tenant=\"insure-prod\"} 1200".to_string(),
+            "gprof_tenant_goroutine_confirmed_leak_rate_per_minute{tenant=\"insure-prod\"} 1200"
+                .to_string(),
             "gprof_build_info{version=\"0.1.0\"} 1".to_string(),
             "# TYPE gprof_gc_pause_seconds histogram".to_string(),
             "# TYPE gprof_goroutines_created_total counter".to_string(),

@@ -157,11 +157,12 @@ fn probes_status(s: &ProcessSnapshot) -> String {
 }
 
 pub fn draw(frame: &mut Frame, view: &TopView) {
-    let [header, body, health, sites, sparks, footer] = Layout::vertical([
+    let [header, body, health, stuck, sites, sparks, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(11),
         Constraint::Length(3),
-        Constraint::Length(9),
+        Constraint::Length(8),
+        Constraint::Length(8),
         Constraint::Min(6),
         Constraint::Length(1),
     ])
@@ -214,7 +215,14 @@ pub fn draw(frame: &mut Frame, view: &TopView) {
             format!("{:.0} /s", s.goroutine_exit_rate_per_s),
         ),
         kv(
-            "leak rate",
+            "confirmed leak",
+            format!(
+                "{:.0} /min ({} stuck, {} leaking)",
+                s.confirmed_leak_rate_per_min, s.stuck_goroutines, s.leaking_goroutines
+            ),
+        ),
+        kv(
+            "net growth",
             format!("{:+.0} /min", s.goroutine_leak_rate_per_min),
         ),
         kv("free-G pool", opt(s.gfree_pool_size)),
@@ -271,6 +279,7 @@ pub fn draw(frame: &mut Frame, view: &TopView) {
             .label(format!("{:.0} / 100", s.health_score)),
         health,
     );
+    draw_stuck(frame, stuck, s);
     draw_sites(frame, sites, s, view.site_order);
     draw_sparks(frame, sparks, view);
     let footer_text = view
@@ -281,6 +290,54 @@ pub fn draw(frame: &mut Frame, view: &TopView) {
         Paragraph::new(footer_text).style(Style::default().fg(Color::Gray)),
         footer,
     );
+}
+
+/// Blocked goroutines by creation site, place and wait reason: leaking groups first.
+fn draw_stuck(frame: &mut Frame, area: Rect, s: &ProcessSnapshot) {
+    let rows = s.blocked_groups.iter().map(|g| {
+        let style = if g.leaking {
+            Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)
+        } else {
+            Style::default()
+        };
+        Row::new(vec![
+            Cell::from(if g.leaking { "LEAK" } else { "" }),
+            Cell::from(format!("{}/{}", g.stuck, g.goroutines)),
+            Cell::from(clock(g.oldest_blocked_seconds)),
+            Cell::from(format!("{:+.0}/min", g.stuck_growth_per_min)),
+            Cell::from(g.wait_reason.clone()),
+            Cell::from(format!("{}  <- go {}", g.blocked_at, g.created_at)),
+        ])
+        .style(style)
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(5),
+            Constraint::Length(13),
+            Constraint::Length(9),
+            Constraint::Length(11),
+            Constraint::Length(14),
+            Constraint::Min(20),
+        ],
+    )
+    .header(
+        Row::new(vec![
+            "",
+            "stuck/all",
+            "oldest",
+            "growth",
+            "waiting on",
+            "blocked at  <- created at",
+        ])
+        .style(Style::default().add_modifier(Modifier::BOLD)),
+    )
+    .block(
+        Block::default()
+            .borders(Borders::ALL)
+            .title(" Stuck goroutines (blocked at one place past --stuck-after) "),
+    );
+    frame.render_widget(table, area);
 }
 
 /// Goroutines by creation site, and the stack memory they hold.
@@ -458,6 +515,7 @@ mod tests {
             "1543",
             "+1200 /min",
             "2020 /s",
+            "net growth",
             "free-G pool",
             "37",
             "4.20 ms",
@@ -469,6 +527,13 @@ mod tests {
             "+1200/min",
             "main.serve (/src/app/main.go:42)",
             "leak?",
+            "Stuck goroutines",
+            "LEAK",
+            "1200/1420",
+            "00:01:15",
+            "chan send",
+            "main.serve.func1 (/src/app/main.go:47)  <- go main.serve",
+            "1200 /min (1200 stuck, 1200 leaking)",
         ] {
             assert!(screen.contains(needle), "missing {needle:?} in\n{screen}");
         }
