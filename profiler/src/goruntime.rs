@@ -836,11 +836,23 @@ pub fn package_of(function: &str) -> &str {
     }
 }
 
-/// Packages whose frames are the standard library's waiting machinery rather than the place a
-/// program waits: a goroutine blocked in `mu.Lock()` waits in the caller of `sync.(*Mutex).Lock`,
-/// one in a network read in the caller of `internal/poll`. Also every function the runtime
-/// provides to another package (`sync.runtime_Semacquire`, `internal/poll.runtime_pollWait`).
-const WAIT_MACHINERY: &[&str] = &["runtime", "sync", "sync/atomic", "syscall", "time"];
+/// Packages whose frames are the standard library's waiting and I/O machinery rather than the
+/// place a program waits: a goroutine blocked in `mu.Lock()` waits in the caller of
+/// `sync.(*Mutex).Lock`, one blocked reading a connection in the caller of `net.(*conn).Read`
+/// (through `bufio`, `io` or `crypto/tls` as well). Also every function the runtime provides to
+/// another package (`sync.runtime_Semacquire`, `internal/poll.runtime_pollWait`).
+const WAIT_MACHINERY: &[&str] = &[
+    "runtime",
+    "sync",
+    "sync/atomic",
+    "syscall",
+    "time",
+    "net",
+    "os",
+    "io",
+    "bufio",
+    "crypto/tls",
+];
 
 /// Whether a frame of `function` belongs to the waiting machinery (see [`WAIT_MACHINERY`]).
 pub fn is_wait_machinery(function: &str) -> bool {
@@ -997,6 +1009,9 @@ mod tests {
             "internal/poll.(*FD).Read",
             "syscall.Syscall",
             "time.Sleep",
+            "net.(*netFD).Read",
+            "bufio.(*Reader).fill",
+            "crypto/tls.(*Conn).Read",
             "os/signal.signal_recv",
         ] {
             let expected = f != "os/signal.signal_recv";
@@ -1004,9 +1019,10 @@ mod tests {
         }
         for f in [
             "main.worker",
-            "net.(*netFD).Read",
+            "net/http.(*conn).serve",
             "os/signal.loop",
             "main.runtime",
+            "io/fs.ReadFile",
         ] {
             assert!(!is_wait_machinery(f), "{f}");
         }

@@ -15,12 +15,13 @@ pub const GO_RELEASES: &[&str] = &[
 ];
 
 /// Debian packages the tests use: Go 1.19, Prometheus (a real stripped Go service, and
-/// promtool), Alertmanager, wrk (HTTP load for the benchmark), bpftool (kernel map checks),
-/// util-linux (setpriv, script).
+/// promtool), Alertmanager, caddy (a real HTTP server), wrk (HTTP load), bpftool (kernel map
+/// checks), util-linux (setpriv, script).
 const APT_PACKAGES: &[&str] = &[
     "golang-1.19-go",
     "prometheus",
     "prometheus-alertmanager",
+    "caddy",
     "wrk",
     "bpftool",
     "util-linux",

@@ -1,0 +1,3 @@
+module gprof.test/scenarios
+
+go 1.19
