@@ -911,6 +911,17 @@ pub mod globals {
     pub const P_STATUS_MAX: u32 = 4;
 }
 
+/// Offset of `moduledata.gofunc` (the base of function data such as inlining trees) per range
+/// of releases; it appeared in Go 1.18.
+const MODULEDATA_GOFUNC: &[((u32, u32), u64)] = &[((18, 19), 0x130), ((20, 26), 0x140), ((27, 27), 0x158)];
+
+pub fn moduledata_gofunc(version: &GoVersion) -> Option<u64> {
+    MODULEDATA_GOFUNC
+        .iter()
+        .find(|((a, b), _)| version.major == 1 && (*a..=*b).contains(&version.minor))
+        .map(|&(_, off)| off)
+}
+
 /// Where Go binaries keep what gprof reads.
 pub mod sections {
     pub const BUILDINFO: &str = ".go.buildinfo";

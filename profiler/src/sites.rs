@@ -127,8 +127,9 @@ impl Symbolizer {
             .collect()
     }
 
-    /// `function (file:line)` of the call at the return address `pc` (a file address), where
-    /// a goroutine waits.
+    /// `function (file:line)` where a goroutine waits at the return address `pc` (a file
+    /// address): the innermost call there outside the waiting machinery (a function inlined
+    /// into the frame's code counts as a call of its own).
     pub fn place(&mut self, pc: u64) -> Arc<str> {
         if self.places.len() > 4 * crate::blocked::MAX_GROUPS {
             self.places.clear();
@@ -136,11 +137,13 @@ impl Symbolizer {
         self.places
             .entry(pc)
             .or_insert_with(|| {
-                let line = self
-                    .frames
-                    .as_ref()
-                    .and_then(|f| f.source_line(pc.checked_sub(1)?));
-                match line {
+                let calls = self.frames.as_ref().and_then(|f| f.calls(pc));
+                let at = calls.as_ref().and_then(|c| {
+                    c.iter()
+                        .find(|l| !crate::goruntime::is_wait_machinery(&l.function))
+                        .or(c.last())
+                });
+                match at {
                     Some(l) => format!("{} ({}:{})", l.function, l.file, l.line).into(),
                     None => format!("{pc:#x}").into(),
                 }
@@ -151,11 +154,23 @@ impl Symbolizer {
 
 /// Names a site given as file addresses.
 fn name(frames: &FrameTable, key: SiteKey) -> Option<SiteName> {
-    // gopc is the return address of the call to newproc: the statement is the byte before.
-    let at = frames.source_line(key.gopc.checked_sub(1)?)?;
+    // gopc is the return address of the call to newproc, in the innermost function (inlined
+    // or not) that holds the go statement.
+    let calls = frames.calls(key.gopc)?;
+    let at = calls.first()?.clone();
     let started = frames
         .function(key.startpc)
         .map_or_else(|| format!("{:#x}", key.startpc), |f| f.name.to_string());
+    if started == "runtime.main" {
+        // The main goroutine: the runtime's bootstrap code starts it.
+        return Some(SiteName {
+            function: "runtime.main".into(),
+            file: String::new(),
+            line: 0,
+            started,
+            system: false,
+        });
+    }
     let system = started.starts_with("runtime.") && started != "runtime.main";
     Some(SiteName {
         function: at.function,

@@ -25,15 +25,36 @@ pub struct Start {
     pub stack_hi: u64,
 }
 
-/// What the unwinder needs to know about code: the function at a pc (a file address) and its
-/// frame size there.
+/// What the unwinder needs to know about the code at a return address (a file address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CodeFrame {
+    /// The frame's size there.
+    pub sp_delta: i32,
+    /// The function starts a stack (`goexit`, `mstart`...): nothing calls it.
+    pub top: bool,
+    /// One of the calls in progress there (the function's own, or one inlined into it) is
+    /// outside the waiting machinery: the goroutine waits here.
+    pub waits_here: bool,
+}
+
 pub trait Code {
-    fn frame(&self, pc: u64) -> Option<(std::sync::Arc<str>, i32)>;
+    fn frame(&self, pc: u64) -> Option<CodeFrame>;
 }
 
 impl Code for crate::binary::frames::FrameTable {
-    fn frame(&self, pc: u64) -> Option<(std::sync::Arc<str>, i32)> {
-        crate::binary::frames::FrameTable::frame(self, pc).map(|(f, d)| (f.name, d))
+    fn frame(&self, pc: u64) -> Option<CodeFrame> {
+        let (f, frame) = crate::binary::frames::FrameTable::frame(self, pc)?;
+        let top = frame.top || goruntime::ends_a_goroutine_stack(&f.name);
+        let waits_here = !top
+            && self
+                .calls(pc)?
+                .iter()
+                .any(|c| !goruntime::is_wait_machinery(&c.function));
+        Some(CodeFrame {
+            sp_delta: frame.sp_delta,
+            top,
+            waits_here,
+        })
     }
 }
 
@@ -96,19 +117,19 @@ pub fn blocked_at(
             if w.sp < s.stack_lo || w.sp >= s.stack_hi || w.depth >= MAX_DEPTH {
                 continue;
             }
-            let Some((name, delta)) = code.frame(file_pc) else {
+            let Some(frame) = code.frame(file_pc) else {
                 continue;
             };
-            if goruntime::ends_a_goroutine_stack(&name) {
+            if frame.top {
                 out[w.g] = last[w.g];
                 continue;
             }
-            if !goruntime::is_wait_machinery(&name) {
+            if frame.waits_here {
                 out[w.g] = Some(file_pc);
                 continue;
             }
             last[w.g] = Some(file_pc);
-            let delta = delta as u64;
+            let delta = frame.sp_delta as u64;
             let (ret_at, caller_sp) = match arch {
                 // CALL pushed the return address just above the frame.
                 Arch::X86_64 => (w.sp + delta, w.sp + delta + 8),
@@ -142,7 +163,6 @@ pub fn blocked_at(
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
-    use std::sync::Arc;
 
     use super::*;
 
@@ -150,11 +170,15 @@ mod tests {
     struct FakeCode(Vec<(u64, u64, &'static str, i32)>);
 
     impl Code for FakeCode {
-        fn frame(&self, pc: u64) -> Option<(Arc<str>, i32)> {
+        fn frame(&self, pc: u64) -> Option<CodeFrame> {
             self.0
                 .iter()
                 .find(|f| (f.0..f.1).contains(&pc))
-                .map(|f| (Arc::from(f.2), f.3))
+                .map(|f| CodeFrame {
+                    sp_delta: f.3,
+                    top: goruntime::ends_a_goroutine_stack(f.2),
+                    waits_here: !goruntime::is_wait_machinery(f.2),
+                })
         }
     }
 

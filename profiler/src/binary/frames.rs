@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::pclntab::{FileTable, Pclntab};
+use std::os::unix::fs::FileExt;
+
+use super::pclntab::{FLAG_TOPFRAME, FileTable, InlinedCall, Pclntab};
 use super::{Arch, SourceLine};
 
 /// Entries cached per table before the cache is emptied (a bound on memory whatever the
@@ -22,13 +24,25 @@ pub struct FuncInfo {
     pub end: u64,
 }
 
+/// A function's frame at a pc, for unwinding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// Bytes the stack pointer is below its value at the function's entry.
+    pub sp_delta: i32,
+    /// The function starts a stack (`goexit`, `mstart`...): unwinding stops.
+    pub top: bool,
+}
+
 #[derive(Debug, Default)]
 struct Cache {
-    /// pc -> (function index, frame size at pc).
-    frames: HashMap<u64, Option<(usize, i32)>>,
+    /// pc -> (function index, frame).
+    frames: HashMap<u64, Option<(usize, Frame)>>,
     funcs: HashMap<usize, FuncInfo>,
-    lines: HashMap<u64, Option<SourceLine>>,
+    calls: HashMap<u64, Option<Arc<[SourceLine]>>>,
 }
+
+/// Where the file holds a range of virtual addresses: (address, length in the file, offset).
+pub type FileRange = (u64, u64, u64);
 
 /// The function table of one executable, read on demand.
 #[derive(Debug)]
@@ -37,22 +51,49 @@ pub struct FrameTable {
     /// The text base that `.gopclntab` offsets are relative to (file address).
     text: u64,
     pub arch: Arch,
+    /// `moduledata.gofunc`: the base of the function data (inlining trees).
+    gofunc: Option<u64>,
+    /// The loadable segments, to read function data from the file.
+    segments: Vec<FileRange>,
     cache: Mutex<Cache>,
 }
 
 impl FrameTable {
-    pub fn new(table: Pclntab<FileTable>, text: u64, arch: Arch) -> Self {
+    pub fn new(
+        table: Pclntab<FileTable>,
+        text: u64,
+        arch: Arch,
+        gofunc: Option<u64>,
+        segments: Vec<FileRange>,
+    ) -> Self {
         Self {
             table,
             text,
             arch,
+            gofunc,
+            segments,
             cache: Mutex::default(),
         }
     }
 
+    /// `len` bytes at the file address `vaddr`, read from the file.
+    fn read(&self, vaddr: u64, len: usize) -> Option<Vec<u8>> {
+        let end = vaddr.checked_add(len as u64)?;
+        let &(start, _, offset) = self
+            .segments
+            .iter()
+            .find(|&&(s, size, _)| vaddr >= s && end <= s + size)?;
+        let mut buf = vec![0u8; len];
+        self.table
+            .file()
+            .read_exact_at(&mut buf, offset + (vaddr - start))
+            .ok()?;
+        Some(buf)
+    }
+
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if c.frames.len() + c.lines.len() + c.funcs.len() > MAX_CACHED {
+        if c.frames.len() + c.calls.len() + c.funcs.len() > MAX_CACHED {
             *c = Cache::default();
         }
         c
@@ -62,21 +103,25 @@ impl FrameTable {
         u32::try_from(pc.checked_sub(self.text)?).ok()
     }
 
-    /// The function containing `pc` (a file address) and the frame size there.
-    pub fn frame(&self, pc: u64) -> Option<(FuncInfo, i32)> {
+    /// The function containing `pc` (a file address) and its frame there.
+    pub fn frame(&self, pc: u64) -> Option<(FuncInfo, Frame)> {
         let mut cache = self.cache();
         let found = match cache.frames.get(&pc) {
             Some(f) => *f,
             None => {
                 let f = self.offset(pc).and_then(|off| {
                     let i = self.table.func_index(off).ok()??;
-                    Some((i, self.table.sp_delta(i, off).ok()?))
+                    let frame = Frame {
+                        sp_delta: self.table.sp_delta(i, off).ok()?,
+                        top: self.table.func_record(i).ok()?.flag & FLAG_TOPFRAME != 0,
+                    };
+                    Some((i, frame))
                 });
                 cache.frames.insert(pc, f);
                 f
             }
         };
-        let (i, delta) = found?;
+        let (i, frame) = found?;
         let info = match cache.funcs.get(&i) {
             Some(info) => info.clone(),
             None => {
@@ -90,7 +135,7 @@ impl FrameTable {
                 info
             }
         };
-        Some((info, delta))
+        Some((info, frame))
     }
 
     /// The function containing `pc` (a file address).
@@ -111,23 +156,49 @@ impl FrameTable {
         Some(info)
     }
 
-    /// The source position of `pc` (a file address). For a return address (a `go`
-    /// statement's PC, a caller's frame), pass the address of the call: `pc - 1`.
-    pub fn source_line(&self, pc: u64) -> Option<SourceLine> {
-        if let Some(l) = self.cache().lines.get(&pc) {
-            return l.clone();
+    /// The calls in progress at the return address `pc` (a file address): the functions
+    /// inlined at the call before it, innermost first, then the function that holds the code,
+    /// each with the source position of its call, as the runtime's tracebacks show them.
+    pub fn calls(&self, pc: u64) -> Option<Arc<[SourceLine]>> {
+        if let Some(c) = self.cache().calls.get(&pc) {
+            return c.clone();
         }
-        let line = self.offset(pc).and_then(|off| {
-            let i = self.table.func_index(off).ok()??;
-            let function = self.table.func(i).ok()?.name;
-            let (file, line) = self.table.file_line(i, off).ok()?;
-            Some(SourceLine {
-                function,
+        let calls: Option<Arc<[SourceLine]>> = self.expand(pc).map(Into::into);
+        self.cache().calls.insert(pc, calls.clone());
+        calls
+    }
+
+    fn expand(&self, pc: u64) -> Option<Vec<SourceLine>> {
+        let off = self.offset(pc.checked_sub(1)?)?;
+        let i = self.table.func_index(off).ok()??;
+        let f = self.table.func_record(i).ok()?;
+        let tree = match (self.gofunc, self.table.inline_tree(&f).ok()?) {
+            (Some(base), Some(o)) => Some(base + o as u64),
+            _ => None,
+        };
+        let size = InlinedCall::size(self.table.magic);
+        let mut out = Vec::new();
+        let mut at = off;
+        while let (Some(tree), Some(ix)) = (tree, self.table.inline_index(&f, at).ok()?) {
+            if out.len() >= 64 {
+                return None;
+            }
+            let record = self.read(tree.checked_add(ix as u64 * size as u64)?, size)?;
+            let call = InlinedCall::parse(self.table.magic, &record)?;
+            let (file, line) = self.table.file_line(i, at).ok()?;
+            out.push(SourceLine {
+                function: self.table.name(call.name_off).ok()?,
                 file,
                 line,
-            })
+            });
+            at = f.entry_off.checked_add(call.parent_pc)?;
+        }
+        let (file, line) = self.table.file_line(i, at).ok()?;
+        out.push(SourceLine {
+            function: self.table.name(f.name_off).ok()?,
+            file,
+            line,
         });
-        self.cache().lines.insert(pc, line.clone());
-        line
+        Some(out)
     }
 }

@@ -180,7 +180,26 @@ impl GoBinary {
             self.pclntab.0,
         )
         .ok()?;
-        Some(frames::FrameTable::new(table, self.text.text, self.arch))
+        // Inlining trees live in the function data, `moduledata.gofunc` onwards (read-only).
+        let gofunc = crate::goruntime::moduledata_gofunc(&self.version)
+            .and_then(|off| self.read_u64(self.text.moduledata + off))
+            .filter(|&a| {
+                self.segments
+                    .iter()
+                    .any(|s| !s.exec && !s.write && a >= s.vaddr && a < s.vaddr + s.filesz)
+            });
+        let segments = self
+            .segments
+            .iter()
+            .map(|s| (s.vaddr, s.filesz, s.offset))
+            .collect();
+        Some(frames::FrameTable::new(
+            table,
+            self.text.text,
+            self.arch,
+            gofunc,
+            segments,
+        ))
     }
 
     pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<Self, BinaryError> {

@@ -25,6 +25,12 @@ const FUNC_PCLN: usize = 24;
 const FUNC_CU: usize = 32;
 /// Longest function or file name accepted.
 const MAX_NAME: usize = 1 << 16;
+/// `_func.flag`: the function is at the top of a call stack (`goexit`, `mstart`...): unwinding
+/// stops there.
+pub const FLAG_TOPFRAME: u8 = 1;
+/// The pc-data table of the inlining tree index, and the func-data of the inlining tree.
+const PCDATA_INL_TREE_INDEX: u32 = 2;
+const FUNCDATA_INL_TREE: u32 = 3;
 
 fn err(why: impl Into<String>) -> BinaryError {
     BinaryError::Pclntab(why.into())
@@ -62,6 +68,13 @@ pub struct FileTable {
     /// File offset of the section, and its length.
     pub start: u64,
     pub len: usize,
+}
+
+impl Pclntab<FileTable> {
+    /// The file the table is read from.
+    pub fn file(&self) -> &std::fs::File {
+        &self.data.file
+    }
 }
 
 impl TableBytes for FileTable {
@@ -111,6 +124,45 @@ pub struct Pclntab<B> {
     pub filetab_offset: u64,
     pub pctab_offset: u64,
     pub pcln_offset: u64,
+}
+
+/// The fixed fields of a `_func` record that unwinding and inlining need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FuncRecord {
+    /// Table offset of the record.
+    rec: usize,
+    pub entry_off: u32,
+    pub end_off: u32,
+    pub name_off: i32,
+    pub flag: u8,
+    npcdata: u32,
+    nfuncdata: u8,
+}
+
+/// One call inlined into a function, as the inlining tree records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InlinedCall {
+    /// The inlined function's name (an offset into the function name table).
+    pub name_off: i32,
+    /// The call's pc, relative to the outer function's entry.
+    pub parent_pc: u32,
+}
+
+impl InlinedCall {
+    /// Bytes of one record of the tree (Go 1.18-1.19: parent, funcID, file, line, func,
+    /// parentPc; 1.20+: funcID, nameOff, parentPc, startLine).
+    pub fn size(magic: u32) -> usize {
+        if magic == MAGIC_GO118 { 20 } else { 16 }
+    }
+
+    pub fn parse(magic: u32, b: &[u8]) -> Option<Self> {
+        let i32_at = |o: usize| Some(i32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?));
+        let (name, parent) = if magic == MAGIC_GO118 { (12, 16) } else { (4, 8) };
+        Some(Self {
+            name_off: i32_at(name)?,
+            parent_pc: u32::try_from(i32_at(parent)?).ok()?,
+        })
+    }
 }
 
 /// One function: entry and end relative to the text base, and its name.
@@ -263,23 +315,78 @@ impl<B: TableBytes> Pclntab<B> {
         Ok((rec, entry_off, end_off))
     }
 
+    /// Offset of `funcID` in a `_func` record (Go 1.20 inserted `startLine` before it); `flag`
+    /// follows it, and `nfuncdata` ends the fixed part.
+    fn func_id_at(&self) -> usize {
+        if self.magic == MAGIC_GO118 { 36 } else { 40 }
+    }
+
     /// Function `i`, bounds-checked and consistent with its `_func` record.
     pub fn func(&self, i: usize) -> Result<RawFunc, BinaryError> {
         let (rec, entry_off, end_off) = self.record(i)?;
         let fixed = self.bytes::<FUNC_LEN>(rec)?;
         let name_off = i32::from_le_bytes(fixed[4..8].try_into().expect("4"));
-        if name_off < 0 {
-            return Err(err("negative name offset"));
-        }
-        let name = self.cstr(self.funcname_offset, name_off as u64)?;
-        // Go 1.20 inserted `startLine` before `funcID`.
-        let func_id = fixed[if self.magic == MAGIC_GO118 { 36 } else { 40 }];
+        let name = self.name(name_off)?;
+        let func_id = fixed[self.func_id_at()];
         Ok(RawFunc {
             entry_off,
             end_off,
             name,
             func_id,
         })
+    }
+
+    /// The function name at `name_off` in the name table.
+    pub fn name(&self, name_off: i32) -> Result<String, BinaryError> {
+        if name_off < 0 {
+            return Err(err("negative name offset"));
+        }
+        self.cstr(self.funcname_offset, name_off as u64)
+    }
+
+    /// Function `i`'s record: what unwinding and inlining need.
+    pub fn func_record(&self, i: usize) -> Result<FuncRecord, BinaryError> {
+        let (rec, entry_off, end_off) = self.record(i)?;
+        let fixed = self.bytes::<FUNC_LEN>(rec)?;
+        let id = self.func_id_at();
+        Ok(FuncRecord {
+            rec,
+            entry_off,
+            end_off,
+            name_off: i32::from_le_bytes(fixed[4..8].try_into().expect("4")),
+            flag: fixed[id + 1],
+            npcdata: u32::from_le_bytes(fixed[28..32].try_into().expect("4")),
+            nfuncdata: fixed[id + 3],
+        })
+    }
+
+    /// The index into the inlining tree of the call inlined at `off` (relative to the text
+    /// base) in function `f`: None where no call is inlined.
+    pub fn inline_index(&self, f: &FuncRecord, off: u32) -> Result<Option<u32>, BinaryError> {
+        if f.npcdata <= PCDATA_INL_TREE_INDEX || off < f.entry_off || off >= f.end_off {
+            return Ok(None);
+        }
+        let at = f.rec + self.func_id_at() + 4 + 4 * PCDATA_INL_TREE_INDEX as usize;
+        let table = self.u32_at(at)?;
+        if table == 0 {
+            return Ok(None);
+        }
+        let v = self.pc_value(table, f.entry_off, off)?;
+        Ok(u32::try_from(v).ok())
+    }
+
+    /// The offset (from `moduledata.gofunc`) of function `f`'s inlining tree.
+    pub fn inline_tree(&self, f: &FuncRecord) -> Result<Option<u32>, BinaryError> {
+        if u32::from(f.nfuncdata) <= FUNCDATA_INL_TREE {
+            return Ok(None);
+        }
+        let at = f.rec
+            + self.func_id_at()
+            + 4
+            + 4 * f.npcdata as usize
+            + 4 * FUNCDATA_INL_TREE as usize;
+        let off = self.u32_at(at)?;
+        Ok((off != u32::MAX).then_some(off))
     }
 
     /// All functions, in address order.
