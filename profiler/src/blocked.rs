@@ -56,12 +56,15 @@ pub struct Observed {
     pub g: BlockedG,
     /// Where it waits (a file address); None if its stack could not be walked.
     pub at: Option<u64>,
-    /// Its group; None for the runtime's own goroutines and those not placed.
-    pub key: Option<GroupKey>,
+    /// Its group (shared by its members); None for the runtime's own goroutines and those
+    /// not placed.
+    pub key: Option<Arc<GroupKey>>,
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Tracked {
+    /// The census that saw it last.
+    seen: u64,
     goid: u64,
     seq: u8,
     waitsince: i64,
@@ -98,6 +101,8 @@ pub struct BlockedTracker {
     gs: HashMap<u64, Tracked>,
     groups: HashMap<GroupKey, Group>,
     last_t: Option<f64>,
+    /// Censuses recorded.
+    census: u64,
 }
 
 impl BlockedTracker {
@@ -108,6 +113,7 @@ impl BlockedTracker {
             gs: HashMap::new(),
             groups: HashMap::new(),
             last_t: None,
+            census: 0,
         }
     }
 
@@ -124,13 +130,15 @@ impl BlockedTracker {
     /// clock (the runtime's `nanotime`) at the reading.
     pub fn record(&mut self, t: f64, now_ns: u64, observed: Vec<Observed>) {
         let last_t = self.last_t.replace(t);
-        let mut gs = HashMap::with_capacity(observed.len());
-        let mut tally: HashMap<GroupKey, (u64, u64, f64)> = HashMap::new();
+        self.census += 1;
+        let census = self.census;
+        let mut tally: HashMap<Arc<GroupKey>, (u64, u64, f64)> = HashMap::new();
         for o in observed {
             let g = &o.g;
             let stamped = (g.waitsince > 0 && (g.waitsince as u64) <= now_ns)
                 .then(|| t - (now_ns - g.waitsince as u64) as f64 / 1e9);
-            let since = match self.gs.get(&g.g) {
+            let previous = self.gs.get(&g.g).copied();
+            let since = match previous {
                 Some(p)
                     if p.goid == g.goid
                         && p.seq == g.tracking_seq
@@ -146,9 +154,10 @@ impl BlockedTracker {
                 }
                 _ => stamped.unwrap_or(t).min(t),
             };
-            gs.insert(
+            self.gs.insert(
                 g.g,
                 Tracked {
+                    seen: census,
                     goid: g.goid,
                     seq: g.tracking_seq,
                     waitsince: g.waitsince,
@@ -166,7 +175,16 @@ impl BlockedTracker {
             e.1 += u64::from(stuck);
             e.2 = e.2.max(age);
         }
-        self.gs = gs;
+        // Goroutines not blocked any more are forgotten; the map keeps its room for the next
+        // census unless it is far too big.
+        self.gs.retain(|_, t| t.seen == census);
+        if self.gs.capacity() > 4 * self.gs.len() + 1024 {
+            self.gs.shrink_to_fit();
+        }
+        let mut tally: HashMap<GroupKey, (u64, u64, f64)> = tally
+            .into_iter()
+            .map(|(k, v)| (Arc::unwrap_or_clone(k), v))
+            .collect();
         self.fold_overflow(&mut tally);
         for group in self.groups.values_mut() {
             (group.goroutines, group.stuck, group.oldest) = (0, 0, 0.0);
@@ -330,7 +348,7 @@ mod tests {
         Observed {
             g: b,
             at: Some(0x5000),
-            key: Some(k.clone()),
+            key: Some(Arc::new(k.clone())),
         }
     }
 

@@ -387,17 +387,29 @@ impl Target {
                 at[i] = found;
             }
         }
+        // One key per group, shared by its goroutines.
+        let mut keys: std::collections::HashSet<Arc<GroupKey>> = Default::default();
         blocked
             .into_iter()
             .zip(at)
             .map(|(g, at)| {
                 let key = match (names.get(&g.site), at) {
-                    (Some(site), Some(at)) if !site.system => Some(GroupKey {
-                        created_at: site.clone(),
-                        blocked_at: symbols.place(at),
-                        wait_reason: self.wait_reason(&g),
-                        leaked: g.status == status::LEAKED,
-                    }),
+                    (Some(site), Some(at)) if !site.system => {
+                        let key = GroupKey {
+                            created_at: site.clone(),
+                            blocked_at: symbols.place(at),
+                            wait_reason: self.wait_reason(&g),
+                            leaked: g.status == status::LEAKED,
+                        };
+                        Some(match keys.get(&key) {
+                            Some(k) => k.clone(),
+                            None => {
+                                let k = Arc::new(key);
+                                keys.insert(k.clone());
+                                k
+                            }
+                        })
+                    }
                     _ => None,
                 };
                 Observed { g, at, key }

@@ -17,9 +17,10 @@
 //! Short horizons find fast leaks within a window; long ones find slow leaks (a goroutine
 //! every few minutes) that a window would miss. The growth reported for a leak is the slope
 //! over the longest horizon that confirms it (the most data). A group once called leaking
-//! stays so while its count keeps rising within the last half of the horizon that found it
-//! and never falls below where that half began: a leak that stops is cleared half a horizon
-//! later (30 s for the default window), one whose goroutines are released at once.
+//! stays so until its leak stops, that is until its count has not risen for 10 times the mean
+//! gap between its leaks (a quarter of the window at least): a leak at 60/min is cleared
+//! 15 s after its last goroutine got stuck, one at 6/min 100 s after. A group whose count
+//! falls to half its high (its goroutines were released) is cleared at once.
 
 use std::collections::VecDeque;
 
@@ -102,28 +103,6 @@ impl Horizon {
         (fit.lower > 0.0).then_some(fit.slope)
     }
 
-    /// Whether the count rose within the last half of this horizon and never fell below
-    /// where that half began: a confirmed leak stays confirmed while this holds.
-    fn still_rising(&self) -> bool {
-        let Some(&(end, _)) = self.buckets.back() else {
-            return false;
-        };
-        let mut half = self
-            .buckets
-            .iter()
-            .filter(|b| end - b.0 <= self.span / 2.0)
-            .map(|b| b.1);
-        let Some(start) = half.next() else {
-            return false;
-        };
-        let (mut least, mut most) = (start, start);
-        for v in half {
-            least = least.min(v);
-            most = most.max(v);
-        }
-        most > start && least >= start
-    }
-
     /// The smallest value in each quarter of the covered time (None if a quarter is empty).
     fn quarter_minima(&self, points: &[(f64, f64)]) -> Option<[f64; 4]> {
         let t0 = points[0].0;
@@ -154,51 +133,59 @@ pub struct Verdict {
 /// A group's stuck count over the horizons, and its verdict.
 #[derive(Clone, Debug)]
 pub struct LeakHistory {
+    window: f64,
     horizons: Vec<Horizon>,
     /// The newest count.
     last: f64,
-    /// The horizon that confirmed a leak, while it stands.
-    confirmed_by: Option<usize>,
+    /// The highest count seen, and when the count last rose to a new high.
+    high: f64,
+    rose_at: f64,
+    /// While a leak is confirmed: its growth per second.
+    confirmed: Option<f64>,
 }
+
+/// A confirmed leak has stopped when its count has not risen for this many times its mean
+/// gap between leaks (the chance that a leak going on at that rate pauses so long is e^-10,
+/// 1 in 22,000 gaps).
+const STOP_GAPS: f64 = 10.0;
 
 impl LeakHistory {
     pub fn new(window: f64) -> Self {
         Self {
+            window,
             horizons: HORIZONS.iter().map(|k| Horizon::new(k * window)).collect(),
             last: 0.0,
-            confirmed_by: None,
+            high: 0.0,
+            rose_at: 0.0,
+            confirmed: None,
         }
     }
 
     /// Records the stuck count at `t` seconds and gives the verdict.
     pub fn push(&mut self, t: f64, stuck: f64) -> Verdict {
         self.last = stuck;
+        if stuck > self.high {
+            (self.high, self.rose_at) = (stuck, t);
+        }
         for h in &mut self.horizons {
             h.push(t, stuck);
         }
-        if let Some(i) = self.confirmed_by
-            && !self.horizons[i].still_rising()
-        {
-            self.confirmed_by = None;
+        // The longest horizon that confirms gives the rate (it has the most data).
+        let confirmed_now = self.horizons.iter().filter_map(Horizon::confirms).last();
+        let rate = confirmed_now.or(self.confirmed);
+        let stopped = rate.is_some_and(|r| {
+            t - self.rose_at > (self.window / 4.0).max(STOP_GAPS / r.max(f64::MIN_POSITIVE))
+        });
+        // Goroutines that leave were not leaked: a count fallen to half its high clears it.
+        let released = stuck < self.high / 2.0;
+        self.confirmed = rate.filter(|_| !stopped && !released);
+        if released {
+            self.high = stuck;
         }
-        // The longest horizon that confirms gives the rate; the shortest keeps the verdict.
-        let mut rate = None;
-        for (i, h) in self.horizons.iter().enumerate() {
-            if let Some(r) = h.confirms() {
-                rate = Some(r);
-                if self.confirmed_by.is_none_or(|c| i < c) {
-                    self.confirmed_by = Some(i);
-                }
-            }
-        }
-        match self.confirmed_by {
-            Some(i) => Verdict {
+        match self.confirmed {
+            Some(r) => Verdict {
                 leaking: true,
-                growth_per_min: 60.0
-                    * rate
-                        .or_else(|| self.horizons[i].slope())
-                        .unwrap_or(0.0)
-                        .max(0.0),
+                growth_per_min: 60.0 * r.max(0.0),
             },
             None => Verdict {
                 leaking: false,
@@ -364,10 +351,9 @@ mod tests {
             }
         }
         assert!(seen);
-        // Stopped at 200 s, stuck counts flat from 210 s: cleared within half of the longest
-        // horizon that can have confirmed it by then (240 s).
+        // Stopped at 200 s, stuck counts flat from 210 s: at 60/min, cleared 15 s later.
         let at = cleared_at.expect("cleared");
-        assert!((210..=340).contains(&at), "cleared at {at}");
+        assert!((225..=232).contains(&at), "cleared at {at}");
     }
 
     #[test]

@@ -238,3 +238,52 @@ fn a_real_http_server_under_keep_alive_load_has_no_leak_penalty() {
             .trim()
     );
 }
+
+/// Go 1.26+ marks goroutines leaked (`_Gleaked`) when its goroutineleak profile runs: gprof
+/// counts them as leaking at once, whatever their age.
+#[test]
+fn goroutines_the_runtime_found_leaked_are_leaking_at_once() {
+    let test = "goroutines_the_runtime_found_leaked_are_leaking_at_once";
+    if !require_root(test) {
+        return;
+    }
+    let Some(program) = go_target(test, "scenarios", "1.27.3", "stripped") else {
+        return;
+    };
+    let target = Spawned::start(Command::new(&program).args(["-scenario", "goleak"]));
+    // The default stuck_after (300 s): only the runtime's own verdict can make them leaking.
+    let (ok, samples, err) = run_gprof(&[
+        "top",
+        "--batch",
+        "--pid",
+        &target.pid().to_string(),
+        "--iterations",
+        "6",
+    ]);
+    assert!(ok, "{test}: gprof failed: {err}");
+    let truth = target.snapshot();
+    drop(target);
+    let p = &truth.last().expect("a report")["positions"];
+    let last = samples.last().expect("samples");
+    let groups = leaking(last);
+    assert_eq!(groups.len(), 1, "{test}: {last}");
+    let g = groups[0];
+    assert_eq!(g["wait_reason"], "chan send (leaked)", "{test}: {g}");
+    assert_eq!(f(g, "stuck"), 50.0, "{test}: {g}");
+    assert!(
+        g["blocked_at"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("main.go:{})", p["unreachable send"]["line"])),
+        "{test}: {g}"
+    );
+    assert!(
+        g["created_at"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("main.go:{})", p["unreachable go"]["line"])),
+        "{test}: {g}"
+    );
+    assert_eq!(f(last, "leaking_goroutines"), 50.0, "{test}: {last}");
+    eprintln!("{test}: {} at {}", g["wait_reason"], g["blocked_at"]);
+}

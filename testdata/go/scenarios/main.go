@@ -19,6 +19,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -141,25 +142,38 @@ var (
 	clientsMu sync.Mutex
 )
 
+// The loopback listener every connection goes to, started on first use.
+var (
+	listenOnce sync.Once
+	listenAddr string
+)
+
+func listener() string {
+	listenOnce.Do(func() {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		listenAddr = ln.Addr().String()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				record("conn", where(1))
+				go serveConn(c)
+			}
+		}()
+	})
+	return listenAddr
+}
+
 // openConns opens n loopback connections whose server side blocks reading (IO wait) until the
 // connection closes after `life` (0: never).
 func openConns(n int, life time.Duration) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			record("conn", where(1))
-			go serveConn(c)
-		}
-	}()
 	for i := 0; i < n; i++ {
-		c, err := net.Dial("tcp", ln.Addr().String())
+		c, err := net.Dial("tcp", listener())
 		if err != nil {
 			panic(err)
 		}
@@ -171,6 +185,14 @@ func openConns(n int, life time.Duration) {
 			clientsMu.Unlock()
 		}
 	}
+}
+
+// keepOpen keeps one connection open at all times: each lives a random time between half and
+// one and a half `life`, then the next one opens.
+func keepOpen(life time.Duration) {
+	lived := life/2 + time.Duration(rand.Int63n(int64(life)))
+	openConns(1, lived)
+	time.AfterFunc(lived, func() { keepOpen(life) })
 }
 
 func serveConn(c net.Conn) {
@@ -216,8 +238,20 @@ func tickers(n int, every time.Duration) {
 	}
 }
 
+// unreachable leaks a goroutine blocked on a channel nothing else can reach: what Go 1.26+'s
+// goroutineleak profile proves leaked.
+func unreachable() {
+	ch := make(chan int)
+	record("unreachable go", where(1))
+	go func() {
+		record("unreachable send", where(1))
+		ch <- 1
+	}()
+	leaked.Add(1)
+}
+
 func main() {
-	scenario := flag.String("scenario", "leak", "leak | loadstep | slowleak | leakstops | pool | conns | timers | mutex | waitgroup | ioleak")
+	scenario := flag.String("scenario", "leak", "leak | loadstep | slowleak | leakstops | pool | conns | timers | mutex | waitgroup | ioleak | goleak")
 	high := flag.Float64("high", 400, "requests per second in the busy half of a period")
 	low := flag.Float64("low", 40, "requests per second in the quiet half")
 	period := flag.Duration("period", 20*time.Second, "load alternates high and low within each period")
@@ -225,6 +259,8 @@ func main() {
 	perMin := flag.Float64("per-min", 0, "slowleak: leaks per minute (overrides -share)")
 	stopAfter := flag.Duration("stop-after", 90*time.Second, "leakstops: when the leak stops")
 	conns := flag.Int("conns", 300, "long-lived connections (loadstep, pool, conns)")
+	life := flag.Duration("life", 10*time.Minute, "conns: mean lifetime of a connection")
+	leakProfile := flag.Duration("leakprofile", 0, "run Go 1.26+'s goroutineleak profile this often (0: never)")
 	report := flag.Duration("report", time.Second, "how often to print the figures")
 	flag.Parse()
 
@@ -274,22 +310,35 @@ func main() {
 			}
 		})
 	case "conns":
-		// No leak: thousands of connections that live a minute or two each, replaced as
-		// they close, beside bursty load.
+		// No leak: -conns connections from the start, each living between half and one and a
+		// half -life and replaced when it closes, beside bursty load: a large population of
+		// long-lived goroutines that comes and goes but does not grow.
 		go load(rate, func() float64 { return 0 }, leakSend, patience)
-		go func() {
-			for {
-				openConns(*conns/10, time.Duration(60+rand.Intn(60))*time.Second)
-				time.Sleep(6 * time.Second)
-			}
-		}()
+		for i := 0; i < *conns; i++ {
+			keepOpen(*life)
+		}
 	case "timers":
 		// No leak: goroutines in select with timers, waking every 30 s, beside bursty load.
 		go load(rate, func() float64 { return 0 }, leakSend, patience)
 		tickers(*conns, 30*time.Second)
+	case "goleak":
+		// No load: 50 goroutines leaked on unreachable channels, then the runtime's own
+		// leak detection (Go 1.26+) every 2 s, which marks them leaked.
+		for i := 0; i < 50; i++ {
+			unreachable()
+		}
+		*leakProfile = 2 * time.Second
 	default:
 		fmt.Fprintf(os.Stderr, "unknown scenario %q\n", *scenario)
 		os.Exit(2)
+	}
+
+	if p := pprof.Lookup("goroutineleak"); p != nil && *leakProfile > 0 {
+		go func() {
+			for range time.Tick(*leakProfile) {
+				p.WriteTo(io.Discard, 0)
+			}
+		}()
 	}
 
 	out := json.NewEncoder(os.Stdout)

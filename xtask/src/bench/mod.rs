@@ -13,6 +13,7 @@ mod daemon;
 mod gprof;
 mod http;
 mod idle;
+mod leaks;
 
 use anyhow::bail;
 
@@ -28,13 +29,18 @@ pub enum Workload {
     Idle,
     /// The daemon watching many Go processes: its own CPU and memory.
     Daemon,
+    /// The leak verdict on scenario programs that print their own truth.
+    Leaks,
 }
 
 #[derive(clap::Args)]
 pub struct Options {
-    /// Workloads to run (repeat the option; default: all).
-    #[arg(long = "workload", value_enum)]
+    /// Workloads to run (default: all).
+    #[arg(value_enum)]
     workloads: Vec<Workload>,
+    /// The same, as an option (repeat it).
+    #[arg(long = "workload", value_enum)]
+    workload: Vec<Workload>,
     /// Rounds; each runs the workload once in every mode.
     #[arg(long, default_value_t = 7)]
     rounds: usize,
@@ -56,6 +62,12 @@ pub struct Options {
     /// Seconds the daemon measurement lasts.
     #[arg(long, default_value_t = 60)]
     daemon_seconds: u64,
+    /// Leaks: gprof's --stuck-after.
+    #[arg(long, default_value_t = 300)]
+    stuck_after: u64,
+    /// Leaks: seconds each scenario runs (default: stuck-after + 3 minutes).
+    #[arg(long)]
+    leak_seconds: Option<u64>,
 }
 
 /// How the workload runs in one measurement.
@@ -168,16 +180,16 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     // wrk, taskset and the Go releases.
     toolchain::ensure_test_tools()?;
     toolchain::ensure_go(&o.go)?;
-    let workloads = if o.workloads.is_empty() {
-        vec![
+    let mut workloads: Vec<Workload> = o.workloads.iter().chain(&o.workload).copied().collect();
+    if workloads.is_empty() {
+        workloads = vec![
             Workload::Churn,
             Workload::Http,
             Workload::Idle,
             Workload::Daemon,
-        ]
-    } else {
-        o.workloads.clone()
-    };
+            Workload::Leaks,
+        ];
+    }
     for w in workloads {
         match w {
             Workload::Churn => {
@@ -193,6 +205,11 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
                 rounds(o.rounds, &bench.measure(), |mode| bench.run(mode))?
             }
             Workload::Daemon => daemon::run(&o.go, o.daemon_processes, o.daemon_seconds)?,
+            Workload::Leaks => leaks::run(
+                &o.go,
+                o.stuck_after,
+                o.leak_seconds.unwrap_or(o.stuck_after + 180),
+            )?,
         }
     }
     Ok(())
