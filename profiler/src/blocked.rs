@@ -4,9 +4,12 @@
 //! A goroutine is followed by its g's address and goid from one census to the next. It has
 //! waited at the same place since it was first seen there, unless it ran in between: its
 //! `trackingSeq` changes whenever it stops running, and its `waitsince` (stamped by each GC on
-//! the goroutines it finds blocked, cleared when one runs) either stays or was never set. A
-//! stamped `waitsince` also dates goroutines blocked before gprof came: it is when a GC first
-//! saw them so. Goroutines blocked for `stuck_after` or longer are *stuck*.
+//! the goroutines it finds blocked, cleared when one runs) either stays or was never set.
+//! `waitsince` does not date a wait: the GC stamps the start of the *previous* cycle's mark
+//! termination, which can be a whole GC interval before the goroutine blocked (the runtime's
+//! tracebacks print it as an approximation); so ages count from the first census that saw the
+//! goroutine waiting, and waits older than gprof's attach are dated from it. Goroutines
+//! blocked for `stuck_after` or longer are *stuck*.
 //!
 //! Goroutines are grouped by (creation site, place they wait at, wait reason); each group's
 //! stuck count goes through the [`crate::verdict`]. Goroutines the runtime itself marked
@@ -100,7 +103,6 @@ pub struct BlockedTracker {
     window: f64,
     gs: HashMap<u64, Tracked>,
     groups: HashMap<GroupKey, Group>,
-    last_t: Option<f64>,
     /// Censuses recorded.
     census: u64,
 }
@@ -112,7 +114,6 @@ impl BlockedTracker {
             window,
             gs: HashMap::new(),
             groups: HashMap::new(),
-            last_t: None,
             census: 0,
         }
     }
@@ -126,33 +127,24 @@ impl BlockedTracker {
             .flatten()
     }
 
-    /// Takes in one census's blocked goroutines at `t` seconds; `now_ns` is the monotonic
-    /// clock (the runtime's `nanotime`) at the reading.
-    pub fn record(&mut self, t: f64, now_ns: u64, observed: Vec<Observed>) {
-        let last_t = self.last_t.replace(t);
+    /// Takes in one census's blocked goroutines at `t` seconds.
+    pub fn record(&mut self, t: f64, observed: Vec<Observed>) {
         self.census += 1;
         let census = self.census;
         let mut tally: HashMap<Arc<GroupKey>, (u64, u64, f64)> = HashMap::new();
         for o in observed {
             let g = &o.g;
-            let stamped = (g.waitsince > 0 && (g.waitsince as u64) <= now_ns)
-                .then(|| t - (now_ns - g.waitsince as u64) as f64 / 1e9);
-            let previous = self.gs.get(&g.g).copied();
-            let since = match previous {
+            // Waiting at the same place since the census that first saw it, unless it ran.
+            let since = match self.gs.get(&g.g) {
                 Some(p)
                     if p.goid == g.goid
                         && p.seq == g.tracking_seq
                         && p.at == o.at
                         && (p.waitsince == 0 || p.waitsince == g.waitsince) =>
                 {
-                    stamped.map_or(p.since, |s| s.min(p.since))
+                    p.since
                 }
-                // The same goroutine ran since the last census: it blocked after it.
-                Some(p) if p.goid == g.goid => {
-                    let floor = last_t.unwrap_or(t);
-                    stamped.map_or(t, |s| s.max(floor)).min(t)
-                }
-                _ => stamped.unwrap_or(t).min(t),
+                _ => t,
             };
             self.gs.insert(
                 g.g,
@@ -357,25 +349,19 @@ mod tests {
         let created = site("main.serve");
         let k = key(&created, "main.worker (/src/app/main.go:20)");
         let mut t = BlockedTracker::new(10.0, 60.0);
-        // Clock: t seconds after attach = (1000 + t) s of nanotime.
-        let at = |secs: f64| ((1000.0 + secs) * 1e9) as u64;
-        // g 1 blocked since before attach, stamped by a GC 30 s before; g 2 never stamped.
-        let stamped = (at(0.0) - 30 * S) as i64;
+        // g 1 stamped by a GC before gprof came: dated from the first census all the same.
         t.record(
             0.0,
-            at(0.0),
             vec![
-                observe(blocked(1, 11, 5, stamped), &k),
+                observe(blocked(1, 11, 5, 123), &k),
                 observe(blocked(2, 12, 5, 0), &k),
             ],
         );
         let s = t.summary(10);
-        assert_eq!((s.groups[0].goroutines, s.groups[0].stuck), (2, 1));
-        assert_eq!(s.groups[0].oldest_blocked_seconds, 30.0);
-        // 12 s later: g 2 is stuck too; g 1 ran and blocked again (its seq moved).
+        assert_eq!((s.groups[0].goroutines, s.groups[0].stuck), (2, 0));
+        // 12 s later: g 2 is stuck; g 1 ran and blocked again (its seq moved).
         t.record(
             12.0,
-            at(12.0),
             vec![
                 observe(blocked(1, 11, 6, 0), &k),
                 observe(blocked(2, 12, 5, 0), &k),
@@ -384,15 +370,11 @@ mod tests {
         let s = t.summary(10);
         assert_eq!(s.groups[0].stuck, 1);
         assert_eq!(s.groups[0].oldest_blocked_seconds, 12.0);
-        // A GC stamps g 1 at 13 s; at 20 s it has waited 7 s at most... and at least since
-        // the last census (12 s): 8 s, not stuck. Same g address reused by another goroutine:
-        // a new wait.
-        let s13 = (at(13.0)) as i64;
+        // A GC stamps g 1 (no run); another goroutine reuses g 2's address: a new wait.
         t.record(
             20.0,
-            at(20.0),
             vec![
-                observe(blocked(1, 11, 6, s13), &k),
+                observe(blocked(1, 11, 6, 456), &k),
                 observe(blocked(2, 99, 5, 0), &k),
             ],
         );
@@ -400,8 +382,8 @@ mod tests {
         assert_eq!((s.groups[0].goroutines, s.groups[0].stuck), (2, 0));
         assert_eq!(s.groups[0].oldest_blocked_seconds, 8.0);
         // The cached place is given only for the unmoved goroutine.
-        assert_eq!(t.known_place(&blocked(1, 11, 6, s13)), Some(0x5000));
-        assert_eq!(t.known_place(&blocked(1, 11, 7, s13)), None);
+        assert_eq!(t.known_place(&blocked(1, 11, 6, 456)), Some(0x5000));
+        assert_eq!(t.known_place(&blocked(1, 11, 7, 456)), None);
         assert_eq!(t.known_place(&blocked(2, 12, 5, 0)), None);
     }
 
@@ -409,12 +391,11 @@ mod tests {
     fn a_waitsince_reset_means_the_goroutine_ran() {
         let k = key(&site("main.serve"), "main.worker (main.go:20)");
         let mut t = BlockedTracker::new(5.0, 60.0);
-        let now = |secs: u64| (1000 + secs) * S;
-        let stamp = (now(0) - 10 * S) as i64;
-        t.record(0.0, now(0), vec![observe(blocked(1, 11, 5, stamp), &k)]);
+        t.record(0.0, vec![observe(blocked(1, 11, 5, 777), &k)]);
+        t.record(6.0, vec![observe(blocked(1, 11, 5, 777), &k)]);
         assert_eq!(t.summary(1).stuck, 1);
         // Same seq (it wrapped around, say) but waitsince went back to 0: it ran.
-        t.record(1.0, now(1), vec![observe(blocked(1, 11, 5, 0), &k)]);
+        t.record(7.0, vec![observe(blocked(1, 11, 5, 0), &k)]);
         assert_eq!(t.summary(1).stuck, 0);
     }
 
@@ -430,7 +411,7 @@ mod tests {
                 .map(|i| observe(blocked(0x10_0000 + i, 1000 + i, 1, 0), &leak))
                 .collect();
             v.extend((0..300).map(|i| observe(blocked(0x20_0000 + i, 5000 + i, 1, 0), &conns)));
-            t.record(secs as f64, (1000 + secs) * S, v);
+            t.record(secs as f64, v);
             t.summary(TOP_GROUPS)
         };
         let mut found = None;
@@ -465,7 +446,7 @@ mod tests {
         let mut t = BlockedTracker::new(300.0, 60.0);
         let mut b = blocked(1, 11, 5, 0);
         b.status = status::LEAKED;
-        t.record(0.0, 1000 * S, vec![observe(b, &k)]);
+        t.record(0.0, vec![observe(b, &k)]);
         let s = t.summary(10);
         assert!(s.groups[0].leaking);
         assert_eq!(s.groups[0].wait_reason, "chan send (leaked)");
@@ -481,13 +462,13 @@ mod tests {
                 observe(blocked(i + 1, i + 1, 1, 0), &k)
             })
             .collect();
-        t.record(0.0, 1000 * S, observed);
+        t.record(0.0, observed);
         assert_eq!(t.groups.len(), MAX_GROUPS);
         let s = t.summary(usize::MAX);
         let other = s.groups.iter().find(|g| g.blocked_at == "other").unwrap();
         assert_eq!(other.goroutines, 51);
         // Everything gone: the groups go with it (none ever had a stuck goroutine).
-        t.record(2.0, 1002 * S, Vec::new());
+        t.record(2.0, Vec::new());
         assert!(t.groups.is_empty());
     }
 }

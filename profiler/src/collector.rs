@@ -170,17 +170,16 @@ impl ProcessCollector {
         self.blocked.known_place(g)
     }
 
-    /// Takes in a goroutine census taken at `t` seconds (`read_ns` on the monotonic clock),
-    /// its sites named and its blocked goroutines placed.
+    /// Takes in a goroutine census taken at `t` seconds, its sites named and its blocked
+    /// goroutines placed.
     pub fn absorb_census(
         &mut self,
         t: f64,
         census: &Census,
         names: &HashMap<SiteKey, Arc<SiteName>>,
         blocked: Vec<Observed>,
-        read_ns: u64,
     ) {
-        self.blocked.record(t, read_ns, blocked);
+        self.blocked.record(t, blocked);
         self.blocked_summary = Some(self.blocked.summary(TOP_GROUPS));
         self.sites.record(
             t,

@@ -913,7 +913,8 @@ pub mod globals {
 
 /// Offset of `moduledata.gofunc` (the base of function data such as inlining trees) per range
 /// of releases; it appeared in Go 1.18.
-const MODULEDATA_GOFUNC: &[((u32, u32), u64)] = &[((18, 19), 0x130), ((20, 26), 0x140), ((27, 27), 0x158)];
+const MODULEDATA_GOFUNC: &[((u32, u32), u64)] =
+    &[((18, 19), 0x130), ((20, 26), 0x140), ((27, 27), 0x158)];
 
 pub fn moduledata_gofunc(version: &GoVersion) -> Option<u64> {
     MODULEDATA_GOFUNC

@@ -318,13 +318,13 @@ impl Target {
                     c.blocked.len()
                 );
             }
-            census.map(|c| (c, monotonic_ns()))
+            census
         } else {
             None
         };
         let keys = census
             .iter()
-            .flat_map(|(c, _)| c.sites.keys())
+            .flat_map(|c| c.sites.keys())
             .chain(counted.iter().map(|(k, _)| k));
         let executable = self.executable.clone();
         let mut symbols = executable
@@ -332,10 +332,9 @@ impl Target {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let names = symbols.resolve(keys, self.bias);
-        if let Some((census, read_at)) = &mut census {
+        if let Some(census) = &mut census {
             let observed = self.observe_blocked(census, &mut symbols, &names);
-            self.collector
-                .absorb_census(t, census, &names, observed, *read_at);
+            self.collector.absorb_census(t, census, &names, observed);
         }
         drop(symbols);
         if let Some(began) = attempt {

@@ -219,7 +219,10 @@ fn a_real_http_server_under_keep_alive_load_has_no_leak_penalty() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(ok, "{test}: gprof failed: {err}");
     assert!(samples.len() >= 55, "{test}: {} samples", samples.len());
-    let most = samples.iter().map(|s| f(s, "goroutines")).fold(0.0, f64::max);
+    let most = samples
+        .iter()
+        .map(|s| f(s, "goroutines"))
+        .fold(0.0, f64::max);
     assert!(most >= 32.0, "{test}: the connections never showed: {most}");
     for s in &samples {
         assert!(leaking(s).is_empty(), "{test}: called leaking: {s}");

@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: builds gprof, starts a Go program that leaks 20 goroutines per second
-//! beside 2000 short-lived ones per second and a GC every 2 seconds, and opens `gprof top`.
+//! beside 2000 short-lived ones per second and a GC every 2 seconds, and opens `gprof top`
+//! (goroutines stuck after 10 s).
 
 use std::io::IsTerminal;
 use std::process::{Command, Stdio};
@@ -37,10 +38,12 @@ pub fn run() -> anyhow::Result<()> {
     std::thread::sleep(std::time::Duration::from_millis(500));
     let gprof = run::workspace().join("target/release/gprof");
     let mut top = Command::new(&gprof);
-    top.args(["top", "--pid", &pid]);
+    // Goroutines waiting 10 s at one place are stuck: the leak is confirmed within about a
+    // minute and a half (the default, 5 minutes, suits services better than a demo).
+    top.args(["top", "--pid", &pid, "--stuck-after", "10"]);
     if !std::io::stdout().is_terminal() {
-        // No terminal to draw on: show the same figures as JSON lines.
-        top.args(["--batch", "--iterations", "15"]);
+        // No terminal to draw on: show the same figures as JSON lines, until the verdict.
+        top.args(["--batch", "--iterations", "90"]);
     }
     let result = run::status(&mut top);
     let _ = child.kill();

@@ -157,7 +157,11 @@ impl InlinedCall {
 
     pub fn parse(magic: u32, b: &[u8]) -> Option<Self> {
         let i32_at = |o: usize| Some(i32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?));
-        let (name, parent) = if magic == MAGIC_GO118 { (12, 16) } else { (4, 8) };
+        let (name, parent) = if magic == MAGIC_GO118 {
+            (12, 16)
+        } else {
+            (4, 8)
+        };
         Some(Self {
             name_off: i32_at(name)?,
             parent_pc: u32::try_from(i32_at(parent)?).ok()?,
@@ -380,11 +384,8 @@ impl<B: TableBytes> Pclntab<B> {
         if u32::from(f.nfuncdata) <= FUNCDATA_INL_TREE {
             return Ok(None);
         }
-        let at = f.rec
-            + self.func_id_at()
-            + 4
-            + 4 * f.npcdata as usize
-            + 4 * FUNCDATA_INL_TREE as usize;
+        let at =
+            f.rec + self.func_id_at() + 4 + 4 * f.npcdata as usize + 4 * FUNCDATA_INL_TREE as usize;
         let off = self.u32_at(at)?;
         Ok((off != u32::MAX).then_some(off))
     }

@@ -36,9 +36,8 @@ fn scenarios(stuck_after: u64) -> Vec<Scenario> {
     // Load alternates between 100 and 10 requests/s every 10 s (bursty, light enough for
     // a dozen programs on two cores).
     let load = ["-high", "100", "-low", "10"];
-    let with = |more: &[&str]| -> Vec<String> {
-        load.iter().chain(more).map(|a| a.to_string()).collect()
-    };
+    let with =
+        |more: &[&str]| -> Vec<String> { load.iter().chain(more).map(|a| a.to_string()).collect() };
     vec![
         s(
             "slow leak 6/min",
@@ -66,7 +65,14 @@ fn scenarios(stuck_after: u64) -> Vec<Scenario> {
         ),
         s(
             "leak that stops after 90 s",
-            with(&["-scenario", "leakstops", "-share", "0.02", "-stop-after", "90s"]),
+            with(&[
+                "-scenario",
+                "leakstops",
+                "-share",
+                "0.02",
+                "-stop-after",
+                "90s",
+            ]),
             Some("send"),
             Some(90.0),
         ),
@@ -176,9 +182,9 @@ fn evaluate(r: &Running, stuck_after: f64) -> Outcome {
             .unwrap_or_default()
     };
     let right = |g: &Value| {
-        expected.as_ref().is_some_and(|want| {
-            g["blocked_at"].as_str().is_some_and(|b| b.ends_with(want))
-        })
+        expected
+            .as_ref()
+            .is_some_and(|want| g["blocked_at"].as_str().is_some_and(|b| b.ends_with(want)))
     };
     let mut found_after = None;
     let mut false_verdicts = 0;
@@ -190,7 +196,11 @@ fn evaluate(r: &Running, stuck_after: f64) -> Outcome {
         runtime_leaked = runtime_leaked.max(
             groups
                 .iter()
-                .filter(|g| g["wait_reason"].as_str().is_some_and(|w| w.ends_with("(leaked)")))
+                .filter(|g| {
+                    g["wait_reason"]
+                        .as_str()
+                        .is_some_and(|w| w.ends_with("(leaked)"))
+                })
                 .filter_map(|g| num(g, "stuck"))
                 .sum(),
         );
