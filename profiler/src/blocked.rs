@@ -294,7 +294,6 @@ mod tests {
     use crate::census::SiteKey;
     use crate::unwind::Start;
 
-    const S: u64 = 1_000_000_000;
 
     fn site(function: &str) -> Arc<SiteName> {
         Arc::new(SiteName {

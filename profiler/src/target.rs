@@ -338,7 +338,9 @@ impl Target {
         }
         drop(symbols);
         if let Some(began) = attempt {
-            self.next_census = began + began.elapsed() * CENSUS_SPACING;
+            let took = began.elapsed();
+            log::debug!("PID {pid}: census, stacks walked and names, in {took:?}");
+            self.next_census = began + took * CENSUS_SPACING;
         }
         self.collector.absorb_site_counts(
             t,

@@ -290,3 +290,84 @@ fn goroutines_the_runtime_found_leaked_are_leaking_at_once() {
     assert_eq!(f(last, "leaking_goroutines"), 50.0, "{test}: {last}");
     eprintln!("{test}: {} at {}", g["wait_reason"], g["blocked_at"]);
 }
+
+/// The daemon's confirmed-leak alert reaches a real Alertmanager naming where the leaked
+/// goroutines were created and where they wait; the groups' series are on /metrics.
+#[test]
+fn the_daemon_alerts_on_a_confirmed_leak_naming_its_place() {
+    let test = "the_daemon_alerts_on_a_confirmed_leak_naming_its_place";
+    if !require_root(test) {
+        return;
+    }
+    let Some(program) = go_target(test, "scenarios", "1.27.3", "stripped") else {
+        return;
+    };
+    let Some(alertmanager) = which("prometheus-alertmanager") else {
+        skip(test, "prometheus-alertmanager is needed (cargo xtask setup)");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("gprof-verdict-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let am = common::daemon::Alertmanager::start(&alertmanager, &dir);
+    let config = format!(
+        "interval: 1s\nleaks:\n  stuck_after: 5s\nwindows:\n  leak: 30s\nthresholds:\n  - metric: confirmed_leak_rate_per_min\n    warning: 0.1\n    for: 2s\nalerting:\n  alertmanager_url: \"{}\"\n",
+        am.url()
+    );
+    let daemon = common::daemon::Daemon::start(&config, &[]);
+    let target = Spawned::start(
+        Command::new(&program)
+            .env("GPROF_TENANT", "pay")
+            .args(["-scenario", "leak", "-share", "0.02"]),
+    );
+    let alerts = || -> Vec<Value> {
+        am.alerts()
+            .into_iter()
+            .filter(|a| {
+                a["labels"]["alertname"] == "GprofGoroutineLeakConfirmed"
+                    && a["labels"]["tenant"] == "pay"
+            })
+            .collect()
+    };
+    assert!(
+        wait_for(Duration::from_secs(90), || !alerts().is_empty()),
+        "{test}: no confirmed-leak alert reached Alertmanager"
+    );
+    let own = target.snapshot().last().cloned().expect("report");
+    let p = &own["positions"];
+    let send = format!("main.go:{})", p["send"]["line"]);
+    let go = format!("main.go:{})", p["go"]["line"]);
+    let alert = &alerts()[0];
+    let a = &alert["annotations"];
+    assert!(
+        a["blocked_at"].as_str().unwrap().ends_with(&send),
+        "{test}: {alert}"
+    );
+    assert!(
+        a["created_at"].as_str().unwrap().ends_with(&go),
+        "{test}: {alert}"
+    );
+    assert_eq!(a["wait_reason"], "chan send", "{test}: {alert}");
+    let summary = a["summary"].as_str().unwrap();
+    assert!(
+        summary.contains(&send) && summary.contains(&go),
+        "{test}: {summary}"
+    );
+    let metrics = daemon.metrics();
+    let leaking = common::daemon::series(
+        &metrics,
+        "gprof_goroutine_group_leaking",
+        &format!("blocked_at=\"main.worker ({}", p["send"]["file"].as_str().unwrap()),
+    );
+    assert_eq!(leaking, Some(1.0), "{test}: no leaking group series");
+    let rate = common::daemon::series(
+        &metrics,
+        "gprof_tenant_goroutine_confirmed_leak_rate_per_minute",
+        "tenant=\"pay\"",
+    )
+    .unwrap_or(0.0);
+    assert!(rate > 0.0, "{test}: tenant rate {rate}");
+    eprintln!("{test}: Alertmanager got {summary}");
+    drop(target);
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+}
