@@ -66,6 +66,14 @@ impl Attached {
         args: &[&str],
         cpu: Option<&str>,
     ) -> anyhow::Result<Self> {
+        // A target started through taskset runs taskset until it execs the program.
+        let exe = format!("/proc/{pid}/exe");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_link(&exe).is_ok_and(|p| p.ends_with("taskset"))
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         let gprof = run::workspace().join("target/release/gprof");
         let mut cmd = match cpu {
             Some(cpu) => {
