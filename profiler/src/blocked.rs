@@ -226,7 +226,7 @@ impl BlockedTracker {
             .filter(|(k, _)| !self.groups.contains_key(*k))
             .map(|(k, v)| (k.clone(), v.0))
             .collect();
-        candidates.sort_by(|a, b| b.1.cmp(&a.1));
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.1));
         let other = GroupKey::other();
         for (key, _) in candidates.into_iter().skip(room.saturating_sub(known)) {
             if key == other {
@@ -293,7 +293,6 @@ mod tests {
     use super::*;
     use crate::census::SiteKey;
     use crate::unwind::Start;
-
 
     fn site(function: &str) -> Arc<SiteName> {
         Arc::new(SiteName {

@@ -303,7 +303,10 @@ fn the_daemon_alerts_on_a_confirmed_leak_naming_its_place() {
         return;
     };
     let Some(alertmanager) = which("prometheus-alertmanager") else {
-        skip(test, "prometheus-alertmanager is needed (cargo xtask setup)");
+        skip(
+            test,
+            "prometheus-alertmanager is needed (cargo xtask setup)",
+        );
         return;
     };
     let dir = std::env::temp_dir().join(format!("gprof-verdict-{}", std::process::id()));
@@ -314,11 +317,12 @@ fn the_daemon_alerts_on_a_confirmed_leak_naming_its_place() {
         am.url()
     );
     let daemon = common::daemon::Daemon::start(&config, &[]);
-    let target = Spawned::start(
-        Command::new(&program)
-            .env("GPROF_TENANT", "pay")
-            .args(["-scenario", "leak", "-share", "0.02"]),
-    );
+    let target = Spawned::start(Command::new(&program).env("GPROF_TENANT", "pay").args([
+        "-scenario",
+        "leak",
+        "-share",
+        "0.02",
+    ]));
     let alerts = || -> Vec<Value> {
         am.alerts()
             .into_iter()
@@ -356,7 +360,10 @@ fn the_daemon_alerts_on_a_confirmed_leak_naming_its_place() {
     let leaking = common::daemon::series(
         &metrics,
         "gprof_goroutine_group_leaking",
-        &format!("blocked_at=\"main.worker ({}", p["send"]["file"].as_str().unwrap()),
+        &format!(
+            "blocked_at=\"main.worker ({}",
+            p["send"]["file"].as_str().unwrap()
+        ),
     );
     assert_eq!(leaking, Some(1.0), "{test}: no leaking group series");
     let rate = common::daemon::series(

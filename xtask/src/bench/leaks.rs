@@ -205,7 +205,7 @@ fn evaluate(r: &Running, stuck_after: f64) -> Outcome {
                 .sum(),
         );
         false_verdicts += groups.iter().filter(|g| !right(g)).count();
-        if groups.iter().any(|g| right(g)) {
+        if groups.iter().any(&right) {
             found_after.get_or_insert(t);
         }
         if let Some(stop) = r.scenario.stops_after
