@@ -55,8 +55,9 @@ fn tenants_alerts_prometheus_and_alertmanager() {
     // A real Alertmanager on loopback.
     let am = Alertmanager::start(&alertmanager, &dir);
 
-    // The configuration, ports changed.
-    let config = "metrics_addr: \"127.0.0.1:9477\"\ninterval: 2s\ntenants:\n  env_var: GPROF_TENANT\n  default: unassigned\nthresholds:\n  - metric: goroutine_leak_rate_per_min\n    warning: 600\n    critical: 1200\n    for: 10s\nalerting:\n  alertmanager_url: \"http://127.0.0.1:9093\"\n";
+    // The configuration, ports changed; goroutines stuck after 5 s, so that the leak
+    // verdict comes within the test.
+    let config = "metrics_addr: \"127.0.0.1:9477\"\ninterval: 2s\nleaks:\n  stuck_after: 5s\ntenants:\n  env_var: GPROF_TENANT\n  default: unassigned\nthresholds:\n  - metric: goroutine_leak_rate_per_min\n    warning: 600\n    critical: 1200\n    for: 10s\nalerting:\n  alertmanager_url: \"http://127.0.0.1:9093\"\n";
     let daemon = Daemon::start(config, &["--alertmanager-url", &am.url()]);
 
     // A real Prometheus scraping the daemon every second.
@@ -158,9 +159,27 @@ fn tenants_alerts_prometheus_and_alertmanager() {
             .contains("tenant insure-prod")
     );
 
-    // Within a minute: leak rates and health per tenant, as Prometheus scraped them.
-    std::thread::sleep(Duration::from_secs(20));
+    // Within a minute and a half: the leak verdict per tenant (the leaked goroutines stuck
+    // after 5 s, their growth confirmed over the leak window), then leak rates and health per
+    // tenant, as Prometheus scraped them.
+    let confirmed = |m: &str, t: &str| {
+        series(
+            m,
+            "gprof_tenant_goroutine_confirmed_leak_rate_per_minute",
+            &format!("tenant=\"{t}\""),
+        )
+    };
+    assert!(
+        wait_for(Duration::from_secs(90), || confirmed(
+            &daemon.metrics(),
+            "insure-prod"
+        )
+        .is_some_and(|c| (c - 2400.0).abs() <= 2400.0 * 0.1)),
+        "insure-prod's leak never confirmed at 2400/min: {:?}",
+        confirmed(&daemon.metrics(), "insure-prod")
+    );
     let m = daemon.metrics();
+    assert_eq!(confirmed(&m, "billing"), Some(0.0));
     let insure = leak(&m, "insure-prod").unwrap();
     let billing = leak(&m, "billing").unwrap();
     assert!(

@@ -4,26 +4,48 @@
 
 mod common;
 
-use common::accuracy;
+use common::{accuracy, f};
 
-const SAMPLES: u32 = 40;
+const SAMPLES: u32 = 60;
+
+/// Every figure against the runtime's, and the leak verdict: with goroutines stuck after
+/// 5 s, the workload's leak (1200/min) is confirmed within the minute and costs the health
+/// score its leak weight.
+fn check(test: &str, release: &str, variant: &str) {
+    let Some((_, last)) =
+        accuracy::run_with(test, release, variant, SAMPLES, &["--stuck-after", "5"])
+    else {
+        return;
+    };
+    let confirmed = f(&last, "confirmed_leak_rate_per_min");
+    assert!(
+        (confirmed - 1200.0).abs() <= 1200.0 * 0.1,
+        "{test}: confirmed {confirmed}/min, the workload leaks 1200/min"
+    );
+    let health = f(&last, "health_score");
+    assert!(
+        health <= 61.0,
+        "{test}: a confirmed 1200/min leak must cost the leak weight, score {health}"
+    );
+    eprintln!("{test}: confirmed {confirmed:.1}/min, health {health}");
+}
 
 #[test]
 fn go119_unstripped() {
-    accuracy::run("go119_unstripped", "1.19", "plain", SAMPLES);
+    check("go119_unstripped", "1.19", "plain");
 }
 
 #[test]
 fn go119_stripped() {
-    accuracy::run("go119_stripped", "1.19", "stripped", SAMPLES);
+    check("go119_stripped", "1.19", "stripped");
 }
 
 #[test]
 fn go127_unstripped() {
-    accuracy::run("go127_unstripped", "1.27.3", "plain", SAMPLES);
+    check("go127_unstripped", "1.27.3", "plain");
 }
 
 #[test]
 fn go127_stripped() {
-    accuracy::run("go127_stripped", "1.27.3", "stripped", SAMPLES);
+    check("go127_stripped", "1.27.3", "stripped");
 }

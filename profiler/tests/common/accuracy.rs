@@ -212,11 +212,28 @@ fn check(test: &str, release: &str, samples: &[Value], own: &[Value]) -> Option<
         );
     }
     assert!(f(last, "gfree_pool_size") >= 0.0);
-    let health = f(last, "health_score");
+    // The health score weighs the confirmed leak rate (weight 40, reference 1200/min).
+    assert_eq!(last["leak_signal"], "stuck-goroutines", "{test}");
+    let confirmed = f(last, "confirmed_leak_rate_per_min");
+    let penalty = f(&last["health"], "leak_penalty");
     assert!(
-        health <= 61.0,
-        "{test}: a 1200/min leak must cost the leak weight, score {health}"
+        (penalty - 40.0 * (confirmed / 1200.0).min(1.0)).abs() < 1e-6,
+        "{test}: leak penalty {penalty} for a confirmed {confirmed}/min"
     );
+    // Only the leaking statement's goroutines may be called leaking: the 1000 parked from
+    // the start are a stable population, however long they wait.
+    for g in last["blocked_groups"].as_array().unwrap() {
+        if g["leaking"] == true {
+            let (at, created) = (
+                g["blocked_at"].as_str().unwrap(),
+                g["created_at"].as_str().unwrap(),
+            );
+            assert!(
+                at.starts_with("main.leak (") && created.starts_with("main.main.func"),
+                "{test}: a wrong group leaks: {g}"
+            );
+        }
+    }
 
     let m = Measured {
         max_live_error,
