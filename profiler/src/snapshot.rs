@@ -171,8 +171,8 @@ pub struct SiteSnapshot {
 pub struct BlockedGroup {
     /// `function (file:line)` of the `go` statement that created them.
     pub created_at: String,
-    /// `function (file:line)` where they wait: the first frame outside the runtime's waiting
-    /// machinery (runtime, sync, time, syscall, internal/*).
+    /// `function (file:line)` where they wait: the first call outside the standard library's
+    /// waiting and I/O machinery (see `goruntime::is_wait_machinery`).
     pub blocked_at: String,
     /// As the runtime prints it (`chan send`, `IO wait`, `syscall`...).
     pub wait_reason: String,
