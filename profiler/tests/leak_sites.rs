@@ -233,16 +233,9 @@ fn the_daemon_alerts_on_the_leaking_site() {
     let Some(program) = go_target(test, "leaksites", "1.27.3", "stripped") else {
         return;
     };
-    let Some(alertmanager) = which("prometheus-alertmanager") else {
-        skip(
-            test,
-            "prometheus-alertmanager is needed (cargo xtask setup)",
-        );
+    let Some((am, dir)) = Alertmanager::for_test(test) else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("gprof-sites-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let am = Alertmanager::start(&alertmanager, &dir);
     let config = format!(
         "interval: 1s\nwindows:\n  leak: 10s\nthresholds:\n  - metric: site_goroutine_growth_per_min\n    warning: 600\n    for: 3s\nalerting:\n  alertmanager_url: \"{}\"\n",
         am.url()

@@ -302,16 +302,9 @@ fn the_daemon_alerts_on_a_confirmed_leak_naming_its_place() {
     let Some(program) = go_target(test, "scenarios", "1.27.3", "stripped") else {
         return;
     };
-    let Some(alertmanager) = which("prometheus-alertmanager") else {
-        skip(
-            test,
-            "prometheus-alertmanager is needed (cargo xtask setup)",
-        );
+    let Some((am, dir)) = common::daemon::Alertmanager::for_test(test) else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("gprof-verdict-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let am = common::daemon::Alertmanager::start(&alertmanager, &dir);
     let config = format!(
         "interval: 1s\nleaks:\n  stuck_after: 5s\nwindows:\n  leak: 30s\nthresholds:\n  - metric: confirmed_leak_rate_per_min\n    warning: 0.1\n    for: 2s\nalerting:\n  alertmanager_url: \"{}\"\n",
         am.url()

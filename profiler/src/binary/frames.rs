@@ -122,27 +122,17 @@ impl FrameTable {
             }
         };
         let (i, frame) = found?;
-        let info = match cache.funcs.get(&i) {
-            Some(info) => info.clone(),
-            None => {
-                let f = self.table.func(i).ok()?;
-                let info = FuncInfo {
-                    name: f.name.into(),
-                    entry: self.text + f.entry_off as u64,
-                    end: self.text + f.end_off as u64,
-                };
-                cache.funcs.insert(i, info.clone());
-                info
-            }
-        };
-        Some((info, frame))
+        Some((self.func_info(&mut cache, i)?, frame))
     }
 
     /// The function containing `pc` (a file address).
     pub fn function(&self, pc: u64) -> Option<FuncInfo> {
-        let off = self.offset(pc)?;
-        let i = self.table.func_index(off).ok()??;
-        let mut cache = self.cache();
+        let i = self.table.func_index(self.offset(pc)?).ok()??;
+        self.func_info(&mut self.cache(), i)
+    }
+
+    /// Function `i`, from the cache or the table.
+    fn func_info(&self, cache: &mut Cache, i: usize) -> Option<FuncInfo> {
         if let Some(info) = cache.funcs.get(&i) {
             return Some(info.clone());
         }

@@ -134,6 +134,21 @@ pub struct Alertmanager {
 }
 
 impl Alertmanager {
+    /// Debian's Alertmanager for `test`, its state in a fresh temporary folder (returned, for
+    /// the test to remove); None (the test skipped) when it is not installed.
+    pub fn for_test(test: &str) -> Option<(Self, std::path::PathBuf)> {
+        let Some(binary) = super::which("prometheus-alertmanager") else {
+            super::skip(
+                test,
+                "prometheus-alertmanager is needed (cargo xtask setup)",
+            );
+            return None;
+        };
+        let dir = std::env::temp_dir().join(format!("gprof-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Some((Self::start(&binary, &dir), dir))
+    }
+
     /// Starts `binary` with its state under `dir`, and waits until it is ready.
     pub fn start(binary: &Path, dir: &Path) -> Self {
         let port = free_port();
