@@ -171,7 +171,7 @@ impl LeakHistory {
             h.push(t, stuck);
         }
         // The longest horizon that confirms gives the rate (it has the most data).
-        let confirmed_now = self.horizons.iter().filter_map(Horizon::confirms).last();
+        let confirmed_now = self.horizons.iter().rev().find_map(Horizon::confirms);
         let rate = confirmed_now.or(self.confirmed);
         let stopped = rate.is_some_and(|r| {
             t - self.rose_at > (self.window / 4.0).max(STOP_GAPS / r.max(f64::MIN_POSITIVE))
