@@ -155,6 +155,10 @@ pub struct ProcConfig {
     /// Offsets of `g.gopc` and `g.startpc`: an exiting goroutine's creation site.
     pub g_gopc: u32,
     pub g_startpc: u32,
+    /// Which argument of `runtime.newproc1` is the `go` statement's PC: 2 (Go 1.18+), or 4
+    /// (Go 1.17, whose newproc1 also took the argument pointer and size).
+    pub newproc1_callerpc_arg: u32,
+    pub _pad: u32,
 }
 
 /// Hot counters, one per slot and CPU. Cumulative since the slot was assigned.

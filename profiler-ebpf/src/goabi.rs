@@ -20,8 +20,10 @@ fn reg(ctx: &ProbeContext, i: usize) -> u64 {
         return 0;
     }
     // SAFETY: `regs` points at the probed task's saved registers, `regs_len` u64 words, for
-    // the whole program run.
-    unsafe { *(ctx.regs as *const u64).add(i) }
+    // the whole program run. Volatile, so that the compiler never merges two reads at
+    // constant offsets into one at a computed offset (the verifier refuses those on the
+    // context).
+    unsafe { core::ptr::read_volatile((ctx.regs as *const u64).add(i)) }
 }
 
 /// The `n`th integer argument register.

@@ -117,9 +117,16 @@ pub fn go_newproc1(ctx: ProbeContext) -> u32 {
     {
         c.created += 1;
         // newproc1(fn *funcval, callergp *g, callerpc uintptr, ...): fn.fn is the start PC.
+        // Go 1.17: newproc1(fn, argp, narg, callergp, callerpc).
         let startpc =
             unsafe { bpf_probe_read_user(goabi::arg(&ctx, 0) as *const u64) }.unwrap_or(0);
-        count_site(tgid, goabi::arg(&ctx, 2), startpc, 1, 0);
+        let (arg2, arg4) = (goabi::arg(&ctx, 2), goabi::arg(&ctx, 4));
+        let callerpc = if cfg.newproc1_callerpc_arg == 4 {
+            arg4
+        } else {
+            arg2
+        };
+        count_site(tgid, callerpc, startpc, 1, 0);
     }
     0
 }

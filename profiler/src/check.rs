@@ -9,6 +9,7 @@ use crate::kernel;
 use crate::probes::{self, ProbePlan};
 use crate::process::Process;
 use crate::runtime_state::RuntimeReader;
+use crate::selfcheck;
 
 pub fn run(pid: Option<i64>, binary: Option<&Path>) -> anyhow::Result<()> {
     let report = match (pid, binary) {
@@ -47,7 +48,12 @@ pub fn report(bin: &GoBinary, process: Option<&Process>) -> Report {
         let _ = writeln!(t, "process:        PID {} ({})", p.pid(), p.comm);
     }
     let _ = writeln!(t, "binary:         {}", bin.path.display());
-    let _ = writeln!(t, "go release:     {}", bin.version);
+    let _ = writeln!(
+        t,
+        "go release:     {} (from {})",
+        bin.version,
+        bin.version_source.describe()
+    );
     let _ = writeln!(
         t,
         "architecture:   {}{}",
@@ -62,7 +68,7 @@ pub fn report(bin: &GoBinary, process: Option<&Process>) -> Report {
     );
     let _ = writeln!(
         t,
-        "text base:      {:#x} (runtime.firstmoduledata at {:#x}, validated against .gopclntab)",
+        "text base:      {:#x} (runtime.firstmoduledata at {:#x}, validated against the function table)",
         bin.text.text, bin.text.moduledata
     );
     let plan = match probes::plan(bin) {
@@ -89,20 +95,17 @@ pub fn report(bin: &GoBinary, process: Option<&Process>) -> Report {
         );
     }
     if let Some(p) = process {
+        let info = bin.info();
         let live = p
-            .load_bias(&bin.info())
+            .load_bias(&info)
             .map_err(anyhow::Error::from)
             .and_then(|bias| {
-                Ok(RuntimeReader::new(
-                    p.memory()?,
-                    &plan.layout,
-                    &plan.globals,
-                    bias,
-                )?)
-            })
-            .and_then(|r| Ok(r.read()?));
+                let reader = RuntimeReader::new(p.memory()?, &plan.layout, &plan.globals, bias)?;
+                let expect = selfcheck::Expect::new(&bin.version, info.text.clone(), &plan, bias);
+                Ok((reader.read()?, selfcheck::run(&reader, &expect)?))
+            });
         match live {
-            Ok(c) => {
+            Ok((c, check)) => {
                 let _ = writeln!(
                     t,
                     "runtime now:    {} goroutines ({} system), free-G pool {}, GOMAXPROCS {}",
@@ -111,12 +114,20 @@ pub fn report(bin: &GoBinary, process: Option<&Process>) -> Report {
                     c.free_pool(),
                     c.procs
                 );
+                let _ = writeln!(t, "self-check:     {}", check.describe());
+                if !check.passed() {
+                    ok = false;
+                    verdict = format!(
+                        "no: {}'s runtime layout does not fit this process (self-check {})",
+                        bin.version,
+                        check.describe()
+                    );
+                }
             }
             Err(e) => {
-                let _ = writeln!(
-                    t,
-                    "runtime now:    unreadable ({e:#}); live goroutines would come from the GC census"
-                );
+                let _ = writeln!(t, "runtime now:    unreadable ({e:#})");
+                ok = false;
+                verdict = format!("no: the layout self-check cannot run: {e:#}");
             }
         }
         if let Err(e) = kernel::check_privileges() {

@@ -129,6 +129,9 @@ pub struct Layout {
     pub sched_gfree: SchedGFree,
     /// One of [`profiler_common::stw_reason`].
     pub stw_reason_source: u32,
+    /// Which argument of `runtime.newproc1` is the `go` statement's PC (Go 1.17's newproc1
+    /// also took the argument pointer and size).
+    pub newproc1_callerpc_arg: u32,
     pub pause_clock: PauseClock,
 }
 
@@ -154,9 +157,79 @@ pub enum PauseClock {
     },
 }
 
-/// The verified releases. Go 1.20 is missing because no 1.20 toolchain was available to
-/// verify it; it is refused rather than assumed to match a neighbour.
+/// The known releases, Go 1.17 to 1.27. Newer ones are read with the newest entry (or their
+/// DWARF) only when the self-check at attach accepts it (see `selfcheck`).
 pub const LAYOUTS: &[Layout] = &[
+    // Go 1.17, 1.18 and 1.20: no toolchain here; read off the runtime sources of go1.17.13,
+    // go1.18 and go1.20.2 (struct layouts computed by compiling the sources' type
+    // declarations, the method checked against DWARF on every release that has a toolchain
+    // here) and confirmed in the machine code of third-party binaries of 1.17.2, 1.17.8,
+    // 1.18.0, 1.18.3 and 1.20.12 (shared/docs and docs/releases.md). The self-check at
+    // attach checks them again in every process.
+    Layout {
+        minors: (17, 17),
+        g_m: 0x30,
+        g_atomicstatus: 0x90,
+        g_goid: 0x98,
+        g_gopc: 0x128,
+        g_startpc: 0x138,
+        g_sched: 0x38,
+        g_syscallsp: 0x70,
+        g_waitsince: 0xa8,
+        g_waitreason: 0xb0,
+        g_tracking_seq: 0xbd,
+        m_curg: 0xc0,
+        m_preemptoff: 0xf8,
+        p_gfree_count: 0xe08,
+        sched_ngsys: 0x48,
+        sched_goidgen: 0x0,
+        p_goidcache: 0x5e0,
+        sched_gfree: SchedGFree::Counter {
+            stack: 0xa0,
+            no_stack: 0xa8,
+            n: 0xb0,
+        },
+        stw_reason_source: stw_reason::FROM_PREEMPTOFF,
+        newproc1_callerpc_arg: 4,
+        pause_clock: PauseClock::Globals {
+            work_t_sweep_term: 0x150,
+            work_pause_start: 0x178,
+            last_gc_unix: 0xa8,
+            last_gc_nanotime: 0x1738,
+        },
+    },
+    Layout {
+        minors: (18, 18),
+        g_m: 0x30,
+        g_atomicstatus: 0x90,
+        g_goid: 0x98,
+        g_gopc: 0x128,
+        g_startpc: 0x138,
+        g_sched: 0x38,
+        g_syscallsp: 0x70,
+        g_waitsince: 0xa8,
+        g_waitreason: 0xb0,
+        g_tracking_seq: 0xbd,
+        m_curg: 0xc0,
+        m_preemptoff: 0xf8,
+        p_gfree_count: 0x9a8,
+        sched_ngsys: 0x48,
+        sched_goidgen: 0x0,
+        p_goidcache: 0x180,
+        sched_gfree: SchedGFree::Counter {
+            stack: 0xa0,
+            no_stack: 0xa8,
+            n: 0xb0,
+        },
+        stw_reason_source: stw_reason::FROM_PREEMPTOFF,
+        newproc1_callerpc_arg: 2,
+        pause_clock: PauseClock::Globals {
+            work_t_sweep_term: 0x168,
+            work_pause_start: 0x190,
+            last_gc_unix: 0xa8,
+            last_gc_nanotime: 0x1738,
+        },
+    },
     Layout {
         minors: (19, 19),
         g_m: 0x30,
@@ -181,9 +254,42 @@ pub const LAYOUTS: &[Layout] = &[
             n: 0xb0,
         },
         stw_reason_source: stw_reason::FROM_PREEMPTOFF,
+        newproc1_callerpc_arg: 2,
         pause_clock: PauseClock::Globals {
             work_t_sweep_term: 0x168,
             work_pause_start: 0x190,
+            last_gc_unix: 0xe08,
+            last_gc_nanotime: 0x1e28,
+        },
+    },
+    Layout {
+        minors: (20, 20),
+        g_m: 0x30,
+        g_atomicstatus: 0x90,
+        g_goid: 0x98,
+        g_gopc: 0x128,
+        g_startpc: 0x138,
+        g_sched: 0x38,
+        g_syscallsp: 0x70,
+        g_waitsince: 0xa8,
+        g_waitreason: 0xb0,
+        g_tracking_seq: 0xbd,
+        m_curg: 0xc0,
+        m_preemptoff: 0xf8,
+        p_gfree_count: 0x9a8,
+        sched_ngsys: 0x48,
+        sched_goidgen: 0x0,
+        p_goidcache: 0x180,
+        sched_gfree: SchedGFree::Counter {
+            stack: 0xa8,
+            no_stack: 0xb0,
+            n: 0xb8,
+        },
+        stw_reason_source: stw_reason::FROM_PREEMPTOFF,
+        newproc1_callerpc_arg: 2,
+        pause_clock: PauseClock::Globals {
+            work_t_sweep_term: 0x160,
+            work_pause_start: 0x188,
             last_gc_unix: 0xe08,
             last_gc_nanotime: 0x1e28,
         },
@@ -212,6 +318,7 @@ pub const LAYOUTS: &[Layout] = &[
             n: 0xb8,
         },
         stw_reason_source: stw_reason::FROM_ARG,
+        newproc1_callerpc_arg: 2,
         pause_clock: PauseClock::Globals {
             work_t_sweep_term: 0x1a0,
             work_pause_start: 0x1c8,
@@ -243,6 +350,7 @@ pub const LAYOUTS: &[Layout] = &[
             n: 0xb8,
         },
         stw_reason_source: stw_reason::FROM_ARG,
+        newproc1_callerpc_arg: 2,
         pause_clock: PauseClock::Registers,
     },
     Layout {
@@ -269,6 +377,7 @@ pub const LAYOUTS: &[Layout] = &[
             n: 0xb8,
         },
         stw_reason_source: stw_reason::FROM_ARG,
+        newproc1_callerpc_arg: 2,
         pause_clock: PauseClock::Registers,
     },
     Layout {
@@ -294,6 +403,7 @@ pub const LAYOUTS: &[Layout] = &[
             no_stack: 0xc0,
         },
         stw_reason_source: stw_reason::FROM_ARG,
+        newproc1_callerpc_arg: 2,
         pause_clock: PauseClock::Registers,
     },
     Layout {
@@ -319,28 +429,32 @@ pub const LAYOUTS: &[Layout] = &[
             no_stack: 0xd0,
         },
         stw_reason_source: stw_reason::FROM_ARG,
+        newproc1_callerpc_arg: 2,
         pause_clock: PauseClock::Registers,
     },
 ];
 
+/// The oldest release gprof reads.
+pub const OLDEST_MINOR: u32 = 17;
+
 /// Why a release cannot be watched.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UnsupportedRelease {
+    #[error("{0} is older than go1.17, the oldest release gprof reads")]
+    TooOld(String),
     #[error(
-        "{0} is not supported: gprof has verified go1.19 and go1.21 to go1.{newest}",
-        newest = newest_minor()
+        "{0} on arm64 passes arguments on the stack (Go's register ABI came to arm64 in go1.18), and gprof's probes read registers"
     )]
-    Unverified(String),
-    #[error(
-        "{0} is newer than the newest release gprof knows (go1.{newest}) and the binary has no DWARF to read its runtime layout from",
-        newest = newest_minor()
-    )]
-    TooNew(String),
-    #[error(
-        "{0} is newer than the newest release gprof knows (go1.{newest}) and its DWARF lacks what gprof reads: {1}",
-        newest = newest_minor()
-    )]
-    TooNewUnreadable(String, String),
+    StackAbi(String),
+}
+
+/// How a binary's release relates to gprof's table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fit {
+    /// A release of the table.
+    Known,
+    /// Newer than the table: its newest entry is assumed, and must pass the self-check.
+    Newer,
 }
 
 fn newest_minor() -> u32 {
@@ -357,44 +471,62 @@ pub fn newest_layout() -> &'static Layout {
 
 /// Where arm64 builds differ from the (amd64) table, found by the DWARF cross-check of the
 /// arm64 builds of every release: go1.21's `workType` is laid out differently.
-const ARM64_PAUSE_CLOCKS: &[(u32, PauseClock)] = &[(
-    21,
-    PauseClock::Globals {
-        work_t_sweep_term: 0x220,
-        work_pause_start: 0x248,
-        last_gc_unix: 0xe08,
-        last_gc_nanotime: 0x1e28,
-    },
-)];
+const ARM64_PAUSE_CLOCKS: &[(u32, PauseClock)] = &[
+    // From the sources (arm64's cache lines are 128 bytes from Go 1.20).
+    (
+        20,
+        PauseClock::Globals {
+            work_t_sweep_term: 0x1a0,
+            work_pause_start: 0x1c8,
+            last_gc_unix: 0xe08,
+            last_gc_nanotime: 0x1e28,
+        },
+    ),
+    (
+        21,
+        PauseClock::Globals {
+            work_t_sweep_term: 0x220,
+            work_pause_start: 0x248,
+            last_gc_unix: 0xe08,
+            last_gc_nanotime: 0x1e28,
+        },
+    ),
+];
 
-/// The layout of a release on an architecture, or why there is none.
+/// The layout of a release on an architecture: its table entry, or for a release newer than
+/// the table the newest entry (which the self-check must then accept); or why there is none.
 pub fn layout_for_arch(
     version: &GoVersion,
     arch: crate::binary::Arch,
-) -> Result<Layout, UnsupportedRelease> {
-    let mut layout = layout_for(version)?.clone();
-    if arch == crate::binary::Arch::Aarch64
-        && let Some((_, clock)) = ARM64_PAUSE_CLOCKS.iter().find(|(m, _)| *m == version.minor)
-    {
-        layout.pause_clock = *clock;
+) -> Result<(Layout, Fit), UnsupportedRelease> {
+    let (layout, fit) = match layout_for(version) {
+        Some(l) => (l.clone(), Fit::Known),
+        None if version.major > 1 || version.minor > newest_minor() => {
+            (newest_layout().clone(), Fit::Newer)
+        }
+        None => return Err(UnsupportedRelease::TooOld(version.raw.clone())),
+    };
+    let mut layout = layout;
+    if arch == crate::binary::Arch::Aarch64 {
+        if version.major == 1 && version.minor < 18 {
+            return Err(UnsupportedRelease::StackAbi(version.raw.clone()));
+        }
+        if let Some((_, clock)) = ARM64_PAUSE_CLOCKS.iter().find(|(m, _)| *m == version.minor) {
+            layout.pause_clock = *clock;
+        }
     }
-    Ok(layout)
+    Ok((layout, fit))
 }
 
-/// The (amd64) layout of a release, or why there is none.
-pub fn layout_for(version: &GoVersion) -> Result<&'static Layout, UnsupportedRelease> {
-    if version.major == 1
-        && let Some(layout) = LAYOUTS
-            .iter()
-            .find(|l| (l.minors.0..=l.minors.1).contains(&version.minor))
-    {
-        return Ok(layout);
-    }
-    if version.major > 1 || version.minor > newest_minor() {
-        Err(UnsupportedRelease::TooNew(version.raw.clone()))
-    } else {
-        Err(UnsupportedRelease::Unverified(version.raw.clone()))
-    }
+/// The (amd64) table entry of a release.
+pub fn layout_for(version: &GoVersion) -> Option<&'static Layout> {
+    (version.major == 1)
+        .then(|| {
+            LAYOUTS
+                .iter()
+                .find(|l| (l.minors.0..=l.minors.1).contains(&version.minor))
+        })
+        .flatten()
 }
 
 /// On which stack a probed function runs, which decides where its entry probe may go.
@@ -931,6 +1063,11 @@ pub mod sections {
     pub const PCLNTAB: &str = ".gopclntab";
     /// Where position-independent builds of Go <= 1.19 keep it (it needs relocations there).
     pub const PCLNTAB_NAMES: &[&str] = &[PCLNTAB, ".data.rel.ro.gopclntab"];
+    /// Where some externally linked position-independent builds merge it, without a name of
+    /// its own (Debian's docker, go1.19): found there by its header.
+    pub const PCLNTAB_HOSTS: &[&str] = &[".data.rel.ro", ".rodata"];
+    /// Where the build-info blob is when its section is gone.
+    pub const BUILDINFO_HOSTS: &[&str] = &[".data", ".noptrdata", ".rodata", ".data.rel.ro"];
     /// Go 1.27 moved `runtime.firstmoduledata` into its own section.
     pub const MODULEDATA_CANDIDATES: &[&str] = &[".go.module", ".noptrdata", ".data"];
 }
@@ -957,36 +1094,48 @@ mod tests {
     }
 
     #[test]
-    fn every_claimed_release_has_one_layout() {
-        for minor in [19, 21, 22, 23, 24, 25, 26, 27] {
+    fn every_release_from_1_17_has_one_layout() {
+        for minor in 17..=27 {
             let version = v(&format!("go1.{minor}.1"));
             let matches = LAYOUTS
                 .iter()
                 .filter(|l| (l.minors.0..=l.minors.1).contains(&minor))
                 .count();
             assert_eq!(matches, 1, "go1.{minor}");
-            assert!(layout_for(&version).is_ok());
+            assert!(layout_for(&version).is_some());
+            assert!(wait_reasons(&version).is_some(), "go1.{minor}");
         }
     }
 
     #[test]
-    fn refuses_unverified_and_newer_releases() {
+    fn older_releases_are_refused_newer_ones_assume_the_newest() {
+        use crate::binary::Arch;
+        let err = layout_for_arch(&v("go1.16.15"), Arch::X86_64).unwrap_err();
+        assert_eq!(err, UnsupportedRelease::TooOld("go1.16.15".into()));
+        assert!(err.to_string().contains("go1.17"), "{err}");
+        let (layout, fit) = layout_for_arch(&v("go1.28.0"), Arch::X86_64).unwrap();
+        assert_eq!((layout.minors, fit), ((26, 27), Fit::Newer));
         assert_eq!(
-            layout_for(&v("go1.20.14")),
-            Err(UnsupportedRelease::Unverified("go1.20.14".into()))
+            layout_for_arch(&v("go1.20.14"), Arch::X86_64).unwrap().1,
+            Fit::Known
         );
         assert_eq!(
-            layout_for(&v("go1.18.10")),
-            Err(UnsupportedRelease::Unverified("go1.18.10".into()))
+            layout_for_arch(&v("go1.17.13"), Arch::Aarch64).unwrap_err(),
+            UnsupportedRelease::StackAbi("go1.17.13".into())
         );
-        let err = layout_for(&v("go1.28.0")).unwrap_err();
-        assert_eq!(err, UnsupportedRelease::TooNew("go1.28.0".into()));
-        assert!(err.to_string().contains("go1.27"), "{err}");
+        assert!(layout_for_arch(&v("go1.18.1"), Arch::Aarch64).is_ok());
     }
 
     #[test]
     fn sched_free_counts_follow_the_release_shape() {
         let old = layout_for(&v("go1.19.8")).unwrap();
+        assert_eq!(
+            layout_for(&v("go1.17.13"))
+                .unwrap()
+                .sched_gfree
+                .count_offsets(),
+            vec![0xb0]
+        );
         assert_eq!(old.sched_gfree.count_offsets(), vec![0xb0]);
         let new = layout_for(&v("go1.27.3")).unwrap();
         assert_eq!(new.sched_gfree.count_offsets(), vec![0xc8, 0xd8]);
@@ -1144,6 +1293,7 @@ pub fn layout_from_dwarf(
         },
         sched_gfree,
         stw_reason_source: template.stw_reason_source,
+        newproc1_callerpc_arg: template.newproc1_callerpc_arg,
         pause_clock,
     })
 }

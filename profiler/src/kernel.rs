@@ -229,14 +229,22 @@ impl Kernel {
                 })?
                 .try_into()
                 .map_err(|e: aya::programs::ProgramError| KernelError::Load(e.to_string()))?;
-            program.load().map_err(|e| {
-                if is_permission(&e) {
-                    KernelError::Permission {
-                        action: format!("load {name}"),
-                    }
-                } else {
-                    KernelError::Load(format!("{name}: {e}"))
+            program.load().map_err(|e| match &e {
+                // The verifier refusing a program also answers EACCES: its log says why.
+                aya::programs::ProgramError::LoadError { verifier_log, .. }
+                    if !verifier_log.to_string().trim().is_empty() =>
+                {
+                    let log = verifier_log.to_string();
+                    let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                    KernelError::Load(format!(
+                        "{name}: the kernel's verifier refused it: {}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                    ))
                 }
+                _ if is_permission(&e) => KernelError::Permission {
+                    action: format!("load {name}"),
+                },
+                _ => KernelError::Load(format!("{name}: {e}")),
             })?;
         }
         let mut take = |name: &'static str| {

@@ -30,6 +30,7 @@ pub mod probes;
 pub mod process;
 pub mod render;
 pub mod runtime_state;
+pub mod selfcheck;
 pub mod sites;
 pub mod snapshot;
 pub mod stats;

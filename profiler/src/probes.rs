@@ -42,6 +42,9 @@ pub enum LayoutSource {
     DwarfOverTable(Vec<String>),
     /// The binary's DWARF, for a release newer than the table; conventions of go1.N assumed.
     DwarfNewerRelease(u32),
+    /// A release newer than the table without usable DWARF: the layout of go1.N, the newest
+    /// known, assumed; attaching needs the self-check to accept it.
+    NewestAssumed(u32),
 }
 
 impl LayoutSource {
@@ -60,6 +63,9 @@ impl LayoutSource {
                     "the binary's DWARF (release newer than the table; calling conventions of go1.{m} assumed)"
                 )
             }
+            LayoutSource::NewestAssumed(m) => format!(
+                "gprof's table for go1.{m}, assumed for a newer release (the self-check at attach must accept it)"
+            ),
         }
     }
 }
@@ -115,14 +121,14 @@ fn resolve_layout(bin: &GoBinary) -> Result<(Layout, LayoutSource), PlanError> {
             }
         }
     };
-    match goruntime::layout_for_arch(&bin.version, bin.arch) {
-        Ok(table) => {
-            let table = &table;
+    let (table, fit) = goruntime::layout_for_arch(&bin.version, bin.arch)?;
+    match fit {
+        goruntime::Fit::Known => {
             let Some(types) = types() else {
-                return Ok((table.clone(), LayoutSource::Table));
+                return Ok((table, LayoutSource::Table));
             };
-            match goruntime::layout_from_dwarf(&types, table) {
-                Ok(d) if d == *table => Ok((d, LayoutSource::TableCheckedByDwarf)),
+            match goruntime::layout_from_dwarf(&types, &table) {
+                Ok(d) if d == table => Ok((d, LayoutSource::TableCheckedByDwarf)),
                 Ok(d) => {
                     let diff = table.differences(&d);
                     log::warn!(
@@ -135,18 +141,25 @@ fn resolve_layout(bin: &GoBinary) -> Result<(Layout, LayoutSource), PlanError> {
                 }
                 Err(e) => {
                     log::warn!("{}: {e}; using gprof's table", bin.path.display());
-                    Ok((table.clone(), LayoutSource::Table))
+                    Ok((table, LayoutSource::Table))
                 }
             }
         }
-        Err(UnsupportedRelease::TooNew(release)) => {
-            let newest = goruntime::newest_layout();
-            let types = types().ok_or_else(|| UnsupportedRelease::TooNew(release.clone()))?;
-            let layout = goruntime::layout_from_dwarf(&types, newest)
-                .map_err(|e| UnsupportedRelease::TooNewUnreadable(release.clone(), e))?;
-            Ok((layout, LayoutSource::DwarfNewerRelease(newest.minors.1)))
+        goruntime::Fit::Newer => {
+            let newest = table.minors.1;
+            match types().map(|t| goruntime::layout_from_dwarf(&t, &table)) {
+                Some(Ok(layout)) => Ok((layout, LayoutSource::DwarfNewerRelease(newest))),
+                Some(Err(e)) => {
+                    log::warn!(
+                        "{}: {}: {e}; assuming go1.{newest}'s layout",
+                        bin.path.display(),
+                        bin.version
+                    );
+                    Ok((table, LayoutSource::NewestAssumed(newest)))
+                }
+                None => Ok((table, LayoutSource::NewestAssumed(newest))),
+            }
         }
-        Err(e) => Err(e.into()),
     }
 }
 

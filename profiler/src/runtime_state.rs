@@ -11,7 +11,7 @@
 //! The reads race with the running program just as `gcount`'s own reads do; no lock is taken
 //! and the target is never stopped.
 
-use crate::census::{Census, GOffsets};
+use crate::census::{Census, GFields, GOffsets};
 use crate::globals::Candidates;
 use crate::goruntime::{Layout, globals};
 use crate::process::{ProcMem, ProcessError};
@@ -156,16 +156,23 @@ impl RuntimeReader {
 
     /// Reads every g of `runtime.allgs` and tallies them (see [`crate::census`]).
     pub fn census(&self) -> Result<Option<Census>, StateError> {
+        let mut census = Census::default();
+        let read = self.each_g(|addr, g| census.add(addr, g))?;
+        Ok(read.then_some(census))
+    }
+
+    /// Reads every g of `runtime.allgs` and hands each to `f` (address; None: unreadable).
+    /// False when the census cannot run (no validated `allgs`, or an implausible length).
+    pub fn each_g(&self, mut f: impl FnMut(u64, Option<GFields>)) -> Result<bool, StateError> {
         let Some(allgs) = self.allgs else {
-            return Ok(None);
+            return Ok(false);
         };
         let ptr = self.mem.read_u64(allgs)?;
         let len = self.mem.read_u64(allgs + 8)?;
         if ptr == 0 || len > MAX_CENSUS {
-            return Ok(None);
+            return Ok(false);
         }
         let span = self.g.span();
-        let mut census = Census::default();
         let (mut raw, mut bytes) = (Vec::new(), Vec::new());
         for start in (0..len).step_by(CENSUS_CHUNK as usize) {
             let n = CENSUS_CHUNK.min(len - start) as usize;
@@ -178,10 +185,15 @@ impl RuntimeReader {
             bytes.resize(span * n, 0);
             let ok = self.mem.read_scattered(&gs, span, &mut bytes);
             for ((b, ok), &addr) in bytes.chunks_exact(span).zip(ok).zip(&gs) {
-                census.add(addr, ok.then(|| self.g.parse(b)));
+                f(addr, ok.then(|| self.g.parse(b)));
             }
         }
-        Ok(Some(census))
+        Ok(true)
+    }
+
+    /// One 8-byte word of the process's memory.
+    pub fn word(&self, addr: u64) -> Result<u64, StateError> {
+        Ok(self.mem.read_u64(addr)?)
     }
 
     /// Walks blocked goroutines' stacks (see [`crate::unwind`]).

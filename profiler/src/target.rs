@@ -23,6 +23,7 @@ use crate::kernel::{ExeKey, Kernel, KernelError, Scope};
 use crate::probes::{self, PlanError, ProbePlan};
 use crate::process::{Process, ProcessError};
 use crate::runtime_state::{RuntimeCounts, RuntimeReader, StateError};
+use crate::selfcheck;
 use crate::sites::{SiteName, Symbolizer};
 use crate::snapshot::ProcessSnapshot;
 
@@ -46,6 +47,15 @@ pub enum TargetError {
     Kernel(#[from] KernelError),
     #[error("PID {pid}")]
     State { pid: u32, source: StateError },
+    #[error(
+        "PID {pid} ({comm}): {release}'s runtime layout does not fit the live process, so gprof will not read or probe it: self-check {why}"
+    )]
+    SelfCheck {
+        pid: u32,
+        comm: String,
+        release: String,
+        why: String,
+    },
     #[error("PID {0} exited")]
     Gone(u32),
     #[error("PID {0} replaced its program (exec)")]
@@ -112,8 +122,6 @@ pub struct Target {
     pub slot: u32,
     pub go_version: String,
     reader: Option<RuntimeReader>,
-    /// Why the runtime's globals could not be used (the census fallback is in effect).
-    pub reader_error: Option<String>,
     collector: ProcessCollector,
     attached: Instant,
     /// What the hot-probe rate is estimated from at the last sample: (monotonic ns, probe
@@ -148,8 +156,8 @@ impl Target {
         let plan = &exe.plan;
         let pid = process.pid();
         let bias = process.load_bias(&exe.info)?;
-        let (reader, reader_error) = match open_reader(process, plan, bias) {
-            Ok(r) => (Some(r), None),
+        let reader = match open_reader(process, plan, bias) {
+            Ok(r) => r,
             Err(StateError::Process(
                 e @ (ProcessError::Permission(_) | ProcessError::PermissionAsRoot(_)),
             )) => {
@@ -161,10 +169,32 @@ impl Target {
             // Reading a process that is exiting fails: that is an exit, not a fallback.
             Err(_) if !process.is_alive() => return Err(TargetError::Gone(pid)),
             Err(e) => {
-                log::warn!("PID {pid}: {e}; live goroutines will come from the GC census");
-                (None, Some(e.to_string()))
+                return Err(TargetError::SelfCheck {
+                    pid,
+                    comm: process.comm.clone(),
+                    release: exe.info.version.raw.clone(),
+                    why: format!("could not run: {e}"),
+                });
             }
         };
+        // Before a probe goes in: the struct offsets must fit what the process holds.
+        let expect = selfcheck::Expect::new(&exe.info.version, exe.info.text.clone(), plan, bias);
+        match selfcheck::run(&reader, &expect) {
+            Ok(r) if r.passed() => log::debug!("PID {pid}: layout self-check {}", r.describe()),
+            Err(_) if !process.is_alive() => return Err(TargetError::Gone(pid)),
+            outcome => {
+                return Err(TargetError::SelfCheck {
+                    pid,
+                    comm: process.comm.clone(),
+                    release: exe.info.version.raw.clone(),
+                    why: match outcome {
+                        Ok(r) => r.describe(),
+                        Err(e) => format!("could not run: {e}"),
+                    },
+                });
+            }
+        }
+        let reader = Some(reader);
         let config = ProcConfig {
             slot: 0,
             stw_reason_source: plan.layout.stw_reason_source,
@@ -174,6 +204,8 @@ impl Target {
             mark_term_end_addr: plan.globals.last_gc_nanotime.map_or(0, |a| a + bias),
             g_gopc: plan.layout.g_gopc as u32,
             g_startpc: plan.layout.g_startpc as u32,
+            newproc1_callerpc_arg: plan.layout.newproc1_callerpc_arg,
+            _pad: 0,
         };
         let slot = kernel.watch(pid, config)?;
         let key = ExeKey::of(process);
@@ -210,7 +242,6 @@ impl Target {
             slot,
             go_version: exe.info.version.raw.clone(),
             reader,
-            reader_error,
             collector,
             attached: Instant::now(),
             last_hot,

@@ -39,9 +39,6 @@ pub fn run(opts: &TopOptions) -> anyhow::Result<()> {
         opts.budget.fraction_of_core.is_some(),
     )?;
     drop(inspected);
-    if let Some(why) = &target.reader_error {
-        log::warn!("{why}");
-    }
     let hot_attached = kernel.hot_is_on(target.exe);
     let hot = HotControl::new(
         target.exe,

@@ -2,6 +2,7 @@
 //! building the Go test targets, running every test, the demo and the benchmark.
 
 mod bench;
+mod corpus;
 mod demo;
 mod generate;
 mod gotargets;
@@ -79,6 +80,8 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     toolchain::ensure_test_tools()?;
     generate::run(true)?;
     let targets = gotargets::build_all()?;
+    // Real third-party Go programs: the binaries we did not build ourselves.
+    let corpus_dir = corpus::ensure()?;
     let mut cmd = vec![
         "test",
         "--release",
@@ -99,6 +102,10 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     let path = toolchain::test_path();
     run::cargo_with_env(
         &cmd,
-        &[(gotargets::ENV, targets.as_os_str()), ("PATH", &path)],
+        &[
+            (gotargets::ENV, targets.as_os_str()),
+            (corpus::ENV, corpus_dir.as_os_str()),
+            ("PATH", &path),
+        ],
     )
 }

@@ -16,8 +16,10 @@ pub const GO_RELEASES: &[&str] = &[
 
 /// Debian packages the tests use: Go 1.19, Prometheus (a real stripped Go service, and
 /// promtool), Alertmanager, caddy (a real HTTP server), wrk (HTTP load), bpftool (kernel map
-/// checks), util-linux (setpriv, script).
+/// checks), util-linux (setpriv, script), git and sqlite3 (to start corpus programs idle).
 const APT_PACKAGES: &[&str] = &[
+    "git",
+    "sqlite3",
     "golang-1.19-go",
     "prometheus",
     "prometheus-alertmanager",

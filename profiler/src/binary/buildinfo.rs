@@ -46,6 +46,15 @@ pub fn version(
     read_string(header, ptr_size).ok_or_else(|| bad("version pointer outside the file"))
 }
 
+/// The build-info blob inside `data` (it is 16-byte aligned where the linker puts it), when
+/// its section has been removed but its bytes remain.
+pub fn find_blob(data: &[u8]) -> Option<&[u8]> {
+    (0..data.len().saturating_sub(INLINE_START))
+        .step_by(16)
+        .find(|&at| data[at..].starts_with(MAGIC))
+        .map(|at| &data[at..])
+}
+
 /// Go's unsigned varint (LEB128). Returns the value and the bytes it took.
 pub fn uvarint(buf: &[u8]) -> Option<(u64, usize)> {
     let mut value = 0u64;

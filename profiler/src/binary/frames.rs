@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use std::os::unix::fs::FileExt;
 
-use super::pclntab::{FLAG_TOPFRAME, FileTable, InlinedCall, Pclntab};
+use super::pclntab::{FLAG_TOPFRAME, FileTable, InlinedCall, Pclntab, TreeAt};
 use super::{Arch, SourceLine};
 
 /// Entries cached per table before the cache is emptied (a bound on memory whatever the
@@ -162,11 +162,13 @@ impl FrameTable {
         let off = self.offset(pc.checked_sub(1)?)?;
         let i = self.table.func_index(off).ok()??;
         let f = self.table.func_record(i).ok()?;
-        let tree = match (self.gofunc, self.table.inline_tree(&f).ok()?) {
-            (Some(base), Some(o)) => Some(base + o as u64),
+        let tree = match (self.table.inline_tree(&f).ok()?, self.gofunc) {
+            (Some(TreeAt::FromGofunc(o)), Some(base)) => Some(base + o as u64),
+            (Some(TreeAt::Address(a)), _) => Some(a),
             _ => None,
         };
-        let size = InlinedCall::size(self.table.magic);
+        let format = self.table.format;
+        let size = format.inl_record;
         let mut out = Vec::new();
         let mut at = off;
         while let (Some(tree), Some(ix)) = (tree, self.table.inline_index(&f, at).ok()?) {
@@ -174,7 +176,7 @@ impl FrameTable {
                 return None;
             }
             let record = self.read(tree.checked_add(ix as u64 * size as u64)?, size)?;
-            let call = InlinedCall::parse(self.table.magic, &record)?;
+            let call = InlinedCall::parse(&format, &record)?;
             let (file, line) = self.table.file_line(i, at).ok()?;
             out.push(SourceLine {
                 function: self.table.name(call.name_off).ok()?,

@@ -84,6 +84,35 @@ impl SymbolSource {
     }
 }
 
+/// Where a binary's Go release was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VersionSource {
+    /// The `.go.buildinfo` section (what `go version` reads).
+    BuildInfo,
+    /// The build-info blob, found in the data though its section is gone.
+    BuildInfoBlob,
+    /// `runtime.buildVersion`, by its symbol.
+    BuildVersionSymbol,
+    /// `runtime.buildVersion`, found through the machine code of `runtime.schedinit` (which
+    /// tests it against ""), in a binary without build info or symbols.
+    BuildVersionDecoded,
+}
+
+impl VersionSource {
+    pub fn describe(self) -> &'static str {
+        match self {
+            VersionSource::BuildInfo => ".go.buildinfo",
+            VersionSource::BuildInfoBlob => "the build-info blob (no .go.buildinfo section)",
+            VersionSource::BuildVersionSymbol => {
+                "runtime.buildVersion, by its symbol (no build info)"
+            }
+            VersionSource::BuildVersionDecoded => {
+                "runtime.buildVersion, found through runtime.schedinit's code (no build info, no symbols)"
+            }
+        }
+    }
+}
+
 /// A function's address range `[entry, end)`; `end` includes the alignment padding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Function {
@@ -121,6 +150,8 @@ pub struct ExecutableInfo {
     pub pie: bool,
     /// The lowest PT_LOAD address and its file offset (anchors a PIE's load bias).
     pub first_load: Option<(u64, u64)>,
+    /// The Go functions' code, `[minpc, maxpc)` (file addresses).
+    pub text: std::ops::Range<u64>,
 }
 
 /// One Go executable, read and validated.
@@ -128,12 +159,16 @@ pub struct ExecutableInfo {
 pub struct GoBinary {
     pub path: PathBuf,
     pub version: GoVersion,
+    pub version_source: VersionSource,
     pub arch: Arch,
     /// Position-independent (ET_DYN): runtime addresses are file addresses plus a load bias.
     pub pie: bool,
     pub symbol_source: SymbolSource,
     pub has_dwarf: bool,
     pub text: moduledata::ModuleText,
+    /// What `.gopclntab`'s function entries are offsets from: `moduledata.text`, or for
+    /// Go 1.16-1.17 tables of absolute pcs, the first function's entry.
+    pc_base: u64,
     functions: Vec<Function>,
     by_name: HashMap<String, Vec<usize>>,
     /// Runtime data symbols from `.symtab`, when present.
@@ -195,7 +230,7 @@ impl GoBinary {
             .collect();
         Some(frames::FrameTable::new(
             table,
-            self.text.text,
+            self.pc_base,
             self.arch,
             gofunc,
             segments,
@@ -229,12 +264,33 @@ impl GoBinary {
             .collect();
 
         let section = |name: &'static str| file.section_by_name(name);
-        let buildinfo =
-            section(sections::BUILDINFO).ok_or(BinaryError::NotGo(sections::BUILDINFO))?;
-        let pcln = sections::PCLNTAB_NAMES
+        let buildinfo = section(sections::BUILDINFO);
+        // The function table: its own section, or (some position-independent links) merged
+        // into a read-only data section, found by its header and accepted only when a
+        // moduledata points at it.
+        let named = sections::PCLNTAB_NAMES
             .iter()
-            .find_map(|name| file.section_by_name(name))
-            .ok_or(BinaryError::NotGo(sections::PCLNTAB))?;
+            .find_map(|name| file.section_by_name(name));
+        let mut tables: Vec<(u64, std::ops::Range<usize>)> = Vec::new();
+        match named {
+            Some(s) => tables.extend(file_range(&s).map(|r| (s.address(), r))),
+            None => {
+                for name in sections::PCLNTAB_HOSTS {
+                    let Some(host) = file.section_by_name(name) else {
+                        continue;
+                    };
+                    let (Ok(data), Some(range)) = (host.data(), file_range(&host)) else {
+                        continue;
+                    };
+                    for at in pclntab::header_candidates(data) {
+                        tables.push((host.address() + at as u64, range.start + at..range.end));
+                    }
+                }
+            }
+        }
+        if tables.is_empty() {
+            return Err(BinaryError::NotGo(sections::PCLNTAB));
+        }
         let has_dwarf = section(".debug_info").is_some();
 
         let mut relocations = HashMap::new();
@@ -276,20 +332,22 @@ impl GoBinary {
             SymbolSource::Symtab
         };
 
-        let buildinfo_data = buildinfo
-            .data()
-            .map_err(|e| BinaryError::BuildInfo(e.to_string()))?;
-        let pcln_data = pcln
-            .data()
-            .map_err(|e| BinaryError::Pclntab(e.to_string()))?;
-        let pcln_addr = pcln.address();
-        let pcln_range = pcln
-            .file_range()
-            .and_then(|(off, len)| {
-                let start = usize::try_from(off).ok()?;
-                Some(start..start.checked_add(usize::try_from(len).ok()?)?)
-            })
-            .ok_or_else(|| BinaryError::Pclntab("not stored in the file".into()))?;
+        let buildinfo_data = match buildinfo {
+            Some(s) => Some(
+                s.data()
+                    .map_err(|e| BinaryError::BuildInfo(e.to_string()))?
+                    .to_vec(),
+            ),
+            None => None,
+        };
+        // Without its section, the build-info blob may still be in the data.
+        let blob = buildinfo_data.is_none().then(|| {
+            sections::BUILDINFO_HOSTS
+                .iter()
+                .filter_map(|name| file.section_by_name(name)?.data().ok())
+                .find_map(buildinfo::find_blob)
+                .map(<[u8]>::to_vec)
+        });
         let moduledata_sections: Vec<(u64, Vec<u8>)> = sections::MODULEDATA_CANDIDATES
             .iter()
             .filter_map(|name| file.section_by_name(name))
@@ -305,6 +363,7 @@ impl GoBinary {
                 minor: 0,
                 patch: 0,
             },
+            version_source: VersionSource::BuildInfo,
             arch,
             pie,
             symbol_source,
@@ -316,25 +375,33 @@ impl GoBinary {
                 minpc: 0,
                 maxpc: 0,
             },
+            pc_base: 0,
             functions: Vec::new(),
             by_name: HashMap::new(),
             data_symbols,
             text_symbols: HashMap::new(),
             segments,
-            pclntab: (pcln_addr, pcln_range),
+            pclntab: (0, 0..0),
             relocations,
             bytes: Vec::new(),
             file: None,
         };
         // Borrow the bytes only through the helpers below from here on.
-        let raw_version = buildinfo::version(buildinfo_data, |addr, ptr_size| {
-            binary.read_go_string(&bytes, addr, ptr_size)
-        })?;
-        binary.version = GoVersion::parse(&raw_version).ok_or_else(|| {
-            BinaryError::BuildInfo(format!("unrecognized Go version {raw_version:?}"))
-        })?;
+        let from_info = match (&buildinfo_data, &blob) {
+            (Some(data), _) => Some((data.as_slice(), VersionSource::BuildInfo)),
+            (None, Some(Some(blob))) => Some((blob.as_slice(), VersionSource::BuildInfoBlob)),
+            _ => None,
+        };
+        if let Some((data, source)) = from_info {
+            let raw = buildinfo::version(data, |addr, ptr_size| {
+                binary.read_go_string(&bytes, addr, ptr_size)
+            })?;
+            binary.version = GoVersion::parse(&raw).ok_or_else(|| {
+                BinaryError::BuildInfo(format!("unrecognized Go version {raw:?}"))
+            })?;
+            binary.version_source = source;
+        }
 
-        let table = pclntab::Pclntab::parse(pcln_data, pcln_addr)?;
         let read = |addr: u64| binary.read_u64_in(&bytes, addr);
         let is_code = |lo: u64, hi: u64| {
             binary
@@ -342,28 +409,63 @@ impl GoBinary {
                 .iter()
                 .any(|s| s.exec && lo >= s.vaddr && hi <= s.vaddr + s.memsz)
         };
-        let mut candidates: Vec<u64> = moduledata_sections
-            .iter()
-            .flat_map(|(addr, data)| {
-                data.chunks_exact(8)
-                    .enumerate()
-                    .filter(|(_, w)| u64::from_le_bytes((*w).try_into().expect("8")) == pcln_addr)
-                    .map(move |(i, _)| addr + 8 * i as u64)
-            })
-            .collect();
-        candidates.extend(
-            binary
-                .relocations
+        // The first table a moduledata accepts (a named section has one candidate).
+        let mut found = None;
+        let mut last_error = None;
+        for (addr, range) in &tables {
+            let Some(data) = bytes.get(range.clone()) else {
+                continue;
+            };
+            let table = match pclntab::Pclntab::parse(data, *addr) {
+                Ok(t) => t,
+                Err(e) => {
+                    last_error = Some(e);
+                    continue;
+                }
+            };
+            let mut candidates: Vec<u64> = moduledata_sections
                 .iter()
-                .filter(|&(_, &v)| v == pcln_addr)
-                .map(|(&at, _)| at),
-        );
-        candidates.sort_unstable();
-        candidates.dedup();
-        let text = moduledata::find(candidates, &table, &read, &is_code)?;
+                .flat_map(|(at, data)| {
+                    data.chunks_exact(8)
+                        .enumerate()
+                        .filter(|(_, w)| u64::from_le_bytes((*w).try_into().expect("8")) == *addr)
+                        .map(move |(i, _)| at + 8 * i as u64)
+                })
+                .collect();
+            candidates.extend(
+                binary
+                    .relocations
+                    .iter()
+                    .filter(|&(_, &v)| v == *addr)
+                    .map(|(&at, _)| at),
+            );
+            candidates.sort_unstable();
+            candidates.dedup();
+            match moduledata::find(candidates, &table, &read, &is_code) {
+                Ok(text) => {
+                    found = Some((table, text, *addr, range.clone()));
+                    break;
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        let Some((table, text, pcln_addr, pcln_range)) = found else {
+            return Err(last_error.unwrap_or(BinaryError::NotGo(sections::PCLNTAB)));
+        };
         binary.text = text;
+        binary.pclntab = (pcln_addr, pcln_range);
 
-        let base = binary.text.text;
+        if table.format.absolute_entries() && pie {
+            return Err(BinaryError::Pclntab(
+                "position-independent Go 1.16-1.17 binaries are not supported (their function table holds absolute, relocated addresses)".into(),
+            ));
+        }
+        let base = if table.format.absolute_entries() {
+            table.origin()
+        } else {
+            binary.text.text
+        };
+        binary.pc_base = base;
         for f in table.funcs() {
             let f = f?;
             binary.functions.push(Function {
@@ -389,7 +491,50 @@ impl GoBinary {
         }
         binary.text_symbols = symtab_funcs;
         binary.bytes = bytes;
+        if from_info.is_none() {
+            let (raw, source) = binary.build_version()?;
+            binary.version = GoVersion::parse(&raw).ok_or_else(|| {
+                BinaryError::BuildInfo(format!("unrecognized Go version {raw:?}"))
+            })?;
+            binary.version_source = source;
+        }
         Ok(binary)
+    }
+
+    /// `runtime.buildVersion` (the release string the linker stores), for binaries without
+    /// build info: by its symbol, or as the one Go string `runtime.schedinit` reads whose
+    /// value names a release (it checks `buildVersion == ""` at start-up).
+    fn build_version(&self) -> Result<(String, VersionSource), BinaryError> {
+        let string_at = |header: u64| {
+            let s = self.read_go_string(&self.bytes, header, 8)?;
+            GoVersion::parse(&s).map(|_| s)
+        };
+        if let Some(s) = self.data_symbol("runtime.buildVersion").and_then(string_at) {
+            return Ok((s, VersionSource::BuildVersionSymbol));
+        }
+        let none = || {
+            BinaryError::BuildInfo(
+                "no build info, and runtime.buildVersion could not be found".into(),
+            )
+        };
+        let schedinit = self.function("runtime.schedinit").map_err(|_| none())?;
+        let refs = crate::disasm::global_refs(self, schedinit).map_err(|_| none())?;
+        // The comparison reads the string's length: the header starts 8 bytes before.
+        let mut found: Vec<String> = refs
+            .iter()
+            .flat_map(|r| [r.addr, r.addr.wrapping_sub(8)])
+            .filter_map(string_at)
+            .collect();
+        found.sort();
+        found.dedup();
+        match found.as_slice() {
+            [one] => Ok((one.clone(), VersionSource::BuildVersionDecoded)),
+            [] => Err(none()),
+            many => Err(BinaryError::BuildInfo(format!(
+                "no build info, and runtime.schedinit reads several release strings: {}",
+                many.join(", ")
+            ))),
+        }
     }
 
     fn file_range_in(&self, vaddr: u64, len: u64) -> Option<std::ops::Range<usize>> {
@@ -409,7 +554,16 @@ impl GoBinary {
         let r = self.file_range_in(vaddr, 8)?;
         Some(u64::from_le_bytes(bytes.get(r)?.try_into().ok()?))
     }
+}
 
+/// The file range of a section's bytes.
+fn file_range<'d>(s: &impl ObjectSection<'d>) -> Option<std::ops::Range<usize>> {
+    let (off, len) = s.file_range()?;
+    let start = usize::try_from(off).ok()?;
+    Some(start..start.checked_add(usize::try_from(len).ok()?)?)
+}
+
+impl GoBinary {
     fn read_go_string(&self, bytes: &[u8], header: u64, ptr_size: usize) -> Option<String> {
         if ptr_size != 8 {
             return None;
@@ -487,7 +641,7 @@ impl GoBinary {
     pub fn source_line(&self, pc: u64) -> Option<SourceLine> {
         let data = self.bytes.get(self.pclntab.1.clone())?;
         let table = pclntab::Pclntab::parse(data, self.pclntab.0).ok()?;
-        let off = u32::try_from(pc.checked_sub(self.text.text)?).ok()?;
+        let off = u32::try_from(pc.checked_sub(self.pc_base)?).ok()?;
         let i = table.func_index(off).ok()??;
         let function = table.func(i).ok()?.name.to_string();
         let (file, line) = table.file_line(i, off).ok()?;
@@ -541,6 +695,7 @@ impl GoBinary {
                 .iter()
                 .min_by_key(|s| s.vaddr)
                 .map(|s| (s.vaddr, s.offset)),
+            text: self.text.minpc..self.text.maxpc,
         }
     }
 }

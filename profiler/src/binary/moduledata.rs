@@ -67,7 +67,13 @@ pub fn validate<B: TableBytes>(
     let maxpc = word(off::MAXPC)?;
     let first = table.ftab(0).map_err(|e| e.to_string())?.0 as u64;
     let last = table.text_end_off().map_err(|e| e.to_string())? as u64;
-    if minpc != text + first || maxpc != text + last {
+    // Entries are offsets from `text`, or (Go 1.16-1.17) from the table's first entry.
+    let origin = if table.format.absolute_entries() {
+        table.origin()
+    } else {
+        text
+    };
+    if minpc != origin + first || maxpc != origin + last || text > minpc {
         return Err(format!(
             "minpc/maxpc {minpc:#x}/{maxpc:#x} disagree with text {text:#x}"
         ));
@@ -77,7 +83,7 @@ pub fn validate<B: TableBytes>(
             "text {text:#x}..{maxpc:#x} is not inside an executable segment"
         ));
     }
-    if table.text_start != 0 && table.text_start != text {
+    if !table.format.absolute_entries() && table.text_start != 0 && table.text_start != text {
         return Err(format!(
             "pcHeader.textStart {:#x} disagrees with moduledata.text {text:#x}",
             table.text_start

@@ -1,4 +1,5 @@
-//! Go's function table, `.gopclntab` (format of Go 1.18+). It survives `-ldflags='-s -w'`, so
+//! Go's function table, `.gopclntab` (the formats of Go 1.16-1.17, 1.18-1.19 and 1.20+). It
+//! survives `-ldflags='-s -w'`, so
 //! it names functions in stripped binaries, and its pc-value tables give source lines and
 //! frame sizes (to unwind parked goroutines' stacks). Every read is bounds-checked: a truncated
 //! or corrupted table gives an error, never a panic.
@@ -12,17 +13,94 @@ use std::os::unix::fs::FileExt;
 
 use super::BinaryError;
 
-/// `pcHeader.magic` of Go 1.18–1.19 and of Go 1.20+ (the layout is the same).
+/// `pcHeader.magic` of Go 1.16-1.17, 1.18–1.19 and 1.20+.
+pub const MAGIC_GO116: u32 = 0xffff_fffa;
 pub const MAGIC_GO118: u32 = 0xffff_fff0;
 pub const MAGIC_GO120: u32 = 0xffff_fff1;
+/// The longest header (Go 1.18+).
 const HEADER_LEN: usize = 72;
-/// Size of one `_func` record's fixed part.
+/// Bytes of a `_func` record read at once: its fixed part in every format.
 const FUNC_LEN: usize = 44;
-/// Offsets in a `_func` record of the pc-value tables used here.
-const FUNC_PCSP: usize = 16;
-const FUNC_PCFILE: usize = 20;
-const FUNC_PCLN: usize = 24;
-const FUNC_CU: usize = 32;
+
+/// Where one format keeps what gprof reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Format {
+    pub magic: u32,
+    header_len: usize,
+    /// Header word index (after the first 8 bytes) of `textStart` (None: absolute entries).
+    text_start_word: Option<usize>,
+    /// Header word index of `funcnameOffset`; the four other offsets follow.
+    offsets_word: usize,
+    /// Bytes per `ftab` entry, and whether its words are 8 bytes (absolute pc, offset).
+    ftab_entry: usize,
+    /// Offsets in a `_func` record.
+    name: usize,
+    pcsp: usize,
+    pcfile: usize,
+    pcln: usize,
+    npcdata: usize,
+    cu: usize,
+    func_id: usize,
+    /// The pc-data offsets start here; func-data follows them (8-byte absolute pointers
+    /// aligned to 8 in Go 1.16-1.17, else 4-byte offsets from `moduledata.gofunc`).
+    pcdata: usize,
+    /// Bytes of one inlining-tree record (see [`InlinedCall`]).
+    pub inl_record: usize,
+}
+
+const GO116: Format = Format {
+    magic: MAGIC_GO116,
+    header_len: 64,
+    text_start_word: None,
+    offsets_word: 2,
+    ftab_entry: 16,
+    name: 8,
+    pcsp: 20,
+    pcfile: 24,
+    pcln: 28,
+    npcdata: 32,
+    cu: 36,
+    func_id: 40,
+    pcdata: 44,
+    inl_record: 20,
+};
+
+const GO118: Format = Format {
+    magic: MAGIC_GO118,
+    header_len: 72,
+    text_start_word: Some(2),
+    offsets_word: 3,
+    ftab_entry: 8,
+    name: 4,
+    pcsp: 16,
+    pcfile: 20,
+    pcln: 24,
+    npcdata: 28,
+    cu: 32,
+    func_id: 36,
+    pcdata: 40,
+    inl_record: 20,
+};
+
+/// Go 1.20 inserted `startLine` before `funcID`.
+const GO120: Format = Format {
+    magic: MAGIC_GO120,
+    func_id: 40,
+    pcdata: 44,
+    inl_record: 16,
+    ..GO118
+};
+
+impl Format {
+    fn of(magic: u32) -> Option<Self> {
+        [GO116, GO118, GO120].into_iter().find(|f| f.magic == magic)
+    }
+
+    /// Function entries are absolute pcs (Go 1.16-1.17), not offsets from `textStart`.
+    pub fn absolute_entries(&self) -> bool {
+        self.text_start_word.is_none()
+    }
+}
 /// Longest function or file name accepted.
 const MAX_NAME: usize = 1 << 16;
 /// `_func.flag`: the function is at the top of a call stack (`goexit`, `mstart`...): unwinding
@@ -107,17 +185,35 @@ impl TableBytes for FileTable {
     }
 }
 
-/// A parsed `pcHeader` over the section's bytes.
+/// Offsets in `data` (8-byte aligned) where a table header could start: a known magic, two
+/// zero bytes, an instruction quantum of 1 or 4, pointers of 8 bytes.
+pub fn header_candidates(data: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    data.chunks_exact(8).enumerate().filter_map(|(i, w)| {
+        let magic = u32::from_le_bytes(w[0..4].try_into().expect("4"));
+        (Format::of(magic).is_some()
+            && w[4] == 0
+            && w[5] == 0
+            && matches!(w[6], 1 | 4)
+            && w[7] == 8)
+            .then_some(8 * i)
+    })
+}
+
+/// A parsed `pcHeader` over the section's bytes. Function entries are given as offsets from
+/// [`Pclntab::origin`]: `textStart` (from 1.26, `moduledata.text`), or for Go 1.16-1.17,
+/// whose table holds absolute pcs, the first function's entry.
 #[derive(Debug)]
 pub struct Pclntab<B> {
     data: B,
     /// Virtual address of the header (the section start).
     pub addr: u64,
     pub magic: u32,
+    pub format: Format,
     /// Minimum instruction size (1 on amd64, 4 on arm64).
     pub min_lc: u8,
     pub nfunc: usize,
-    /// `pcHeader.textStart`; Go 1.26+ leaves it zero (use `moduledata.text`).
+    /// `pcHeader.textStart`; Go 1.26+ leaves it zero (use `moduledata.text`). For Go
+    /// 1.16-1.17, the first function's entry (their entries are absolute).
     pub text_start: u64,
     pub funcname_offset: u64,
     pub cu_offset: u64,
@@ -149,15 +245,11 @@ pub struct InlinedCall {
 }
 
 impl InlinedCall {
-    /// Bytes of one record of the tree (Go 1.18-1.19: parent, funcID, file, line, func,
-    /// parentPc; 1.20+: funcID, nameOff, parentPc, startLine).
-    pub fn size(magic: u32) -> usize {
-        if magic == MAGIC_GO118 { 20 } else { 16 }
-    }
-
-    pub fn parse(magic: u32, b: &[u8]) -> Option<Self> {
+    /// Parses one record of the tree (Go 1.16-1.19: parent, funcID, file, line, func,
+    /// parentPc, 20 bytes; 1.20+: funcID, nameOff, parentPc, startLine, 16 bytes).
+    pub fn parse(format: &Format, b: &[u8]) -> Option<Self> {
         let i32_at = |o: usize| Some(i32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?));
-        let (name, parent) = if magic == MAGIC_GO118 {
+        let (name, parent) = if format.inl_record == 20 {
             (12, 16)
         } else {
             (4, 8)
@@ -167,6 +259,15 @@ impl InlinedCall {
             parent_pc: u32::try_from(i32_at(parent)?).ok()?,
         })
     }
+}
+
+/// Where a function's inlining tree is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TreeAt {
+    /// An offset from `moduledata.gofunc` (Go 1.18+).
+    FromGofunc(u32),
+    /// An address (Go 1.16-1.17).
+    Address(u64),
 }
 
 /// One function: entry and end relative to the text base, and its name.
@@ -184,14 +285,17 @@ impl<B: TableBytes> Pclntab<B> {
         let header = data
             .chunk(0, HEADER_LEN)
             .map_err(|_| err("shorter than its header"))?;
-        if header.len() < HEADER_LEN {
+        if header.len() < 8 {
             return Err(err("shorter than its header"));
         }
         let magic = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
-        if magic != MAGIC_GO118 && magic != MAGIC_GO120 {
-            return Err(err(format!(
-                "magic {magic:#x}: not the table of Go 1.18 or newer"
-            )));
+        let format = Format::of(magic).ok_or_else(|| {
+            err(format!(
+                "magic {magic:#x}: not the table of Go 1.16 or newer"
+            ))
+        })?;
+        if header.len() < format.header_len {
+            return Err(err("shorter than its header"));
         }
         if header[4] != 0 || header[5] != 0 {
             return Err(err("bad header padding"));
@@ -206,8 +310,10 @@ impl<B: TableBytes> Pclntab<B> {
         let word =
             |i: usize| u64::from_le_bytes(header[8 + 8 * i..16 + 8 * i].try_into().expect("8"));
         let nfunc = usize::try_from(word(0)).map_err(|_| err("function count"))?;
-        let (text_start, funcname_offset, cu_offset, filetab_offset, pctab_offset, pcln_offset) =
-            (word(2), word(3), word(4), word(5), word(6), word(7));
+        let o = format.offsets_word;
+        let (funcname_offset, cu_offset, filetab_offset, pctab_offset, pcln_offset) =
+            (word(o), word(o + 1), word(o + 2), word(o + 3), word(o + 4));
+        let text_start = format.text_start_word.map_or(0, word);
         drop(header);
         let len = data.len() as u64;
         for (what, off) in [
@@ -217,22 +323,23 @@ impl<B: TableBytes> Pclntab<B> {
             ("pctab", pctab_offset),
             ("pclntable", pcln_offset),
         ] {
-            if off < HEADER_LEN as u64 || off >= len {
+            if off < format.header_len as u64 || off >= len {
                 return Err(err(format!("{what} offset {off:#x} outside the table")));
             }
         }
         let ftab_end = nfunc
-            .checked_add(1)
-            .and_then(|n| n.checked_mul(8))
+            .checked_mul(format.ftab_entry)
+            .and_then(|n| n.checked_add(format.ftab_entry / 2))
             .and_then(|n| n.checked_add(pcln_offset as usize))
             .ok_or_else(|| err("function count overflows"))?;
         if ftab_end > data.len() {
             return Err(err(format!("{nfunc} functions do not fit in the table")));
         }
-        Ok(Self {
+        let mut table = Self {
             data,
             addr,
             magic,
+            format,
             min_lc,
             nfunc,
             text_start,
@@ -241,7 +348,22 @@ impl<B: TableBytes> Pclntab<B> {
             filetab_offset,
             pctab_offset,
             pcln_offset,
-        })
+        };
+        if format.absolute_entries() {
+            table.text_start = table.absolute_entry(0)?;
+        }
+        Ok(table)
+    }
+
+    /// Entry `i` of an `ftab` of absolute pcs (Go 1.16-1.17; `i == nfunc`: the end).
+    fn absolute_entry(&self, i: usize) -> Result<u64, BinaryError> {
+        let at = (self.pcln_offset as usize)
+            .checked_add(
+                i.checked_mul(16)
+                    .ok_or_else(|| err("ftab index overflows"))?,
+            )
+            .ok_or_else(|| err("ftab index overflows"))?;
+        Ok(u64::from_le_bytes(self.bytes::<8>(at)?))
     }
 
     fn bytes<const N: usize>(&self, off: usize) -> Result<[u8; N], BinaryError> {
@@ -255,8 +377,27 @@ impl<B: TableBytes> Pclntab<B> {
         Ok(u32::from_le_bytes(self.bytes::<4>(off)?))
     }
 
-    /// `ftab[i]`: (entry offset from the text base, offset of the `_func` record).
+    /// `ftab[i]`: (entry offset from [`Self::origin`], offset of the `_func` record).
     pub fn ftab(&self, i: usize) -> Result<(u32, u32), BinaryError> {
+        if self.format.absolute_entries() {
+            let at = (self.pcln_offset as usize)
+                .checked_add(
+                    i.checked_mul(16)
+                        .ok_or_else(|| err("ftab index overflows"))?,
+                )
+                .ok_or_else(|| err("ftab index overflows"))?;
+            let b = self.bytes::<16>(at)?;
+            let entry = u64::from_le_bytes(b[0..8].try_into().expect("8"));
+            let func = u64::from_le_bytes(b[8..16].try_into().expect("8"));
+            let off = entry
+                .checked_sub(self.text_start)
+                .and_then(|o| u32::try_from(o).ok())
+                .ok_or_else(|| err(format!("function {i} lies before the first")))?;
+            // The end marker has no record.
+            let func = if i == self.nfunc { 0 } else { func };
+            let func = u32::try_from(func).map_err(|_| err("_func offset out of range"))?;
+            return Ok((off, func));
+        }
         let at = (self.pcln_offset as usize)
             .checked_add(
                 i.checked_mul(8)
@@ -268,6 +409,12 @@ impl<B: TableBytes> Pclntab<B> {
             u32::from_le_bytes(b[0..4].try_into().expect("4")),
             u32::from_le_bytes(b[4..8].try_into().expect("4")),
         ))
+    }
+
+    /// What function entries are offsets from: `textStart`, or the first function's entry
+    /// in tables of absolute pcs.
+    pub fn origin(&self) -> u64 {
+        self.text_start
     }
 
     /// The end of the last function, relative to the text base (`ftab[nfunc]`).
@@ -313,25 +460,25 @@ impl<B: TableBytes> Pclntab<B> {
                     .is_some_and(|e| e <= self.data.len())
             })
             .ok_or_else(|| err(format!("_func record {i} outside the table")))?;
-        if self.u32_at(rec)? != entry_off {
+        let recorded = if self.format.absolute_entries() {
+            u64::from_le_bytes(self.bytes::<8>(rec)?).checked_sub(self.text_start)
+        } else {
+            Some(self.u32_at(rec)? as u64)
+        };
+        if recorded != Some(entry_off as u64) {
             return Err(err(format!("_func record {i} disagrees with ftab")));
         }
         Ok((rec, entry_off, end_off))
-    }
-
-    /// Offset of `funcID` in a `_func` record (Go 1.20 inserted `startLine` before it); `flag`
-    /// follows it, and `nfuncdata` ends the fixed part.
-    fn func_id_at(&self) -> usize {
-        if self.magic == MAGIC_GO118 { 36 } else { 40 }
     }
 
     /// Function `i`, bounds-checked and consistent with its `_func` record.
     pub fn func(&self, i: usize) -> Result<RawFunc, BinaryError> {
         let (rec, entry_off, end_off) = self.record(i)?;
         let fixed = self.bytes::<FUNC_LEN>(rec)?;
-        let name_off = i32::from_le_bytes(fixed[4..8].try_into().expect("4"));
+        let n = self.format.name;
+        let name_off = i32::from_le_bytes(fixed[n..n + 4].try_into().expect("4"));
         let name = self.name(name_off)?;
-        let func_id = fixed[self.func_id_at()];
+        let func_id = fixed[self.format.func_id];
         Ok(RawFunc {
             entry_off,
             end_off,
@@ -352,15 +499,15 @@ impl<B: TableBytes> Pclntab<B> {
     pub fn func_record(&self, i: usize) -> Result<FuncRecord, BinaryError> {
         let (rec, entry_off, end_off) = self.record(i)?;
         let fixed = self.bytes::<FUNC_LEN>(rec)?;
-        let id = self.func_id_at();
+        let (f, n, p) = (&self.format, self.format.name, self.format.npcdata);
         Ok(FuncRecord {
             rec,
             entry_off,
             end_off,
-            name_off: i32::from_le_bytes(fixed[4..8].try_into().expect("4")),
-            flag: fixed[id + 1],
-            npcdata: u32::from_le_bytes(fixed[28..32].try_into().expect("4")),
-            nfuncdata: fixed[id + 3],
+            name_off: i32::from_le_bytes(fixed[n..n + 4].try_into().expect("4")),
+            flag: fixed[f.func_id + 1],
+            npcdata: u32::from_le_bytes(fixed[p..p + 4].try_into().expect("4")),
+            nfuncdata: fixed[f.func_id + 3],
         })
     }
 
@@ -370,7 +517,7 @@ impl<B: TableBytes> Pclntab<B> {
         if f.npcdata <= PCDATA_INL_TREE_INDEX || off < f.entry_off || off >= f.end_off {
             return Ok(None);
         }
-        let at = f.rec + self.func_id_at() + 4 + 4 * PCDATA_INL_TREE_INDEX as usize;
+        let at = f.rec + self.format.pcdata + 4 * PCDATA_INL_TREE_INDEX as usize;
         let table = self.u32_at(at)?;
         if table == 0 {
             return Ok(None);
@@ -379,15 +526,19 @@ impl<B: TableBytes> Pclntab<B> {
         Ok(u32::try_from(v).ok())
     }
 
-    /// The offset (from `moduledata.gofunc`) of function `f`'s inlining tree.
-    pub fn inline_tree(&self, f: &FuncRecord) -> Result<Option<u32>, BinaryError> {
+    /// Where function `f`'s inlining tree is.
+    pub fn inline_tree(&self, f: &FuncRecord) -> Result<Option<TreeAt>, BinaryError> {
         if u32::from(f.nfuncdata) <= FUNCDATA_INL_TREE {
             return Ok(None);
         }
-        let at =
-            f.rec + self.func_id_at() + 4 + 4 * f.npcdata as usize + 4 * FUNCDATA_INL_TREE as usize;
-        let off = self.u32_at(at)?;
-        Ok((off != u32::MAX).then_some(off))
+        let funcdata = f.rec + self.format.pcdata + 4 * f.npcdata as usize;
+        if self.format.absolute_entries() {
+            let at = funcdata.next_multiple_of(8) + 8 * FUNCDATA_INL_TREE as usize;
+            let addr = u64::from_le_bytes(self.bytes::<8>(at)?);
+            return Ok((addr != 0).then_some(TreeAt::Address(addr)));
+        }
+        let off = self.u32_at(funcdata + 4 * FUNCDATA_INL_TREE as usize)?;
+        Ok((off != u32::MAX).then_some(TreeAt::FromGofunc(off)))
     }
 
     /// All functions, in address order.
@@ -417,9 +568,9 @@ impl<B: TableBytes> Pclntab<B> {
     /// file through the compilation unit's `cutab`).
     pub fn file_line(&self, i: usize, off: u32) -> Result<(String, u32), BinaryError> {
         let (rec, entry_off, _) = self.record(i)?;
-        let pcfile = self.u32_at(rec + FUNC_PCFILE)?;
-        let pcln = self.u32_at(rec + FUNC_PCLN)?;
-        let cu = self.u32_at(rec + FUNC_CU)?;
+        let pcfile = self.u32_at(rec + self.format.pcfile)?;
+        let pcln = self.u32_at(rec + self.format.pcln)?;
+        let cu = self.u32_at(rec + self.format.cu)?;
         let file_no = self.pc_value(pcfile, entry_off, off)?;
         let line = self.pc_value(pcln, entry_off, off)?;
         if file_no < 0 || line < 0 {
@@ -446,7 +597,7 @@ impl<B: TableBytes> Pclntab<B> {
         if off < entry_off || off >= end_off {
             return Err(err(format!("{off:#x} is outside function {i}")));
         }
-        let pcsp = self.u32_at(rec + FUNC_PCSP)?;
+        let pcsp = self.u32_at(rec + self.format.pcsp)?;
         let delta = self.pc_value(pcsp, entry_off, off)?;
         if delta < 0 {
             return Err(err(format!("negative frame size at {off:#x}")));
@@ -625,8 +776,84 @@ pub(crate) mod tests {
     #[test]
     fn rejects_old_and_foreign_tables() {
         let mut data = synthetic(&[(0, "main.main")], 0x10, 0);
-        data[0..4].copy_from_slice(&0xffff_fffau32.to_le_bytes());
-        let e = Pclntab::parse(&data, 0).unwrap_err();
-        assert!(e.to_string().contains("Go 1.18"), "{e}");
+        for magic in [0xffff_fffbu32, 0xffff_fff2] {
+            data[0..4].copy_from_slice(&magic.to_le_bytes());
+            let e = Pclntab::parse(&data, 0).unwrap_err();
+            assert!(e.to_string().contains("Go 1.16"), "{e}");
+        }
+    }
+
+    /// A Go 1.16-1.17 table: 64-byte header without textStart, 16-byte ftab entries of
+    /// absolute pcs, `_func` records that start with their absolute entry.
+    fn synthetic_go116(funcs: &[(u64, &str)], end: u64) -> Vec<u8> {
+        let mut names = Vec::new();
+        let mut name_offs = Vec::new();
+        for (_, n) in funcs {
+            name_offs.push(names.len() as u32);
+            names.extend(n.as_bytes());
+            names.push(0);
+        }
+        let funcname_offset = 64u64;
+        let cu_offset = funcname_offset + names.len() as u64;
+        let filetab_offset = cu_offset + 4;
+        let pctab_offset = filetab_offset + 4;
+        let pcln_offset = pctab_offset + 4;
+        let mut d = Vec::new();
+        d.extend(MAGIC_GO116.to_le_bytes());
+        d.extend([0, 0, 1, 8]);
+        for w in [
+            funcs.len() as u64,
+            1,
+            funcname_offset,
+            cu_offset,
+            filetab_offset,
+            pctab_offset,
+            pcln_offset,
+        ] {
+            d.extend(w.to_le_bytes());
+        }
+        d.extend(&names);
+        d.extend([0u8; 12]);
+        let ftab_len = funcs.len() * 16 + 8;
+        for (i, (entry, _)) in funcs.iter().enumerate() {
+            d.extend(entry.to_le_bytes());
+            d.extend(((ftab_len + i * 48) as u64).to_le_bytes());
+        }
+        d.extend(end.to_le_bytes());
+        for (i, (entry, _)) in funcs.iter().enumerate() {
+            let mut rec = vec![0u8; 48];
+            rec[0..8].copy_from_slice(&entry.to_le_bytes());
+            rec[8..12].copy_from_slice(&name_offs[i].to_le_bytes());
+            d.extend(rec);
+        }
+        d
+    }
+
+    #[test]
+    fn reads_the_go_1_16_format_of_absolute_entries() {
+        let data = synthetic_go116(
+            &[(0x401000, "main.main"), (0x401040, "runtime.gfput")],
+            0x401090,
+        );
+        let t = Pclntab::parse(&data, 0x500000).unwrap();
+        assert!(t.format.absolute_entries());
+        assert_eq!((t.nfunc, t.origin()), (2, 0x401000));
+        let funcs: Vec<_> = t.funcs().collect::<Result<_, _>>().unwrap();
+        assert_eq!(funcs[1].name, "runtime.gfput");
+        assert_eq!((funcs[1].entry_off, funcs[1].end_off), (0x40, 0x90));
+        assert_eq!(t.func_index(0x45).unwrap(), Some(1));
+        // Every truncation and corruption is an error, never a panic.
+        for len in 0..data.len() {
+            if let Ok(t) = Pclntab::parse(&data[..len], 0) {
+                let _ = t.funcs().count();
+            }
+        }
+        for i in 0..data.len() {
+            let mut d = data.clone();
+            d[i] ^= 0xff;
+            if let Ok(t) = Pclntab::parse(&d, 0) {
+                let _ = t.funcs().count();
+            }
+        }
     }
 }
