@@ -127,7 +127,10 @@ pub fn report(bin: &GoBinary, process: Option<&Process>) -> Report {
             Err(e) => {
                 let _ = writeln!(t, "runtime now:    unreadable ({e:#})");
                 ok = false;
-                verdict = format!("no: the layout self-check cannot run: {e:#}");
+                verdict = format!(
+                    "no: {}'s runtime layout does not fit this process (self-check failed: {e:#})",
+                    bin.version
+                );
             }
         }
         if let Err(e) = kernel::check_privileges() {

@@ -23,6 +23,7 @@ use crate::health::HealthModel;
 use crate::http::{self, Published};
 use crate::kernel::{ExeKey, Kernel, Scope};
 use crate::notify::Notifier;
+use crate::process::{Process, ProcessId};
 use crate::render::prometheus::{self, SelfUsage};
 use crate::snapshot::{DaemonSnapshot, DaemonStats, ProcessRecord, TenantSnapshot};
 use crate::target::{self, Executable, Inspected, Target, TargetError, monotonic_ns};
@@ -43,6 +44,36 @@ struct Watched {
     placement: Placement,
 }
 
+/// Why a Go process is not watched: the `reason` label of `gprof_unwatched_processes`.
+pub const UNWATCHED_REASONS: &[&str] = &[
+    "unsupported_release",
+    "unreadable_binary",
+    "no_safe_probe_site",
+    "globals_not_found",
+    "self_check_failed",
+    "permission",
+    "attach_failed",
+];
+
+fn unwatched_reason(e: &TargetError) -> &'static str {
+    use crate::probes::PlanError;
+    match e {
+        TargetError::Plan { source, .. } => match source {
+            PlanError::Unsupported(_) => "unsupported_release",
+            PlanError::Binary(_) => "unreadable_binary",
+            PlanError::Disasm(_) => "no_safe_probe_site",
+            PlanError::Globals(_) => "globals_not_found",
+        },
+        TargetError::NotGo { .. } => "unreadable_binary",
+        TargetError::SelfCheck { .. } => "self_check_failed",
+        TargetError::Process(
+            crate::process::ProcessError::Permission(_)
+            | crate::process::ProcessError::PermissionAsRoot(_),
+        ) => "permission",
+        _ => "attach_failed",
+    }
+}
+
 /// The set of watched processes and their shared probes.
 pub struct Watcher {
     kernel: Kernel,
@@ -54,7 +85,12 @@ pub struct Watcher {
     executables: HashMap<ExeKey, Arc<Executable>>,
     /// Executables with no watched process, since when.
     idle: HashMap<ExeKey, Instant>,
-    refused: HashSet<ExeKey>,
+    /// Executables whose plan failed, and why (each is logged once).
+    refused: HashMap<ExeKey, &'static str>,
+    /// Executables whose processes could not be attached to, and why, already logged.
+    failed_logged: HashSet<(ExeKey, &'static str)>,
+    /// Go processes not watched, and why (gone ones are dropped each sample).
+    unwatched: HashMap<ProcessId, (Process, &'static str)>,
     attach_failures: u64,
     /// The hot probes of each attached executable, under the budget.
     hot: HashMap<ExeKey, HotControl>,
@@ -79,7 +115,9 @@ impl Watcher {
             targets: BTreeMap::new(),
             executables: HashMap::new(),
             idle: HashMap::new(),
-            refused: HashSet::new(),
+            refused: HashMap::new(),
+            failed_logged: HashSet::new(),
+            unwatched: HashMap::new(),
             attach_failures: 0,
             hot: HashMap::new(),
             budget: config.budget.config(),
@@ -104,7 +142,8 @@ impl Watcher {
                 self.forget(pid, why);
             }
             let key = ExeKey::of(&process);
-            if self.refused.contains(&key) {
+            if let Some(&reason) = self.refused.get(&key) {
+                self.unwatched.insert(process.id, (process, reason));
                 continue;
             }
             let exe = match self.executables.get(&key) {
@@ -117,12 +156,17 @@ impl Watcher {
                     }
                     Err(TargetError::Gone(_)) => continue,
                     Err(e) => {
-                        log::warn!("not watching {:#}", anyhow::Error::from(e));
+                        let reason = unwatched_reason(&e);
+                        log::warn!(
+                            "not watching {:#} (reason={reason}; said once per executable)",
+                            anyhow::Error::from(e)
+                        );
                         self.attach_failures += 1;
                         if self.refused.len() >= MAX_REFUSED {
                             self.refused.clear();
                         }
-                        self.refused.insert(key);
+                        self.refused.insert(key, reason);
+                        self.unwatched.insert(process.id, (process, reason));
                         continue;
                     }
                 },
@@ -131,6 +175,7 @@ impl Watcher {
                 &self.tenants,
                 &Facts::read(pid, &self.tenants.env_var, &process.comm),
             );
+            let id = process.id;
             let inspected = Inspected { process, exe };
             match Target::attach(
                 &mut self.kernel,
@@ -156,8 +201,19 @@ impl Watcher {
                 }
                 Err(TargetError::Gone(_)) => {}
                 Err(e) => {
-                    log::warn!("cannot watch {:#}", anyhow::Error::from(e));
+                    let reason = unwatched_reason(&e);
+                    if self.failed_logged.len() >= MAX_REFUSED {
+                        self.failed_logged.clear();
+                    }
+                    if self.failed_logged.insert((key, reason)) {
+                        log::warn!(
+                            "cannot watch {:#} (reason={reason}; said once per executable)",
+                            anyhow::Error::from(e)
+                        );
+                    }
                     self.attach_failures += 1;
+                    self.unwatched
+                        .insert(id, (inspected.process.clone(), reason));
                 }
             }
         }
@@ -296,6 +352,14 @@ impl Watcher {
         }
         self.expire_idle_executables(Instant::now());
         self.steer_hot_probes();
+        self.unwatched.retain(|_, (p, _)| p.is_alive());
+        let mut unwatched: BTreeMap<String, usize> = UNWATCHED_REASONS
+            .iter()
+            .map(|r| (r.to_string(), 0))
+            .collect();
+        for (_, reason) in self.unwatched.values() {
+            *unwatched.entry(reason.to_string()).or_default() += 1;
+        }
         let mut by_tenant: BTreeMap<&str, Vec<&ProcessRecord>> = BTreeMap::new();
         for r in &processes {
             by_tenant.entry(&r.tenant).or_default().push(r);
@@ -316,6 +380,7 @@ impl Watcher {
                 kernel_filter_entries: self.kernel.filter_entries(),
                 kernel_site_entries: self.kernel.site_entries(),
                 attach_failures_total: self.attach_failures,
+                unwatched_processes: unwatched,
                 ..Default::default()
             },
         }

@@ -1066,6 +1066,8 @@ pub mod sections {
     /// Where some externally linked position-independent builds merge it, without a name of
     /// its own (Debian's docker, go1.19): found there by its header.
     pub const PCLNTAB_HOSTS: &[&str] = &[".data.rel.ro", ".rodata"];
+    /// Sections only Go's linker writes (with the function table's, they tell a Go program).
+    pub const GO_MARKERS: &[&str] = &[BUILDINFO, ".note.go.buildid"];
     /// Where the build-info blob is when its section is gone.
     pub const BUILDINFO_HOSTS: &[&str] = &[".data", ".noptrdata", ".rodata", ".data.rel.ro"];
     /// Go 1.27 moved `runtime.firstmoduledata` into its own section.

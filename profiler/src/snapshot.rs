@@ -307,6 +307,8 @@ pub struct DaemonStats {
     /// Entries in the kernel's creation-site map (sites of watched processes only).
     pub kernel_site_entries: usize,
     pub attach_failures_total: u64,
+    /// Go processes not watched, by reason (every reason listed, 0 included).
+    pub unwatched_processes: std::collections::BTreeMap<String, usize>,
     pub alert_notifications_failed_total: u64,
     pub alert_notifications_dropped_total: u64,
 }

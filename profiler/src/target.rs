@@ -168,12 +168,13 @@ impl Target {
             }
             // Reading a process that is exiting fails: that is an exit, not a fallback.
             Err(_) if !process.is_alive() => return Err(TargetError::Gone(pid)),
+            // The globals read at this layout's offsets hold nothing a runtime would.
             Err(e) => {
                 return Err(TargetError::SelfCheck {
                     pid,
                     comm: process.comm.clone(),
                     release: exe.info.version.raw.clone(),
-                    why: format!("could not run: {e}"),
+                    why: format!("failed: {e}"),
                 });
             }
         };

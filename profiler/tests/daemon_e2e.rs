@@ -300,3 +300,61 @@ fn alertmanager_down_does_not_stall_the_daemon() {
         daemon.log_text()
     );
 }
+
+/// Go processes the daemon cannot watch are counted by reason and each executable is logged
+/// once: a release older than 1.17, and a binary whose recorded release has another layout
+/// than its code (refused by the self-check). They are dropped from the count when they exit.
+#[test]
+fn unwatched_go_processes_are_counted_by_reason() {
+    let test = "unwatched_go_processes_are_counted_by_reason";
+    if !require_root(test) {
+        return;
+    }
+    let (Some(old), Some(misfit)) = (
+        relabeled(test, "1.19", "stripped", "go1.19.8", "go1.16.9"),
+        relabeled(test, "1.21.13", "stripped", "go1.21.13", "go1.19.13"),
+    ) else {
+        return;
+    };
+    let daemon = Daemon::start("interval: 1s\n", &[]);
+    let start = |bin: &std::path::Path| {
+        Spawned::start(Command::new(bin).args(["-report", "0", "-churn-rate", "10"]))
+    };
+    let programs = [start(&old), start(&misfit), start(&misfit)];
+    let unwatched = |reason: &str| {
+        series(
+            &daemon.metrics(),
+            "gprof_unwatched_processes",
+            &format!("reason=\"{reason}\""),
+        )
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || unwatched("unsupported_release")
+            == Some(1.0)
+            && unwatched("self_check_failed") == Some(2.0)),
+        "{test}: {:?} {:?}\n{}",
+        unwatched("unsupported_release"),
+        unwatched("self_check_failed"),
+        daemon.log_text()
+    );
+    assert_eq!(unwatched("permission"), Some(0.0), "every reason is listed");
+    // One log line per executable, however many of its processes.
+    let log = daemon.log_text();
+    let name = misfit.file_name().unwrap().to_string_lossy().to_string();
+    let said = log
+        .lines()
+        .filter(|l| l.contains("reason=self_check_failed"))
+        .count();
+    assert_eq!(said, 1, "{test}: {log}");
+    assert!(log.contains("go1.16.9 is older than go1.17"), "{log}");
+    assert!(log.contains(&name[..15.min(name.len())]), "{log}");
+    drop(programs);
+    assert!(
+        wait_for(Duration::from_secs(10), || unwatched("self_check_failed")
+            == Some(0.0)
+            && unwatched("unsupported_release") == Some(0.0)),
+        "{test}: exited processes still counted"
+    );
+    let _ = std::fs::remove_file(old);
+    let _ = std::fs::remove_file(misfit);
+}

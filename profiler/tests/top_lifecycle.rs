@@ -95,6 +95,58 @@ fn live_screen_quits_on_q_and_restores_the_terminal() {
     );
 }
 
+/// A release newer than gprof's table in a stripped binary: the newest layout is assumed, and
+/// gprof attaches once the self-check accepts it (go1.27.3 relabeled go1.28.0, so the figures
+/// can be checked).
+#[test]
+fn newer_release_without_dwarf_attaches_after_the_self_check() {
+    let test = "newer_release_without_dwarf_attaches_after_the_self_check";
+    let Some(bin) = relabeled(test, "1.27.3", "stripped", "go1.27.3", "go1.28.0") else {
+        return;
+    };
+    let out = Command::new(gprof())
+        .arg("check")
+        .arg(&bin)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("gprof's table for go1.27, assumed for a newer release"),
+        "{text}"
+    );
+    if require_root(test) {
+        let target = Spawned::start(Command::new(&bin).args([
+            "-report",
+            "100ms",
+            "-parked",
+            "500",
+            "-churn-rate",
+            "500",
+        ]));
+        assert!(wait_for(Duration::from_secs(5), || target.snapshot().len() >= 5));
+        let pid = target.pid().to_string();
+        let out = Command::new(gprof())
+            .args(["check", "--pid", &pid])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("self-check:     passed"), "{text}");
+        let (ok, samples, err) = run_gprof(&["top", "--batch", "--iterations", "5", "--pid", &pid]);
+        assert!(ok, "{err}");
+        assert_eq!(samples[0]["go_version"], "go1.28.0");
+        let own = target.snapshot();
+        for s in &samples[1..] {
+            let truth = interpolate(&own, "num_goroutine", f(s, "unix")).unwrap();
+            let got = f(s, "goroutines");
+            assert!(
+                (got - truth).abs() <= (truth * 0.02).max(5.0),
+                "{got} vs {truth}"
+            );
+        }
+    }
+    let _ = std::fs::remove_file(bin);
+}
+
 /// A release newer than gprof's table, in a binary with DWARF: the layout comes from DWARF
 /// (the binary here is go1.27.3 relabeled go1.28.0, so the figures can be checked).
 #[test]

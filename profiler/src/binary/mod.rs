@@ -25,7 +25,7 @@ pub enum BinaryError {
     },
     #[error("not an ELF executable ({0})")]
     NotElf(String),
-    #[error("not a Go program (no {0} section)")]
+    #[error("not a Go program ({0})")]
     NotGo(&'static str),
     #[error("unsupported architecture {0}: gprof supports x86_64 and aarch64")]
     Arch(String),
@@ -83,6 +83,9 @@ impl SymbolSource {
         }
     }
 }
+
+/// Why an ELF file is not a Go program.
+const NO_FUNCTION_TABLE: &str = "no Go function table: no .gopclntab section, none in its data";
 
 /// Where a binary's Go release was read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -289,7 +292,7 @@ impl GoBinary {
             }
         }
         if tables.is_empty() {
-            return Err(BinaryError::NotGo(sections::PCLNTAB));
+            return Err(BinaryError::NotGo(NO_FUNCTION_TABLE));
         }
         let has_dwarf = section(".debug_info").is_some();
 
@@ -450,7 +453,7 @@ impl GoBinary {
             }
         }
         let Some((table, text, pcln_addr, pcln_range)) = found else {
-            return Err(last_error.unwrap_or(BinaryError::NotGo(sections::PCLNTAB)));
+            return Err(last_error.unwrap_or(BinaryError::NotGo(NO_FUNCTION_TABLE)));
         };
         binary.text = text;
         binary.pclntab = (pcln_addr, pcln_range);
@@ -711,8 +714,10 @@ pub fn is_go_executable(path: &Path) -> Result<bool, BinaryError> {
     let Ok(elf) = object::File::parse(&cache) else {
         return Ok(false);
     };
-    Ok(elf.section_by_name(sections::BUILDINFO).is_some()
-        && sections::PCLNTAB_NAMES
-            .iter()
-            .any(|name| elf.section_by_name(name).is_some()))
+    // Any of Go's own sections: build info, the function table, the build ID note (some
+    // release pipelines drop the first, some links merge the second into other data).
+    Ok(sections::GO_MARKERS
+        .iter()
+        .chain(sections::PCLNTAB_NAMES)
+        .any(|name| elf.section_by_name(name).is_some()))
 }

@@ -483,6 +483,15 @@ pub fn render(snapshot: &DaemonSnapshot, version: &str, usage: SelfUsage) -> Str
             vec![counter(vec![], st.attach_failures_total as f64)],
         ),
         family(
+            "gprof_unwatched_processes",
+            "Go processes gprof is not watching, by reason (each executable is also logged once).",
+            GAUGE,
+            st.unwatched_processes
+                .iter()
+                .map(|(reason, n)| gauge(labels(&[("reason", reason)]), *n as f64))
+                .collect(),
+        ),
+        family(
             "gprof_alert_notifications_failed_total",
             "Failed deliveries to Alertmanager (each is retried).",
             COUNTER,

@@ -293,7 +293,7 @@ pub fn relabeled(
     }
     assert!(n > 0, "{from} not found in {}", bin.display());
     let out = std::env::temp_dir().join(format!(
-        "gprof-test-{test}-{variant}-{}",
+        "gprof-test-{test}-{to}-{variant}-{}",
         std::process::id()
     ));
     std::fs::write(&out, bytes).unwrap();
