@@ -58,6 +58,18 @@ pub mod maps {
     pub const GC_STATE: &str = "GC_STATE";
     pub const EVENTS: &str = "EVENTS";
     pub const SITES: &str = "SITES";
+    pub const LOSSES: &str = "LOSSES";
+}
+
+/// What the kernel side could not record, counted per CPU in `LOSSES` (index = kind).
+pub mod loss {
+    /// Records dropped because the `EVENTS` ring buffer was full.
+    pub const EVENTS_DROPPED: u32 = 0;
+    /// Creations or exits counted under a process's "other" site: `SITES` was full.
+    pub const SITES_FULL: u32 = 1;
+    /// Creations or exits not counted per site at all: not even "other" fit in `SITES`.
+    pub const SITE_COUNTS_LOST: u32 = 2;
+    pub const KINDS: u32 = 3;
 }
 
 /// Creation sites the kernel counts, over all watched processes; when the map is full, new

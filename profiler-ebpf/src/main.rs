@@ -23,7 +23,8 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use profiler_common::{
     Counters, EVENTS_BYTES, Event, GcState, MAX_CPUS, MAX_PROCS, MAX_SITE_ENTRIES, MAX_SLOTS,
-    ProcConfig, SiteCounts, SiteKey, event_kind, pause_bucket, stack_bucket, stw_kind, stw_reason,
+    ProcConfig, SiteCounts, SiteKey, event_kind, loss, pause_bucket, stack_bucket, stw_kind,
+    stw_reason,
 };
 
 /// Watched processes, by host tgid. A process missing here is ignored by every probe.
@@ -43,6 +44,19 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 static SITES: PerCpuHashMap<SiteKey, SiteCounts> =
     PerCpuHashMap::with_max_entries(MAX_SITE_ENTRIES, 0);
 
+/// What could not be recorded, by [`loss`] kind: user space exports these, so that no loss
+/// goes unseen.
+#[map(name = "LOSSES")]
+static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(loss::KINDS, 0);
+
+#[inline(always)]
+fn count_loss(kind: u32) {
+    if let Some(n) = LOSSES.get_ptr_mut(kind) {
+        // SAFETY: per-CPU storage: no other program writes this CPU's copy while we run.
+        unsafe { *n += 1 };
+    }
+}
+
 /// Counts one creation or exit at a site; a full map counts it under the process's "other".
 #[inline(always)]
 fn count_site(tgid: u32, gopc: u64, startpc: u64, created: u64, exited: u64) {
@@ -61,6 +75,7 @@ fn count_site(tgid: u32, gopc: u64, startpc: u64, created: u64, exited: u64) {
     }
     let value = SiteCounts { created, exited };
     if SITES.insert(&key, &value, 0).is_err() {
+        count_loss(loss::SITES_FULL);
         let other = SiteKey {
             gopc: 0,
             startpc: 0,
@@ -71,8 +86,8 @@ fn count_site(tgid: u32, gopc: u64, startpc: u64, created: u64, exited: u64) {
             let c = unsafe { &mut *c };
             c.created += created;
             c.exited += exited;
-        } else {
-            let _ = SITES.insert(&other, &value, 0);
+        } else if SITES.insert(&other, &value, 0).is_err() {
+            count_loss(loss::SITE_COUNTS_LOST);
         }
     }
 }
@@ -357,7 +372,9 @@ fn sum_stack_scans(slot: u32) -> Option<(u64, u64)> {
 fn emit(event: Event) {
     // A full ring buffer drops the record; the totals in GC_STATE stay exact.
     // No wakeup: user space polls the ring once per sampling interval.
-    let _ = EVENTS.output::<Event>(&event, BPF_RB_NO_WAKEUP);
+    if EVENTS.output::<Event>(&event, BPF_RB_NO_WAKEUP).is_err() {
+        count_loss(loss::EVENTS_DROPPED);
+    }
 }
 
 #[cfg(not(test))]

@@ -179,43 +179,103 @@ impl Default for Budget {
     }
 }
 
+/// Where a process's tenant comes from, tried in the configured order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantSource {
+    /// The operator's rules (cgroup, executable, process name).
+    Rules,
+    /// The Kubernetes namespace of the process's pod: the pod UID from its cgroup path, the
+    /// namespace from the kubelet's pod log directories. Workloads cannot forge it.
+    Namespace,
+    /// The environment variable `env_var`: whatever the workload says, so last by default.
+    Env,
+}
+
+impl std::fmt::Display for TenantSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Rules => "rules",
+            Self::Namespace => "namespace",
+            Self::Env => "env",
+        })
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tenants {
-    /// The environment variable that names a process's tenant.
+    /// The sources tried in order; the first that gives a valid tenant wins.
+    #[serde(default = "Tenants::default_from")]
+    pub from: Vec<TenantSource>,
+    /// The environment variable that names a process's tenant (source `env`).
     #[serde(default = "Tenants::default_env_var")]
     pub env_var: String,
-    /// The tenant of processes nothing else assigns.
-    #[serde(default = "Tenants::default_tenant")]
+    /// The tenant of processes no source assigns.
+    #[serde(default = "Tenants::default_tenant", deserialize_with = "tenant_label")]
     pub default: String,
-    /// Tried in order when the environment variable is absent; the first match wins.
+    /// Distinct tenants at most; processes of further tenants count under `other`.
+    #[serde(default = "Tenants::default_max_tenants")]
+    pub max_tenants: usize,
+    /// The kubelet's pod log directories, `<namespace>_<pod>_<uid>` (source `namespace`).
+    #[serde(default = "Tenants::default_pods_dir")]
+    pub pods_dir: std::path::PathBuf,
+    /// Source `rules`: tried in order, the first match wins.
     #[serde(default)]
     pub rules: Vec<TenantRule>,
 }
 
+/// The tenant of processes beyond `max_tenants`.
+pub const OTHER_TENANT: &str = "other";
+
 impl Tenants {
+    fn default_from() -> Vec<TenantSource> {
+        vec![
+            TenantSource::Rules,
+            TenantSource::Namespace,
+            TenantSource::Env,
+        ]
+    }
     fn default_env_var() -> String {
         "GPROF_TENANT".into()
     }
     fn default_tenant() -> String {
         "unassigned".into()
     }
+    fn default_max_tenants() -> usize {
+        200
+    }
+    fn default_pods_dir() -> std::path::PathBuf {
+        "/var/log/pods".into()
+    }
 }
 
 impl Default for Tenants {
     fn default() -> Self {
         Self {
+            from: Self::default_from(),
             env_var: Self::default_env_var(),
             default: Self::default_tenant(),
+            max_tenants: Self::default_max_tenants(),
+            pods_dir: Self::default_pods_dir(),
             rules: Vec::new(),
         }
     }
+}
+
+/// A tenant named in the file: a valid Kubernetes label value.
+fn tenant_label<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::tenancy::check_label_value(&s)
+        .map(|()| s.clone())
+        .map_err(|why| serde::de::Error::custom(format!("invalid tenant {s:?}: {why}")))
 }
 
 /// A rule matches when every pattern it sets matches.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantRule {
+    #[serde(deserialize_with = "tenant_label")]
     pub tenant: String,
     pub cgroup: Option<Pattern>,
     pub exe: Option<Pattern>,
@@ -528,6 +588,37 @@ impl Config {
             return Err(invalid(
                 "budget.cpu_percent: must be above 0 and at most 100".into(),
             ));
+        }
+        let tenants = &config.tenants;
+        if tenants.from.is_empty() {
+            return Err(invalid(
+                "tenants.from: name at least one source (rules, namespace, env)".into(),
+            ));
+        }
+        if let Some(dup) = tenants
+            .from
+            .iter()
+            .enumerate()
+            .find(|(i, s)| tenants.from[..*i].contains(s))
+        {
+            return Err(invalid(format!(
+                "tenants.from[{}]: {:?} is listed twice",
+                dup.0, dup.1
+            )));
+        }
+        if tenants.max_tenants == 0 {
+            return Err(invalid("tenants.max_tenants: must be at least 1".into()));
+        }
+        if tenants.env_var.is_empty()
+            || !tenants
+                .env_var
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(invalid(format!(
+                "tenants.env_var: {:?} is not an environment variable name ([A-Za-z0-9_]+)",
+                tenants.env_var
+            )));
         }
         for (key, d) in [
             ("budget.cost_per_hit", config.budget.cost_per_hit),

@@ -6,9 +6,9 @@
 //! The kernel work runs on this thread; the HTTP endpoint and Alertmanager delivery run on a
 //! small tokio runtime beside it, so that neither can stall sampling.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -17,7 +17,7 @@ use crate::alerts::AlertEngine;
 use crate::budget::{BudgetConfig, HotControl, HotLoad, SURGE_CHECK};
 use crate::collector::HotProbes;
 use crate::collector::Windows;
-use crate::config::{Config, Tenants};
+use crate::config::Config;
 use crate::discovery::Discovery;
 use crate::health::HealthModel;
 use crate::http::{self, Published};
@@ -27,7 +27,7 @@ use crate::process::{Process, ProcessId};
 use crate::render::prometheus::{self, SelfUsage};
 use crate::snapshot::{DaemonSnapshot, DaemonStats, ProcessRecord, TenantSnapshot};
 use crate::target::{self, Executable, Inspected, Target, TargetError, monotonic_ns};
-use crate::tenancy::{self, Facts, Placement};
+use crate::tenancy::{Facts, Placement, Tenancy};
 
 /// Executables refused (unsupported release, unreadable layout) are remembered so that each
 /// is reported once; the set is cleared when it grows past this.
@@ -42,7 +42,30 @@ const MAX_IDLE_EXECUTABLES: usize = 64;
 struct Watched {
     target: Target,
     placement: Placement,
+    /// Samples failed in a row; the process is sampled again after 1, 2, 4 ... 32 rounds.
+    failures: u32,
+    /// No sample before this (a failing process backs off).
+    retry_at: Option<Instant>,
 }
+
+/// Why a sample failed: the `reason` label of `gprof_sample_errors_total`.
+pub const SAMPLE_ERROR_REASONS: &[&str] =
+    &["process_read", "permission", "runtime_read", "kernel_map"];
+
+fn sample_error_reason(e: &TargetError) -> &'static str {
+    use crate::process::ProcessError;
+    match e {
+        TargetError::Process(ProcessError::Permission(_) | ProcessError::PermissionAsRoot(_)) => {
+            "permission"
+        }
+        TargetError::State { .. } => "runtime_read",
+        TargetError::Kernel(_) => "kernel_map",
+        _ => "process_read",
+    }
+}
+
+/// The longest back-off of a failing process, in sampling rounds.
+const MAX_BACKOFF_ROUNDS: u32 = 32;
 
 /// Why a Go process is not watched: the `reason` label of `gprof_unwatched_processes`.
 pub const UNWATCHED_REASONS: &[&str] = &[
@@ -53,6 +76,7 @@ pub const UNWATCHED_REASONS: &[&str] = &[
     "self_check_failed",
     "permission",
     "attach_failed",
+    "sample_failing",
 ];
 
 fn unwatched_reason(e: &TargetError) -> &'static str {
@@ -78,7 +102,7 @@ fn unwatched_reason(e: &TargetError) -> &'static str {
 pub struct Watcher {
     kernel: Kernel,
     discovery: Discovery,
-    tenants: Tenants,
+    tenancy: Tenancy,
     windows: Windows,
     health: HealthModel,
     targets: BTreeMap<u32, Watched>,
@@ -89,9 +113,14 @@ pub struct Watcher {
     refused: HashMap<ExeKey, &'static str>,
     /// Executables whose processes could not be attached to, and why, already logged.
     failed_logged: HashSet<(ExeKey, &'static str)>,
+    /// Go processes found and not yet taken on (see [`Self::discover`]).
+    pending: VecDeque<Process>,
+    queued: HashSet<ProcessId>,
     /// Go processes not watched, and why (gone ones are dropped each sample).
     unwatched: HashMap<ProcessId, (Process, &'static str)>,
     attach_failures: u64,
+    sample_errors: BTreeMap<String, u64>,
+    census_errors: u64,
     /// The hot probes of each attached executable, under the budget.
     hot: HashMap<ExeKey, HotControl>,
     budget: BudgetConfig,
@@ -109,7 +138,7 @@ impl Watcher {
         Self {
             kernel,
             discovery: Discovery::new(config.discovery.exclude_comm.clone()),
-            tenants: config.tenants.clone(),
+            tenancy: Tenancy::new(config.tenants.clone()),
             windows: config.windows(),
             health: config.health,
             targets: BTreeMap::new(),
@@ -118,7 +147,14 @@ impl Watcher {
             refused: HashMap::new(),
             failed_logged: HashSet::new(),
             unwatched: HashMap::new(),
+            pending: VecDeque::new(),
+            queued: HashSet::new(),
             attach_failures: 0,
+            sample_errors: SAMPLE_ERROR_REASONS
+                .iter()
+                .map(|r| (r.to_string(), 0))
+                .collect(),
+            census_errors: 0,
             hot: HashMap::new(),
             budget: config.budget.config(),
             interval: config.interval.0,
@@ -126,9 +162,29 @@ impl Watcher {
         }
     }
 
-    /// Attaches to the Go processes that appeared since the last call.
-    pub fn discover(&mut self) {
+    /// Attaches to the Go processes that appeared since the last call, for `budget` at most:
+    /// planning many new executables takes a while, and sampling must not stall meanwhile.
+    /// The rest wait for the next call.
+    pub fn discover(&mut self, budget: Duration) {
+        let started = Instant::now();
         for process in self.discovery.scan() {
+            if self.queued.insert(process.id) {
+                self.pending.push_back(process);
+            }
+        }
+        while started.elapsed() < budget
+            && let Some(process) = self.pending.pop_front()
+        {
+            self.queued.remove(&process.id);
+            if process.is_alive() {
+                self.take_on(process);
+            }
+        }
+    }
+
+    /// Plans (once per executable) and attaches to one Go process.
+    fn take_on(&mut self, process: Process) {
+        {
             let pid = process.pid();
             // A reused PID: the old process is gone.
             // The PID is watched already: the process execed another program, or the PID was
@@ -144,7 +200,7 @@ impl Watcher {
             let key = ExeKey::of(&process);
             if let Some(&reason) = self.refused.get(&key) {
                 self.unwatched.insert(process.id, (process, reason));
-                continue;
+                return;
             }
             let exe = match self.executables.get(&key) {
                 Some(e) => e.clone(),
@@ -154,7 +210,7 @@ impl Watcher {
                         self.executables.insert(key, e.clone());
                         e
                     }
-                    Err(TargetError::Gone(_)) => continue,
+                    Err(TargetError::Gone(_) | TargetError::Execed(_)) => return,
                     Err(e) => {
                         let reason = unwatched_reason(&e);
                         log::warn!(
@@ -167,14 +223,17 @@ impl Watcher {
                         }
                         self.refused.insert(key, reason);
                         self.unwatched.insert(process.id, (process, reason));
-                        continue;
+                        return;
                     }
                 },
             };
-            let placement = tenancy::place(
-                &self.tenants,
-                &Facts::read(pid, &self.tenants.env_var, &process.comm),
-            );
+            let facts = Facts::read(pid, self.tenancy.env_var(), &process.comm);
+            let in_use: HashSet<&str> = self
+                .targets
+                .values()
+                .map(|w| w.placement.tenant.as_str())
+                .collect();
+            let placement = self.tenancy.place(pid, &facts, &in_use);
             let id = process.id;
             let inspected = Inspected { process, exe };
             match Target::attach(
@@ -191,15 +250,24 @@ impl Watcher {
                         target.process.comm,
                         target.go_version,
                         placement.tenant,
-                        placement
-                            .pod_uid
-                            .as_ref()
-                            .map(|p| format!(" pod_uid={p}"))
-                            .unwrap_or_default()
+                        match (&placement.pod, &placement.pod_uid) {
+                            (Some(pod), _) => format!(" pod={pod}"),
+                            (None, Some(uid)) => format!(" pod_uid={uid}"),
+                            _ => String::new(),
+                        }
                     );
-                    self.targets.insert(pid, Watched { target, placement });
+                    self.targets.insert(
+                        pid,
+                        Watched {
+                            target,
+                            placement,
+                            failures: 0,
+                            retry_at: None,
+                        },
+                    );
                 }
-                Err(TargetError::Gone(_)) => {}
+                // Gone; or it execed since it was planned: the next scan sees its new program.
+                Err(TargetError::Gone(_) | TargetError::Execed(_)) => {}
                 Err(e) => {
                     let reason = unwatched_reason(&e);
                     if self.failed_logged.len() >= MAX_REFUSED {
@@ -327,24 +395,56 @@ impl Watcher {
         let sites = self.kernel.site_counts();
         let mut gone = Vec::new();
         let mut processes = Vec::new();
+        let now = Instant::now();
         for (&pid, w) in &mut self.targets {
+            if w.retry_at.is_some_and(|t| now < t) {
+                continue;
+            }
             let hot = self
                 .hot
                 .get(&w.target.exe)
                 .map_or(HotProbes::ALWAYS, HotControl::probes);
-            match w.target.sample(&self.kernel, &events, &sites, hot) {
-                Ok(snapshot) => processes.push(ProcessRecord {
-                    start_time: w.target.process.id.start_time,
-                    tenant: w.placement.tenant.clone(),
-                    pod_uid: w.placement.pod_uid.clone(),
-                    container_id: w.placement.container_id.clone(),
-                    snapshot,
-                }),
+            let result = w.target.sample(&self.kernel, &events, &sites, hot);
+            self.census_errors += w.target.take_census_errors();
+            match result {
+                Ok(snapshot) => {
+                    if w.failures > 0 {
+                        log::info!(
+                            "pid={pid} comm={} sampled again after {} failed samples",
+                            w.target.process.comm,
+                            w.failures
+                        );
+                    }
+                    (w.failures, w.retry_at) = (0, None);
+                    processes.push(ProcessRecord {
+                        start_time: w.target.process.id.start_time,
+                        tenant: w.placement.tenant.clone(),
+                        pod_uid: w.placement.pod_uid.clone(),
+                        container_id: w.placement.container_id.clone(),
+                        snapshot,
+                    })
+                }
                 Err(TargetError::Gone(_)) => gone.push((pid, "exited".to_string())),
                 Err(TargetError::Execed(_)) => {
                     gone.push((pid, "replaced its program (exec)".to_string()))
                 }
-                Err(e) => gone.push((pid, format!("{:#}", anyhow::Error::from(e)))),
+                // Anything else may pass (a process stopped or briefly unreadable): it stays
+                // attached and is sampled again, less and less often, until it reads or exits.
+                Err(e) => {
+                    let reason = sample_error_reason(&e);
+                    *self.sample_errors.entry(reason.to_string()).or_default() += 1;
+                    w.failures += 1;
+                    let rounds = (1u32 << (w.failures - 1).min(5)).min(MAX_BACKOFF_ROUNDS);
+                    // Half a round early, so that the retry falls in the intended round.
+                    w.retry_at = Some(now + self.interval * rounds - self.interval / 2);
+                    if w.failures == 1 {
+                        log::warn!(
+                            "pid={pid} comm={}: sample failed (reason={reason}): {:#}; retrying, backing off",
+                            w.target.process.comm,
+                            anyhow::Error::from(e)
+                        );
+                    }
+                }
             }
         }
         for (pid, why) in gone {
@@ -360,6 +460,8 @@ impl Watcher {
         for (_, reason) in self.unwatched.values() {
             *unwatched.entry(reason.to_string()).or_default() += 1;
         }
+        *unwatched.entry("sample_failing".into()).or_default() +=
+            self.targets.values().filter(|w| w.failures > 0).count();
         let mut by_tenant: BTreeMap<&str, Vec<&ProcessRecord>> = BTreeMap::new();
         for r in &processes {
             by_tenant.entry(&r.tenant).or_default().push(r);
@@ -381,6 +483,9 @@ impl Watcher {
                 kernel_site_entries: self.kernel.site_entries(),
                 attach_failures_total: self.attach_failures,
                 unwatched_processes: unwatched,
+                sample_errors_total: self.sample_errors.clone(),
+                census_errors_total: self.census_errors,
+                kernel_losses: self.kernel.losses(),
                 ..Default::default()
             },
         }
@@ -403,7 +508,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(config.metrics_addr))
         .with_context(|| format!("metrics_addr {}: cannot listen", config.metrics_addr))?;
-    let published: Published = Arc::new(RwLock::new(String::new()));
+    let published: Published = http::State::new(config.interval.0);
     runtime.spawn(http::serve(listener, published.clone()));
 
     let node = std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty());
@@ -461,13 +566,16 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let mut next_discovery = Instant::now();
     let mut next_sample = Instant::now() + interval;
     let mut last_sent = Instant::now();
+    let mut rounds = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         if now >= next_discovery {
-            watcher.discover();
+            watcher.discover(interval);
             next_discovery = now + discovery_every;
         }
         if now >= next_sample {
+            rounds += 1;
+            crate::faults::stall_sample(rounds);
             let mut snapshot = watcher.sample();
             // Holds are measured on the sampling schedule, not on when the thread woke, so
             // that `for: 10s` means five 2 s intervals whatever the wake-up jitter.
@@ -487,9 +595,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                     n.stats.dropped.load(Ordering::Relaxed);
             }
             let text = prometheus::render(&snapshot, env!("CARGO_PKG_VERSION"), SelfUsage::read());
-            if let Ok(mut p) = published.write() {
-                *p = text;
-            }
+            published.publish(text);
             next_sample += interval;
             if next_sample < now {
                 next_sample = now + interval;

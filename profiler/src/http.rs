@@ -2,7 +2,7 @@
 //! Only GET and HEAD; requests are small, answered once, and the connection closed.
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -10,8 +10,54 @@ use tokio::net::{TcpListener, TcpStream};
 const MAX_REQUEST: usize = 16 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The text served at /metrics, replaced by the daemon every interval.
-pub type Published = Arc<RwLock<String>>;
+/// What the daemon publishes: the text served at /metrics, replaced every interval, and
+/// when it last sampled (for /healthz).
+pub struct State {
+    metrics: RwLock<String>,
+    /// When the last sampling round ended (the start, before the first).
+    last_sample: RwLock<Instant>,
+    /// Sampling stalled this long: /healthz fails.
+    stall_after: Duration,
+}
+
+pub type Published = Arc<State>;
+
+impl State {
+    /// `interval`: the sampling interval; /healthz fails after three without a sample.
+    pub fn new(interval: Duration) -> Published {
+        Arc::new(Self {
+            metrics: RwLock::new(String::new()),
+            last_sample: RwLock::new(Instant::now()),
+            stall_after: interval * 3,
+        })
+    }
+
+    /// A sampling round ended with these metrics.
+    pub fn publish(&self, text: String) {
+        if let Ok(mut m) = self.metrics.write() {
+            *m = text;
+        }
+        if let Ok(mut t) = self.last_sample.write() {
+            *t = Instant::now();
+        }
+    }
+
+    fn metrics(&self) -> String {
+        self.metrics.read().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// None when healthy, else why not.
+    fn stalled(&self) -> Option<String> {
+        let since = self.last_sample.read().map(|t| t.elapsed()).ok()?;
+        (since > self.stall_after).then(|| {
+            format!(
+                "sampling stalled: no sample for {:.1}s (limit {:.1}s, three intervals)\n",
+                since.as_secs_f64(),
+                self.stall_after.as_secs_f64()
+            )
+        })
+    }
+}
 
 pub async fn serve(listener: TcpListener, metrics: Published) {
     loop {
@@ -51,9 +97,12 @@ async fn answer(mut stream: TcpStream, metrics: Published) {
         ("GET" | "HEAD", "/metrics") => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
-            metrics.read().map(|m| m.clone()).unwrap_or_default(),
+            metrics.metrics(),
         ),
-        ("GET" | "HEAD", "/healthz" | "/-/ready") => ("200 OK", "text/plain", "ok\n".to_string()),
+        ("GET" | "HEAD", "/healthz" | "/-/ready") => match metrics.stalled() {
+            None => ("200 OK", "text/plain", "ok\n".to_string()),
+            Some(why) => ("503 Service Unavailable", "text/plain", why),
+        },
         ("GET" | "HEAD", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
         _ => (
             "405 Method Not Allowed",

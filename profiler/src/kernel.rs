@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::path::Path;
 
 use aya::maps::{
     Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf,
@@ -12,10 +11,11 @@ use aya::programs::UProbe;
 use aya::programs::uprobe::UProbeLink;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
-use profiler_common::{Counters, Event, GcState, MAX_SLOTS, ProcConfig, SiteCounts, SiteKey, maps};
+use profiler_common::{
+    Counters, Event, GcState, MAX_SLOTS, ProcConfig, SiteCounts, SiteKey, loss, maps,
+};
 
 use crate::probes::ProbePlan;
-use crate::process::Process;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler"));
 
@@ -55,17 +55,39 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> KernelError {
     }
 }
 
-/// Whether an error chain (aya's errors carry the syscall's `io::Error` deep inside) is EPERM
-/// or EACCES.
-fn is_permission(e: &(dyn std::error::Error + 'static)) -> bool {
+/// The OS error deep in an error chain (aya's errors carry the syscall's `io::Error`).
+fn os_error(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+        if let Some(code) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
         {
-            return true;
+            return Some(code);
         }
         cur = err.source();
+    }
+    None
+}
+
+/// The whole chain, for messages: "`perf_event_open` failed: Device or resource busy".
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        let more = err.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cur = err.source();
+    }
+    text
+}
+
+/// Whether an error chain is EPERM or EACCES.
+fn is_permission(e: &(dyn std::error::Error + 'static)) -> bool {
+    if matches!(os_error(e), Some(libc::EPERM) | Some(libc::EACCES)) {
+        return true;
     }
     let text = e.to_string();
     text.contains("Operation not permitted") || text.contains("Permission denied")
@@ -136,21 +158,20 @@ pub fn check_kernel() -> Result<(), KernelError> {
     Ok(())
 }
 
-/// Identity of an executable file: probes are per file, shared by its processes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ExeKey {
-    pub dev: u64,
-    pub ino: u64,
+pub use crate::process::ExeKey;
+
+/// Counts of what the kernel side could not record (see [`profiler_common::loss`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KernelLosses {
+    pub events_dropped: u64,
+    pub sites_full: u64,
+    pub site_counts_lost: u64,
 }
 
-impl ExeKey {
-    pub fn of(p: &Process) -> Self {
-        Self {
-            dev: p.exe_dev,
-            ino: p.exe_ino,
-        }
-    }
-}
+/// Tries after a failed attach of one probe (not for missing privileges), and the first
+/// back-off (doubled each time: 40, 80, 160 ms).
+const ATTACH_RETRIES: u32 = 3;
+const ATTACH_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Which processes an attachment fires for.
 #[derive(Clone, Copy, Debug)]
@@ -190,6 +211,7 @@ pub struct Kernel {
     gc_state: Array<MapData, GcState>,
     events: RingBuf<MapData>,
     sites: PerCpuHashMap<MapData, SiteKey, SiteCounts>,
+    losses: PerCpuArray<MapData, u64>,
     nr_cpus: usize,
     attachments: HashMap<ExeKey, Attachment>,
     free_slots: Vec<u32>,
@@ -257,6 +279,7 @@ impl Kernel {
         let gc_state = Array::try_from(take(maps::GC_STATE)?).map_err(map_err(maps::GC_STATE))?;
         let events = RingBuf::try_from(take(maps::EVENTS)?).map_err(map_err(maps::EVENTS))?;
         let sites = PerCpuHashMap::try_from(take(maps::SITES)?).map_err(map_err(maps::SITES))?;
+        let losses = PerCpuArray::try_from(take(maps::LOSSES)?).map_err(map_err(maps::LOSSES))?;
         let (reaper, dropped) = std::sync::mpsc::channel::<Vec<UProbeLink>>();
         std::thread::Builder::new()
             .name("gprof-detach".into())
@@ -280,6 +303,7 @@ impl Kernel {
             gc_state,
             events,
             sites,
+            losses,
             nr_cpus,
             attachments: HashMap::new(),
             free_slots: (0..MAX_SLOTS).rev().collect(),
@@ -288,14 +312,14 @@ impl Kernel {
         })
     }
 
-    /// Attaches the probes of `plan` to `exe` (a path to the file, e.g. `/proc/PID/exe`); the
+    /// Attaches the probes of `plan` to `exe` (the open file the plan was made from); the
     /// hot ones only if `hot` (the budget may attach them later with [`Self::set_hot`]). All
     /// or nothing: on any failure the probes attached so far are removed again. A no-op when
     /// `key` is attached already.
     pub fn attach(
         &mut self,
         key: ExeKey,
-        exe: &Path,
+        exe: &std::fs::File,
         plan: &ProbePlan,
         scope: Scope,
         hot: bool,
@@ -309,9 +333,10 @@ impl Kernel {
             }
             Scope::AllProcesses => UProbeScope::AllProcesses,
         };
-        let file = std::fs::File::open(exe).map_err(|e| KernelError::Attach {
+        // The very file the plan was made from: its own descriptor, never a path again.
+        let file = exe.try_clone().map_err(|e| KernelError::Attach {
             function: "(all)".into(),
-            exe: exe.display().to_string(),
+            exe: format!("the executable (dev {:#x}, inode {})", key.dev, key.ino),
             why: e.to_string(),
         })?;
         let sites = |hot: bool| -> Vec<(&'static str, String, u64)> {
@@ -356,11 +381,28 @@ impl Kernel {
         let path = a.path();
         let mut links = Vec::new();
         for (program, function, offset) in sites {
-            match self.uprobe(program).attach(
-                UProbeAttachLocation::AbsoluteOffset(*offset),
-                &path,
-                a.scope,
-            ) {
+            let mut attempt = 0;
+            let result = loop {
+                let result = self.uprobe(program).attach(
+                    UProbeAttachLocation::AbsoluteOffset(*offset),
+                    &path,
+                    a.scope,
+                );
+                match &result {
+                    // The kernel may refuse while it still tears down a uprobe on the same
+                    // inode (a detach on the reaper thread): a few tries, backing off.
+                    Err(e) if attempt < ATTACH_RETRIES && !is_permission(e) => {
+                        attempt += 1;
+                        log::info!(
+                            "attaching {function} at {offset:#x}: {} (try {attempt} of {ATTACH_RETRIES}, retrying)",
+                            chain(e)
+                        );
+                        std::thread::sleep(ATTACH_BACKOFF * (1 << attempt));
+                    }
+                    _ => break result,
+                }
+            };
+            match result {
                 Ok(link) => links.push((*program, link)),
                 Err(e) => {
                     let error = if is_permission(&e) {
@@ -371,7 +413,7 @@ impl Kernel {
                         KernelError::Attach {
                             function: function.clone(),
                             exe: path.display().to_string(),
-                            why: e.to_string(),
+                            why: chain(&e),
                         }
                     };
                     self.detach_links(links);
@@ -572,6 +614,20 @@ impl Kernel {
 
     pub fn gc_state(&self, slot: u32) -> Result<GcState, KernelError> {
         self.gc_state.get(&slot, 0).map_err(map_err(maps::GC_STATE))
+    }
+
+    /// What the kernel side could not record, since it was loaded.
+    pub fn losses(&self) -> KernelLosses {
+        let sum = |kind: u32| {
+            self.losses
+                .get(&kind, 0)
+                .map_or(0, |per_cpu| per_cpu.iter().sum())
+        };
+        KernelLosses {
+            events_dropped: sum(loss::EVENTS_DROPPED),
+            sites_full: sum(loss::SITES_FULL),
+            site_counts_lost: sum(loss::SITE_COUNTS_LOST),
+        }
     }
 
     /// Every record the kernel streamed since the last call.

@@ -19,6 +19,7 @@ pub mod config;
 pub mod daemon;
 pub mod disasm;
 pub mod discovery;
+pub mod faults;
 pub mod globals;
 pub mod goruntime;
 pub mod health;

@@ -154,6 +154,10 @@ fn main() -> ExitCode {
     if is_daemon {
         profiler::logging::with_timestamps();
     }
+    if let Err(e) = profiler::faults::init() {
+        eprintln!("gprof: error: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Top {
             pid,

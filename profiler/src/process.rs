@@ -95,7 +95,12 @@ impl Stat {
 pub fn parse_stat(text: &str) -> Option<Stat> {
     let open = text.find('(')?;
     let close = text.rfind(')')?;
-    let comm = text.get(open + 1..close)?.to_string();
+    // The process names itself: no control characters reach a log line or a label.
+    let comm = text
+        .get(open + 1..close)?
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
     let fields: Vec<&str> = text.get(close + 2..)?.split_whitespace().collect();
     // After comm: state is field 3, flags field 9, starttime field 22.
     Some(Stat {
@@ -107,14 +112,44 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
     })
 }
 
+/// Identity of an executable file: device and inode (processes of one file share one
+/// attachment), and size and modification time (a file rewritten in place is another
+/// program). Probes go only where a plan made from a file of this identity says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ExeKey {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+}
+
+impl ExeKey {
+    pub fn of_metadata(m: &std::fs::Metadata) -> Self {
+        Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        }
+    }
+
+    /// The identity of an open file, as it is now.
+    pub fn of_file(f: &File) -> std::io::Result<Self> {
+        f.metadata().map(|m| Self::of_metadata(&m))
+    }
+
+    pub fn of(p: &Process) -> Self {
+        p.exe
+    }
+}
+
 /// A live process.
 #[derive(Clone, Debug)]
 pub struct Process {
     pub id: ProcessId,
     pub comm: String,
-    /// Device and inode of the executable: processes of one file share one attachment.
-    pub exe_dev: u64,
-    pub exe_ino: u64,
+    /// The executable it ran when opened.
+    pub exe: ExeKey,
 }
 
 impl Process {
@@ -142,8 +177,7 @@ impl Process {
                 start_time: stat.start_time,
             },
             comm: stat.comm,
-            exe_dev: meta.dev(),
-            exe_ino: meta.ino(),
+            exe: ExeKey::of_metadata(&meta),
         })
     }
 
@@ -181,8 +215,12 @@ impl Process {
     /// Whether the process still runs the executable it was opened with (an `exec` keeps
     /// the PID and start time but replaces the program).
     pub fn runs_same_executable(&self) -> bool {
-        std::fs::metadata(self.exe_path())
-            .is_ok_and(|m| m.dev() == self.exe_dev && m.ino() == self.exe_ino)
+        self.runs(self.exe)
+    }
+
+    /// Whether the process runs the executable `key` now.
+    pub fn runs(&self, key: ExeKey) -> bool {
+        std::fs::metadata(self.exe_path()).is_ok_and(|m| ExeKey::of_metadata(&m) == key)
     }
 
     pub fn memory(&self) -> Result<ProcMem, ProcessError> {
@@ -207,7 +245,7 @@ impl Process {
         let (vaddr, offset) = exe
             .first_load
             .ok_or_else(|| ProcessError::NotMapped(exe.path.clone()))?;
-        load_bias_from_maps(&maps, self.exe_dev, self.exe_ino, vaddr, offset)
+        load_bias_from_maps(&maps, self.exe.dev, self.exe.ino, vaddr, offset)
             .ok_or_else(|| ProcessError::NotMapped(exe.path.clone()))
     }
 }
@@ -363,6 +401,8 @@ mod tests {
         assert_eq!(s.flags, 4194560);
         assert_eq!(s.start_time, 98765);
         assert_eq!(s.cpu_ticks, 8);
+        let newline = "1234 (a\nb\x1b) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 7 0 98765 1000 200 1";
+        assert_eq!(parse_stat(newline).unwrap().comm, "a?b?");
         assert!(parse_stat("1234 (x").is_none());
         assert!(parse_stat("").is_none());
     }

@@ -311,6 +311,13 @@ pub struct DaemonStats {
     pub unwatched_processes: std::collections::BTreeMap<String, usize>,
     pub alert_notifications_failed_total: u64,
     pub alert_notifications_dropped_total: u64,
+    /// Samples of watched processes that failed, by reason (every reason listed); each
+    /// process is sampled again, backing off, until it reads again or exits.
+    pub sample_errors_total: std::collections::BTreeMap<String, u64>,
+    /// Censuses (reads of every goroutine) that could not run or failed midway.
+    pub census_errors_total: u64,
+    /// What the kernel side could not record.
+    pub kernel_losses: crate::kernel::KernelLosses,
 }
 
 /// A realistic snapshot for the renderers' tests: a process leaking 1200 goroutines/min.

@@ -65,6 +65,10 @@ pub enum TargetError {
 /// An executable, planned: shared by every process that runs it.
 #[derive(Debug)]
 pub struct Executable {
+    /// The file the plan was made from, kept open: probes are attached through it.
+    pub file: Arc<std::fs::File>,
+    /// Its identity when it was read.
+    pub key: ExeKey,
     pub info: ExecutableInfo,
     pub plan: ProbePlan,
     /// Names of its code addresses (creation sites, places goroutines wait at), shared by
@@ -80,8 +84,27 @@ pub struct Inspected {
     pub exe: Arc<Executable>,
 }
 
-/// Reads the process's executable and plans its probes (the file's bytes are not kept).
+/// Reads the process's executable and plans its probes (the file's bytes are not kept, the
+/// file stays open). The plan belongs to the file read, which is the process's executable
+/// when the process was opened, else the process has execed since ([`TargetError::Execed`]).
 pub fn plan_executable(process: &Process) -> Result<Executable, TargetError> {
+    // The binary is the workload's: a bug it triggers in the parser (overflow checks are on
+    // in release builds) refuses that binary instead of stopping gprof.
+    std::panic::catch_unwind(|| plan_unguarded(process)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(TargetError::NotGo {
+            pid: process.pid(),
+            comm: process.comm.clone(),
+            source: BinaryError::Malformed(format!("reading it failed inside gprof ({why})")),
+        })
+    })
+}
+
+fn plan_unguarded(process: &Process) -> Result<Executable, TargetError> {
     let binary = GoBinary::open(&process.exe_path()).map_err(|source| match source {
         BinaryError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             TargetError::Gone(process.pid())
@@ -97,12 +120,24 @@ pub fn plan_executable(process: &Process) -> Result<Executable, TargetError> {
             source,
         },
     })?;
+    let file = binary.file().ok_or(TargetError::Gone(process.pid()))?;
+    let key = ExeKey::of_file(&file).map_err(|source| {
+        TargetError::Process(ProcessError::Io {
+            path: process.exe_path(),
+            source,
+        })
+    })?;
+    if key != process.exe {
+        return Err(TargetError::Execed(process.pid()));
+    }
     let plan = probes::plan(&binary).map_err(|source| TargetError::Plan {
         pid: process.pid(),
         comm: process.comm.clone(),
         source,
     })?;
     Ok(Executable {
+        file,
+        key,
         info: binary.info(),
         plan,
         symbols: std::sync::Mutex::new(Symbolizer::new(binary.frame_table())),
@@ -137,6 +172,8 @@ pub struct Target {
     /// When the next census may run: a census of a huge process takes a while, and gprof
     /// spends at most a twentieth of its time on one.
     next_census: Instant,
+    /// Censuses that failed since [`Self::take_census_errors`] last ran.
+    census_errors: u64,
 }
 
 impl Target {
@@ -155,6 +192,16 @@ impl Target {
         let Inspected { process, exe } = inspected;
         let plan = &exe.plan;
         let pid = process.pid();
+        // The plan is for one file: the process must run it, and it must be unchanged.
+        let runs_planned_file =
+            || process.runs(exe.key) && ExeKey::of_file(&exe.file).is_ok_and(|k| k == exe.key);
+        if !runs_planned_file() {
+            return Err(if process.is_alive() {
+                TargetError::Execed(pid)
+            } else {
+                TargetError::Gone(pid)
+            });
+        }
         let bias = process.load_bias(&exe.info)?;
         let reader = match open_reader(process, plan, bias) {
             Ok(r) => r,
@@ -209,12 +256,27 @@ impl Target {
             _pad: 0,
         };
         let slot = kernel.watch(pid, config)?;
-        let key = ExeKey::of(process);
+        let key = exe.key;
         let hot = !(limit_hot && reader.is_some());
-        if let Err(e) = kernel.attach(key, &process.exe_path(), plan, scope, hot) {
+        let attached_before = kernel.is_attached(key);
+        crate::faults::pause_before_attach(pid);
+        if let Err(e) = kernel.attach(key, &exe.file, plan, scope, hot) {
             kernel.unwatch(pid);
             return Err(if process.is_alive() {
                 e.into()
+            } else {
+                TargetError::Gone(pid)
+            });
+        }
+        // An exec while attaching: the probes sit in the planned file, which the process no
+        // longer runs; they harm nothing, and go with the attachment if nothing else uses it.
+        if !runs_planned_file() {
+            kernel.unwatch(pid);
+            if !attached_before {
+                kernel.detach(key);
+            }
+            return Err(if process.is_alive() {
+                TargetError::Execed(pid)
             } else {
                 TargetError::Gone(pid)
             });
@@ -251,7 +313,13 @@ impl Target {
             bias,
             executable: exe.clone(),
             next_census: Instant::now(),
+            census_errors: 0,
         })
+    }
+
+    /// Censuses that failed since the last call.
+    pub fn take_census_errors(&mut self) -> u64 {
+        std::mem::take(&mut self.census_errors)
     }
 
     /// Whether creations, exits and live goroutines come from the runtime's memory (then the
@@ -307,6 +375,12 @@ impl Target {
             }
             return Err(TargetError::Execed(pid));
         }
+        if crate::faults::sample_error(pid) {
+            return Err(TargetError::Process(ProcessError::Io {
+                path: format!("/proc/{pid}/mem").into(),
+                source: std::io::Error::other("injected fault (GPROF_FAULTS)"),
+            }));
+        }
         let counters = kernel.counters(self.slot)?;
         let gc = kernel.gc_state(self.slot)?;
         let mine: Vec<Event> = events.iter().filter(|e| e.tgid == pid).copied().collect();
@@ -338,7 +412,18 @@ impl Target {
         // The census is best effort: a reading that races with the program is skipped.
         let attempt = (Instant::now() >= self.next_census).then(Instant::now);
         let mut census = if let Some(began) = attempt {
-            let census = self.reader.as_ref().and_then(|r| r.census().ok().flatten());
+            let census = self.reader.as_ref().and_then(|r| match r.census() {
+                Ok(Some(c)) => Some(c),
+                Ok(None) => {
+                    self.census_errors += 1;
+                    None
+                }
+                Err(e) => {
+                    self.census_errors += 1;
+                    log::debug!("PID {pid}: census failed: {e}");
+                    None
+                }
+            });
             if let Some(c) = &census {
                 log::debug!(
                     "PID {pid}: census of {} gs in {:?}: {} live, {} dead, {} unreadable, {} blocked",

@@ -14,6 +14,9 @@ use crate::process::Process;
 use crate::render::{json, tui};
 use crate::target::{self, Target, TargetError, monotonic_ns};
 
+/// Plans made at most for a process that keeps replacing its program.
+const MAX_PLANS: u32 = 3;
+
 #[derive(Clone, Debug)]
 pub struct TopOptions {
     pub pid: i64,
@@ -26,19 +29,38 @@ pub struct TopOptions {
 
 /// Attaches (all checks happen before the terminal is touched), then runs the chosen view.
 pub fn run(opts: &TopOptions) -> anyhow::Result<()> {
-    let process = Process::from_user_pid(opts.pid)?;
-    let pid = process.pid();
-    let inspected = target::inspect(process)?;
-    let mut kernel = Kernel::load()?;
-    let target = Target::attach(
-        &mut kernel,
-        &inspected,
-        Scope::Process(pid),
-        opts.windows,
-        HealthModel::default(),
-        opts.budget.fraction_of_core.is_some(),
-    )?;
-    drop(inspected);
+    let mut kernel = None;
+    let mut plans = 0;
+    // A plan is for the file the process runs when it is read: a process that execs in
+    // between is planned again (a few times at most).
+    let target = loop {
+        plans += 1;
+        let process = Process::from_user_pid(opts.pid)?;
+        let pid = process.pid();
+        let attempt = target::inspect(process).and_then(|inspected| {
+            let kernel = match &mut kernel {
+                Some(k) => k,
+                None => kernel.insert(Kernel::load()?),
+            };
+            Target::attach(
+                kernel,
+                &inspected,
+                Scope::Process(pid),
+                opts.windows,
+                HealthModel::default(),
+                opts.budget.fraction_of_core.is_some(),
+            )
+        });
+        match attempt {
+            Err(TargetError::Execed(_)) if plans < MAX_PLANS => {
+                log::warn!(
+                    "PID {pid} replaced its program while gprof planned its probes; planning again"
+                );
+            }
+            result => break result?,
+        }
+    };
+    let kernel = kernel.expect("attached, so loaded");
     let hot_attached = kernel.hot_is_on(target.exe);
     let hot = HotControl::new(
         target.exe,

@@ -132,7 +132,7 @@ fn unsupported_releases_and_layouts_that_do_not_fit() {
     let Some(misfit) = relabeled(test, "1.21.13", "stripped", "go1.21.13", "go1.19.13") else {
         return;
     };
-    if is_root() {
+    if require_root(test) {
         for (bin, want) in [
             (&old, "go1.16.9 is older than go1.17"),
             (

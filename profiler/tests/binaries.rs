@@ -7,6 +7,8 @@ use common::*;
 use profiler::binary::{GoBinary, SymbolSource};
 use profiler::disasm::Placement;
 use profiler::globals;
+use std::collections::{BTreeSet, HashMap};
+
 use profiler::goruntime::Stack;
 use profiler::probes::{self, LayoutSource};
 
@@ -135,5 +137,120 @@ fn stripped_paths_agree_with_the_symbol_table() {
             );
             assert_eq!(a.sites, b.sites, "go{release}: {}", a.function.name);
         }
+    }
+}
+
+/// `go tool objdump`'s RET instructions per function: (entry address -> addresses).
+fn objdump_returns(go: &std::path::Path, bin: &std::path::Path) -> HashMap<u64, BTreeSet<u64>> {
+    let out = std::process::Command::new(go)
+        .args(["tool", "objdump"])
+        .arg(bin)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", go.display()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut rets: HashMap<u64, BTreeSet<u64>> = HashMap::new();
+    let mut entry = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if line.starts_with("TEXT ") {
+            entry = None;
+            continue;
+        }
+        // "  file.go:12\t0x49e38\t\td65f03c0\t\tRET\t"
+        let fields: Vec<&str> = line
+            .split('\t')
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .collect();
+        let Some(addr) = fields
+            .get(1)
+            .and_then(|a| u64::from_str_radix(a.strip_prefix("0x")?, 16).ok())
+        else {
+            continue;
+        };
+        let e = *entry.get_or_insert(addr);
+        let set = rets.entry(e).or_default();
+        // "RET", or "RET R27" (a return through another register).
+        if fields
+            .get(3)
+            .is_some_and(|m| *m == "RET" || m.starts_with("RET "))
+        {
+            set.insert(addr);
+        }
+    }
+    rets
+}
+
+/// arm64 RETs are found by decoding the instructions reachable from the entry, never by
+/// matching words (Go's arm64 text holds literal pools): in every function of the runtime,
+/// of every release built for arm64, gprof finds exactly the RETs Go's own disassembler
+/// lists, or refuses the function.
+#[test]
+fn arm64_returns_are_exactly_those_go_objdump_lists() {
+    let test = "arm64_returns_are_exactly_those_go_objdump_lists";
+    let targets: Vec<_> = all_targets("workload")
+        .into_iter()
+        .filter(|t| t.1 == "arm64")
+        .collect();
+    let Some(dir) = std::env::var_os("GPROF_GO_TARGETS") else {
+        skip(test, "no Go targets: run `cargo xtask test`");
+        return;
+    };
+    let toolchains = std::fs::read_to_string(std::path::Path::new(&dir).join("toolchains.tsv"))
+        .expect("toolchains.tsv, written by cargo xtask test");
+    let go_of = |release: &str| {
+        toolchains
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{release}\t")))
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| panic!("no toolchain for {release}"))
+    };
+    assert!(targets.len() >= 8, "{test}: arm64 builds: {targets:?}");
+    for (release, _, path) in &targets {
+        let bin = GoBinary::open(path).unwrap();
+        let truth = objdump_returns(&go_of(release), path);
+        let (mut exact, mut refused, mut pool_lookalikes) = (0, 0, 0);
+        for f in bin
+            .functions()
+            .iter()
+            .filter(|f| f.name.starts_with("runtime."))
+        {
+            let Some(want) = truth.get(&f.entry) else {
+                continue;
+            };
+            let code = bin.code(f).unwrap();
+            // Words that read as RET but are not one Go's disassembler lists: data.
+            pool_lookalikes += code
+                .chunks_exact(4)
+                .enumerate()
+                .filter(|(i, w)| {
+                    u32::from_le_bytes((*w).try_into().unwrap()) == 0xd65f03c0
+                        && !want.contains(&(f.entry + 4 * *i as u64))
+                })
+                .count();
+            match profiler::disasm::return_sites(&bin, f) {
+                Ok(sites) => {
+                    let got: BTreeSet<u64> = sites.iter().map(|s| s.addr).collect();
+                    assert_eq!(&got, want, "{test}: {release} {}", f.name);
+                    exact += 1;
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        let stw = bin.function("runtime.startTheWorldWithSema").unwrap();
+        assert!(
+            profiler::disasm::return_sites(&bin, stw).is_ok(),
+            "{test}: {release}: the probed function is refused"
+        );
+        assert!(
+            exact > 500,
+            "{test}: {release}: only {exact} functions compared"
+        );
+        eprintln!(
+            "{test}: go{release} arm64: {exact} runtime functions with exactly objdump's RETs, {refused} refused (an indirect jump, or no RET: functions that never return), {pool_lookalikes} RET-like data words ignored"
+        );
     }
 }

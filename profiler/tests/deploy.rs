@@ -107,6 +107,17 @@ fn daemonset_is_as_documented() {
     let mount = &c["volumeMounts"][0];
     assert_eq!(mount["mountPath"], "/etc/gprof");
     assert_eq!(c["args"][2], "/etc/gprof/gprof.yaml");
+    // The kubelet's pod directories, read-only, where the config's pods_dir says.
+    let pods = &c["volumeMounts"][1];
+    assert_eq!(pods["readOnly"], true);
+    let config: Value = serde_yaml::from_str(&configmap_config()).unwrap();
+    assert_eq!(pods["mountPath"], config["tenants"]["pods_dir"]);
+    assert_eq!(pod["volumes"][1]["hostPath"]["path"], "/var/log/pods");
+    assert_eq!(
+        config["tenants"]["from"],
+        serde_yaml::from_str::<Value>("[rules, namespace, env]").unwrap(),
+        "the environment (forgeable) comes last"
+    );
 }
 
 #[test]

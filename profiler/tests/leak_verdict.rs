@@ -354,8 +354,9 @@ fn the_daemon_alerts_on_a_confirmed_leak_naming_its_place() {
         &metrics,
         "gprof_goroutine_group_leaking",
         &format!(
-            "blocked_at=\"main.worker ({}",
-            p["send"]["file"].as_str().unwrap()
+            "blocked_at=\"main.worker ({}:{})\"",
+            p["send"]["file"].as_str().unwrap(),
+            p["send"]["line"]
         ),
     );
     assert_eq!(leaking, Some(1.0), "{test}: no leaking group series");

@@ -317,7 +317,8 @@ fn executable_replaced_on_disk() {
         created(old.pid()) > before + 10.0,
         "the old executable's probes stopped counting"
     );
-    assert_eq!(daemon.gauge("gprof_attached_executables") >= 2.0, true);
+    let attached = daemon.gauge("gprof_attached_executables");
+    assert!(attached >= 2.0, "{attached} executables attached");
     // gprof top reaches the old process through /proc/PID/exe although the file is gone.
     let (ok, samples, err) = run_gprof(&[
         "top",

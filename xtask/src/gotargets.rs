@@ -184,6 +184,12 @@ pub fn build_all() -> anyhow::Result<PathBuf> {
     for r in results {
         r?;
     }
+    // Which `go` built each release, for tests that compare with Go's own tools.
+    let toolchains: String = GO_RELEASES
+        .iter()
+        .map(|r| format!("{r}\t{}\n", toolchain::go_binary(r).display()))
+        .collect();
+    std::fs::write(dir().join("toolchains.tsv"), toolchains)?;
     Ok(dir())
 }
 

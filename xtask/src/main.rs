@@ -4,6 +4,7 @@
 mod bench;
 mod corpus;
 mod demo;
+mod fuzz;
 mod generate;
 mod gotargets;
 mod run;
@@ -42,7 +43,17 @@ enum Command {
     Bench(bench::Options),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run_command() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cargo xtask: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Setup => {
             toolchain::ensure_ebpf()?;
@@ -76,6 +87,14 @@ pub fn build() -> anyhow::Result<()> {
 }
 
 fn test(args: &[String]) -> anyhow::Result<()> {
+    let allow_skip = std::env::var("GPROF_ALLOW_SKIP").is_ok_and(|v| v == "1");
+    if toolchain::effective_uid() != 0 && !allow_skip {
+        anyhow::bail!(
+            "cargo xtask test must run as root: its end-to-end tests load eBPF programs, attach \
+             uprobes to real Go programs and read their memory (run `sudo -E cargo xtask test`; \
+             GPROF_ALLOW_SKIP=1 runs what can run without root and lists what was skipped)"
+        );
+    }
     toolchain::ensure_ebpf()?;
     toolchain::ensure_test_tools()?;
     generate::run(true)?;
@@ -99,13 +118,33 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         "--target",
         toolchain::CROSS_TARGET,
     ])?;
+    // Each parser of untrusted input, fuzzed for a minute.
+    fuzz::run_all(std::time::Duration::from_secs(60))?;
     let path = toolchain::test_path();
-    run::cargo_with_env(
+    // Tests that could not run (only with GPROF_ALLOW_SKIP=1) write a line here.
+    let skip_log = run::workspace().join("target/gprof-skipped-tests.txt");
+    let _ = std::fs::remove_file(&skip_log);
+    let result = run::cargo_with_env(
         &cmd,
         &[
             (gotargets::ENV, targets.as_os_str()),
             (corpus::ENV, corpus_dir.as_os_str()),
             ("PATH", &path),
+            ("GPROF_SKIP_LOG", skip_log.as_os_str()),
         ],
-    )
+    );
+    let skipped = std::fs::read_to_string(&skip_log).unwrap_or_default();
+    if skipped.is_empty() {
+        println!("\nno test was skipped");
+    } else {
+        let lines: Vec<&str> = skipped.lines().collect();
+        println!(
+            "\n{} test(s) SKIPPED (GPROF_ALLOW_SKIP=1), not passed:",
+            lines.len()
+        );
+        for l in lines {
+            println!("  {l}");
+        }
+    }
+    result
 }

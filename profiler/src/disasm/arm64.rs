@@ -171,23 +171,102 @@ pub fn entry_site(name: &str, code: &[u8], entry: u64, stack: Stack) -> Result<S
     })
 }
 
-pub fn return_sites(name: &str, code: &[u8], entry: u64) -> Result<Vec<Site>, DisasmError> {
-    let sites: Vec<Site> = (0..code.len() / 4)
-        .filter_map(|i| {
+/// Every RET reachable from the entry, found by decoding (yaxpeax-arm) along the control
+/// flow from the entry and from `resumes` (where a recovered panic continues): fall-through,
+/// and the targets of direct branches inside the function. Go's arm64
+/// code keeps literal pools in its text, after unconditional branches, so a constant that
+/// reads as RET is never reached this way. An indirect jump (`BR`) or a reachable word that
+/// does not decode makes it refuse: some RET could be missed, or a pool taken for code.
+pub fn return_sites(
+    name: &str,
+    code: &[u8],
+    entry: u64,
+    resumes: &[u64],
+) -> Result<Vec<Site>, DisasmError> {
+    use yaxpeax_arch::{Decoder as _, U8Reader};
+    use yaxpeax_arm::armv8::a64::{InstDecoder, Opcode, Operand};
+
+    let words = code.len() / 4;
+    let decoder = InstDecoder::default();
+    let mut seen = vec![false; words];
+    let mut todo = vec![0usize];
+    for &r in resumes {
+        match r.checked_sub(entry) {
+            Some(off) if off % 4 == 0 && off / 4 < words as u64 => todo.push((off / 4) as usize),
+            _ => {
+                return Err(DisasmError::Prologue {
+                    function: name.to_string(),
+                    why: format!("resume point {r:#x} is not an instruction of the function"),
+                });
+            }
+        }
+    }
+    let mut rets = Vec::new();
+    let refuse = |i: usize, why: &str| DisasmError::Prologue {
+        function: name.to_string(),
+        why: format!(
+            "{why} at {:#x}: cannot be sure to see every return",
+            entry + 4 * i as u64
+        ),
+    };
+    while let Some(start) = todo.pop() {
+        let mut i = start;
+        while i < words && !seen[i] {
+            seen[i] = true;
             let pc = entry + 4 * i as u64;
-            (decode(word(code, 4 * i)?, pc) == Insn::Ret).then(|| Site {
-                addr: pc,
-                placement: Placement::Return,
-                instruction: "ret".into(),
-            })
-        })
-        .collect();
-    if sites.is_empty() {
+            let mut reader = U8Reader::new(&code[4 * i..4 * i + 4]);
+            let insn = decoder
+                .decode(&mut reader)
+                .map_err(|_| DisasmError::Undecodable {
+                    function: name.to_string(),
+                    addr: pc,
+                })?;
+            // Direct branch targets, as word indexes inside the function (None: outside, a
+            // tail call).
+            let target = || {
+                insn.operands.iter().find_map(|o| match o {
+                    Operand::PCOffset(off) => {
+                        let t = (pc as i64).checked_add(*off)? as u64;
+                        (t >= entry && t < entry + 4 * words as u64 && t.is_multiple_of(4))
+                            .then(|| ((t - entry) / 4) as usize)
+                    }
+                    _ => None,
+                })
+            };
+            match insn.opcode {
+                Opcode::RET => {
+                    rets.push(Site {
+                        addr: pc,
+                        placement: Placement::Return,
+                        instruction: insn.to_string(),
+                    });
+                    break;
+                }
+                Opcode::B => {
+                    todo.extend(target());
+                    break;
+                }
+                Opcode::Bcc(_) | Opcode::CBZ | Opcode::CBNZ | Opcode::TBZ | Opcode::TBNZ => {
+                    todo.extend(target());
+                }
+                Opcode::BR => return Err(refuse(i, "indirect jump")),
+                Opcode::RETAA | Opcode::RETAB | Opcode::ERET => {
+                    return Err(refuse(i, "authenticated or exception return"));
+                }
+                // Traps end the path (the runtime's `throw` paths, UNDEF markers).
+                Opcode::UDF | Opcode::BRK | Opcode::HLT => break,
+                _ => {}
+            }
+            i += 1;
+        }
+    }
+    if rets.is_empty() {
         return Err(DisasmError::NoReturn {
             function: name.to_string(),
         });
     }
-    Ok(sites)
+    rets.sort_by_key(|s| s.addr);
+    Ok(rets)
 }
 
 /// Load/store (unsigned immediate) fields: (Rt, Rn, byte offset, access size).
@@ -316,11 +395,35 @@ mod tests {
     }
 
     #[test]
+    fn returns_are_reachable_instructions_never_pool_words() {
+        const RET: u32 = 0xd65f03c0;
+        // cbz x0, +12; ret; <pool: RET's encoding>; mov x0, x1; ret; <pool>
+        let code = bytes(&[0xb4000060, RET, RET, 0xaa0103e0, RET, RET]);
+        let r = return_sites("f", &code, 0x1000, &[]).unwrap();
+        let addrs: Vec<u64> = r.iter().map(|s| s.addr).collect();
+        assert_eq!(addrs, [0x1004, 0x1010]);
+        // ret; bl deferreturn; ret: the second RET only after a recovered panic.
+        let code = bytes(&[RET, 0x94000000, RET]);
+        assert_eq!(return_sites("f", &code, 0x1000, &[]).unwrap().len(), 1);
+        let r = return_sites("f", &code, 0x1000, &[0x1004]).unwrap();
+        assert_eq!(
+            r.iter().map(|s| s.addr).collect::<Vec<_>>(),
+            [0x1000, 0x1008]
+        );
+        assert!(return_sites("f", &code, 0x1000, &[0x1002]).is_err());
+        // An indirect jump: some RET may be out of sight.
+        let e = return_sites("f", &bytes(&[0xd61f0000, RET]), 0x1000, &[]).unwrap_err();
+        assert!(e.to_string().contains("indirect jump"), "{e}");
+        // A reachable word that is no instruction.
+        assert!(return_sites("f", &bytes(&[0x00000000, RET]), 0x1000, &[]).is_err());
+    }
+
+    #[test]
     fn returns_and_globals() {
         // adrp x27, +0x21c000 page; ldr w5, [x27, #1636]; ret; adrp x27, ...; add x27, x27, #0x6f8
         let code = bytes(&[0xb00010fb, 0xb9466765, 0xd65f03c0, 0xb00010fb, 0x911be37b]);
         let pc = 0x63964u64;
-        let r = return_sites("f", &code, pc).unwrap();
+        let r = return_sites("f", &code, pc, &[]).unwrap();
         assert_eq!(r[0].addr, pc + 8);
         let g = global_refs("f", &code, pc).unwrap();
         assert_eq!(

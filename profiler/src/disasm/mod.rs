@@ -64,12 +64,18 @@ pub struct GlobalRef {
     pub size: u32,
 }
 
+/// A decoder's view of one function: its name, code and entry address.
+type Decode<Extra, T> = fn(&str, &[u8], u64, Extra) -> Result<T, DisasmError>;
+type Scan<T> = fn(&str, &[u8], u64) -> Result<Vec<T>, DisasmError>;
+type Returns = for<'a> fn(&str, &[u8], u64, &'a [u64]) -> Result<Vec<Site>, DisasmError>;
+
 /// The decoders of one instruction set.
 struct Isa {
-    entry_site: fn(&str, &[u8], u64, Stack) -> Result<Site, DisasmError>,
-    return_sites: fn(&str, &[u8], u64) -> Result<Vec<Site>, DisasmError>,
-    global_refs: fn(&str, &[u8], u64) -> Result<Vec<GlobalRef>, DisasmError>,
-    displacements: fn(&str, &[u8], u64) -> Result<Vec<u64>, DisasmError>,
+    entry_site: Decode<Stack, Site>,
+    /// The extra addresses are where control also enters (a recovered panic's resume point).
+    return_sites: Returns,
+    global_refs: Scan<GlobalRef>,
+    displacements: Scan<u64>,
 }
 
 fn isa(arch: Arch) -> &'static Isa {
@@ -99,7 +105,12 @@ pub fn entry_site(bin: &GoBinary, f: &Function, stack: Stack) -> Result<Site, Di
 
 /// Every RET instruction of `f`.
 pub fn return_sites(bin: &GoBinary, f: &Function) -> Result<Vec<Site>, DisasmError> {
-    (isa(bin.arch).return_sites)(&f.name, bin.code(f)?, f.entry)
+    // Besides the entry, control enters at the deferreturn call when a panic is recovered.
+    let resumes: Vec<u64> = (f.deferreturn != 0)
+        .then(|| f.entry + u64::from(f.deferreturn))
+        .into_iter()
+        .collect();
+    (isa(bin.arch).return_sites)(&f.name, bin.code(f)?, f.entry, &resumes)
 }
 
 /// The absolute-addressed memory operands of `f` (its globals), in code order.

@@ -160,7 +160,14 @@ pub fn entry_site(name: &str, code: &[u8], entry: u64, stack: Stack) -> Result<S
     })
 }
 
-pub fn return_sites(name: &str, code: &[u8], entry: u64) -> Result<Vec<Site>, DisasmError> {
+/// amd64 code holds no data: every instruction is decoded in order from the entry, so code
+/// reached only from `_resumes` is decoded too.
+pub fn return_sites(
+    name: &str,
+    code: &[u8],
+    entry: u64,
+    _resumes: &[u64],
+) -> Result<Vec<Site>, DisasmError> {
     let sites: Vec<Site> = decode_all(name, code, entry)?
         .iter()
         .filter(|i| i.flow_control() == FlowControl::Return)
@@ -294,15 +301,15 @@ mod tests {
     #[test]
     fn finds_every_return() {
         let c = [0x74, 0x01, 0xc3, 0x31, 0xc0, 0xc3, 0xcc, 0xcc];
-        let r = return_sites("f", &c, ENTRY).unwrap();
+        let r = return_sites("f", &c, ENTRY, &[]).unwrap();
         let addrs: Vec<u64> = r.iter().map(|s| s.addr).collect();
         assert_eq!(addrs, [ENTRY + 2, ENTRY + 5]);
     }
 
     #[test]
     fn refuses_undecodable_code_but_accepts_int3_padding() {
-        assert!(return_sites("f", &[0xc3, 0xcc, 0xcc], ENTRY).is_ok());
-        let e = return_sites("f", &[0xc3, 0x0f, 0xff], ENTRY).unwrap_err();
+        assert!(return_sites("f", &[0xc3, 0xcc, 0xcc], ENTRY, &[]).is_ok());
+        let e = return_sites("f", &[0xc3, 0x0f, 0xff], ENTRY, &[]).unwrap_err();
         assert!(matches!(e, DisasmError::Undecodable { .. }), "{e}");
     }
 

@@ -492,6 +492,39 @@ pub fn render(snapshot: &DaemonSnapshot, version: &str, usage: SelfUsage) -> Str
                 .collect(),
         ),
         family(
+            "gprof_sample_errors_total",
+            "Samples of watched processes that failed, by reason (each process is sampled again, backing off, until it reads again or exits).",
+            COUNTER,
+            st.sample_errors_total
+                .iter()
+                .map(|(reason, n)| counter(labels(&[("reason", reason)]), *n as f64))
+                .collect(),
+        ),
+        family(
+            "gprof_census_errors_total",
+            "Goroutine censuses that could not run or failed midway (stuck goroutines and leak verdicts wait for the next one).",
+            COUNTER,
+            vec![counter(vec![], st.census_errors_total as f64)],
+        ),
+        family(
+            "gprof_kernel_events_dropped_total",
+            "Kernel records (GC pauses, stack events) dropped because the ring buffer was full.",
+            COUNTER,
+            vec![counter(vec![], st.kernel_losses.events_dropped as f64)],
+        ),
+        family(
+            "gprof_kernel_site_map_full_total",
+            "Goroutine creations and exits counted under a process's \"other\" site because the kernel's site map was full.",
+            COUNTER,
+            vec![counter(vec![], st.kernel_losses.sites_full as f64)],
+        ),
+        family(
+            "gprof_kernel_site_counts_lost_total",
+            "Goroutine creations and exits not counted per site at all (the site map was full, even for \"other\").",
+            COUNTER,
+            vec![counter(vec![], st.kernel_losses.site_counts_lost as f64)],
+        ),
+        family(
             "gprof_alert_notifications_failed_total",
             "Failed deliveries to Alertmanager (each is retried).",
             COUNTER,

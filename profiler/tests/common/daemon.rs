@@ -22,6 +22,11 @@ impl Daemon {
     /// Starts `gprof daemon` with `config` (YAML) on a free metrics port, plus `args`, and
     /// waits until it serves.
     pub fn start(config: &str, args: &[&str]) -> Self {
+        Self::start_with_env(config, args, &[])
+    }
+
+    /// [`Self::start`] with variables added to the daemon's environment.
+    pub fn start_with_env(config: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "gprof-daemon-{}-{}",
             std::process::id(),
@@ -36,6 +41,7 @@ impl Daemon {
             .arg(&path)
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -27,7 +27,7 @@ var (
 	depth     = flag.Int("depth", 0, "recursion depth of each short-lived goroutine (grows its stack)")
 	tasks     = flag.Int64("tasks", 0, "stop after this many short-lived goroutines have finished")
 	parked    = flag.Int("parked", 0, "goroutines started at once that wait for the whole run (a service's steady state)")
-	execPath  = flag.String("exec", "", "after -duration, replace this program with that one (same PID), run with -report 0")
+	execPath  = flag.String("exec", "", "after -duration or on SIGUSR1, replace this program with that one (same PID), run with -report 0")
 )
 
 // Counters of the goroutines this program started itself.
@@ -108,6 +108,9 @@ func main() {
 	// and the final line is printed.
 	terminated := make(chan os.Signal, 1)
 	signal.Notify(terminated, syscall.SIGTERM)
+	if *execPath != "" {
+		signal.Notify(terminated, syscall.SIGUSR1)
+	}
 	for {
 		time.Sleep(10 * time.Millisecond)
 		if *duration > 0 && time.Since(start) >= *duration {
