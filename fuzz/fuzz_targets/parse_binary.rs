@@ -4,8 +4,8 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(bin) = profiler::binary::GoBinary::parse(std::path::Path::new("fuzz"), data.to_vec()) {
-        let _ = profiler::probes::plan(&bin);
+    if let Ok(bin) = profiler::inspect::binary::GoBinary::parse(std::path::Path::new("fuzz"), data.to_vec()) {
+        let _ = profiler::inspect::plan::plan(&bin);
         let _ = bin.dwarf_types();
     }
 });

@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(table) = profiler::binary::pclntab::Pclntab::parse(data, 0x500000) {
+    if let Ok(table) = profiler::inspect::binary::pclntab::Pclntab::parse(data, 0x500000) {
         for f in table.funcs() {
             let _ = f;
         }

@@ -331,7 +331,7 @@ mod tests {
 
     #[test]
     fn layouts_have_no_hidden_padding() {
-        assert_eq!(core::mem::size_of::<ProcConfig>(), 40);
+        assert_eq!(core::mem::size_of::<ProcConfig>(), 4 * 4 + 8 * 2 + 4 * 4);
         assert_eq!(core::mem::size_of::<SiteKey>(), 24);
         assert_eq!(core::mem::size_of::<SiteCounts>(), 16);
         assert_eq!(core::mem::size_of::<Counters>(), 8 * 6 + 8 * STACK_BUCKETS);

@@ -1,42 +1,20 @@
 //! gprof: an eBPF health profiler for Go services.
 //!
-//! Data flows one way, one module per stage:
+//! Data flows one way, and the folders follow it (docs/architecture.md has the picture):
 //!
-//!   binary, goruntime (what is probed) -> disasm, globals, probes (where, validated)
-//!   -> kernel (eBPF programs and maps) -> target, collector (per process)
-//!   -> snapshot (the one model) -> render (TUI, JSON)
+//!   config (plain data) < model (the snapshot) < inspect (the binary and the runtime)
+//!   < attach (the kernel side) < collect (one process, sampled) < render (views)
+//!   < serve (the daemon) and ui (`top`, `check`)
 //!
-//! `top` and `check` are the commands that wire the stages together.
+//! A module uses only folders to its left; `tests/layers.rs` fails on an edge back.
 
-pub mod alerts;
-pub mod binary;
-pub mod blocked;
-pub mod budget;
-pub mod census;
-pub mod check;
-pub mod collector;
+pub mod attach;
+pub mod collect;
 pub mod config;
-pub mod daemon;
-pub mod disasm;
-pub mod discovery;
 pub mod faults;
-pub mod globals;
-pub mod goruntime;
-pub mod health;
-pub mod http;
-pub mod kernel;
+pub mod inspect;
 pub mod logging;
-pub mod notify;
-pub mod probes;
-pub mod process;
+pub mod model;
 pub mod render;
-pub mod runtime_state;
-pub mod selfcheck;
-pub mod sites;
-pub mod snapshot;
-pub mod stats;
-pub mod target;
-pub mod tenancy;
-pub mod top;
-pub mod unwind;
-pub mod verdict;
+pub mod serve;
+pub mod ui;

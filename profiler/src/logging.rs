@@ -1,49 +1,33 @@
-//! Logging to stderr, held back while the TUI owns the terminal (then printed on exit).
-//! The level comes from `GPROF_LOG` (error, warn, info, debug, trace).
+//! Logging to stderr through env_logger, held back while the TUI owns the terminal (then
+//! printed on exit). `GPROF_LOG` sets the level (error, warn, info, debug, trace; or
+//! env_logger's per-module filters).
 
 use std::io::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use log::{Level, LevelFilter, Log, Metadata, Record};
+use log::{Level, LevelFilter};
 
-struct Logger {
-    timestamps: AtomicBool,
-    held: AtomicBool,
-    buffer: Mutex<Vec<String>>,
-}
+static HELD: AtomicBool = AtomicBool::new(false);
+static BUFFER: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
-static LOGGER: Logger = Logger {
-    timestamps: AtomicBool::new(false),
-    held: AtomicBool::new(false),
-    buffer: Mutex::new(Vec::new()),
-};
+/// Stderr, or the buffer while held.
+struct Sink;
 
-impl Log for Logger {
-    fn enabled(&self, m: &Metadata) -> bool {
-        m.level() <= log::max_level()
+impl Write for Sink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if HELD.load(Ordering::Relaxed)
+            && let Ok(mut b) = BUFFER.lock()
+        {
+            b.extend_from_slice(bytes);
+            return Ok(bytes.len());
+        }
+        std::io::stderr().write(bytes)
     }
 
-    fn log(&self, r: &Record) {
-        if !self.enabled(r.metadata()) {
-            return;
-        }
-        let line = if self.timestamps.load(Ordering::Relaxed) {
-            let now = crate::alerts::rfc3339(std::time::SystemTime::now());
-            format!("{now} {} {}", level_name(r.level()), r.args())
-        } else {
-            format!("gprof: {}: {}", level_name(r.level()), r.args())
-        };
-        if self.held.load(Ordering::Relaxed) {
-            if let Ok(mut b) = self.buffer.lock() {
-                b.push(line);
-            }
-        } else {
-            let _ = writeln!(std::io::stderr(), "{line}");
-        }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
-
-    fn flush(&self) {}
 }
 
 fn level_name(l: Level) -> &'static str {
@@ -56,33 +40,35 @@ fn level_name(l: Level) -> &'static str {
     }
 }
 
-/// Installs the logger; `default` applies when `GPROF_LOG` is unset or unparsable.
-pub fn init(default: LevelFilter) {
-    let level = std::env::var("GPROF_LOG")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default);
-    if log::set_logger(&LOGGER).is_ok() {
-        log::set_max_level(level);
-    }
-}
-
-/// Prefixes every line with an RFC 3339 timestamp (for the daemon's log).
-pub fn with_timestamps() {
-    LOGGER.timestamps.store(true, Ordering::Relaxed);
+/// Installs the logger; `default` applies when `GPROF_LOG` is unset. With `timestamps`
+/// (the daemon's log) each line starts with an RFC 3339 time in UTC.
+pub fn init(default: LevelFilter, timestamps: bool) {
+    let mut builder = env_logger::Builder::new();
+    builder
+        .filter_level(default)
+        .parse_env(env_logger::Env::new().filter("GPROF_LOG"))
+        .target(env_logger::Target::Pipe(Box::new(Sink)))
+        .format(move |buf, r| {
+            if timestamps {
+                let now = buf.timestamp_millis();
+                writeln!(buf, "{now} {} {}", level_name(r.level()), r.args())
+            } else {
+                writeln!(buf, "gprof: {}: {}", level_name(r.level()), r.args())
+            }
+        });
+    let _ = builder.try_init();
 }
 
 /// Holds log lines back (while a TUI draws).
 pub fn hold() {
-    LOGGER.held.store(true, Ordering::Relaxed);
+    HELD.store(true, Ordering::Relaxed);
 }
 
 /// Prints what was held back and logs directly again.
 pub fn release() {
-    LOGGER.held.store(false, Ordering::Relaxed);
-    if let Ok(mut b) = LOGGER.buffer.lock() {
-        for line in b.drain(..) {
-            let _ = writeln!(std::io::stderr(), "{line}");
-        }
+    HELD.store(false, Ordering::Relaxed);
+    if let Ok(mut b) = BUFFER.lock() {
+        let _ = std::io::stderr().write_all(&b);
+        b.clear();
     }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use profiler::collector::Windows;
+use profiler::config::params::Windows;
 
 const ABOUT: &str = "gprof: an eBPF health profiler for Go services (goroutine leaks, GC pauses, \
 free-G pools). Not GNU gprof, the call-graph profiler of binutils.";
@@ -52,7 +52,7 @@ enum Command {
         stuck_after: f64,
         /// The hot probes' cost budget, in percent of one core ("off": no limit).
         #[arg(long, default_value = "1", value_parser = budget_percent)]
-        budget: Budget,
+        budget: CpuPercent,
     },
     /// Watch every Go process on this host: per-tenant health, alerts, Prometheus metrics.
     Daemon {
@@ -82,14 +82,14 @@ enum Command {
 
 /// `--budget`: a percentage of one core, or "off".
 #[derive(Clone, Copy, Debug)]
-struct Budget(Option<f64>);
+struct CpuPercent(Option<f64>);
 
-fn budget_percent(s: &str) -> Result<Budget, String> {
+fn budget_percent(s: &str) -> Result<CpuPercent, String> {
     if s == "off" {
-        return Ok(Budget(None));
+        return Ok(CpuPercent(None));
     }
     match s.trim_end_matches('%').parse::<f64>() {
-        Ok(p) if p > 0.0 && p <= 100.0 => Ok(Budget(Some(p / 100.0))),
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(CpuPercent(Some(p / 100.0))),
         _ => Err(format!(
             "{s:?} is not a percentage of a core (0-100] or \"off\""
         )),
@@ -140,20 +140,18 @@ fn daemon(
         );
         return Ok(());
     }
-    profiler::daemon::run(config)
+    profiler::serve::daemon::run(config)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let is_daemon = matches!(cli.command, Command::Daemon { .. });
-    profiler::logging::init(if is_daemon {
+    let level = if is_daemon {
         log::LevelFilter::Info
     } else {
         log::LevelFilter::Warn
-    });
-    if is_daemon {
-        profiler::logging::with_timestamps();
-    }
+    };
+    profiler::logging::init(level, is_daemon);
     if let Err(e) = profiler::faults::init() {
         eprintln!("gprof: error: {e}");
         return ExitCode::FAILURE;
@@ -168,7 +166,7 @@ fn main() -> ExitCode {
             rate_window,
             stuck_after,
             budget,
-        } => profiler::top::run(&profiler::top::TopOptions {
+        } => profiler::ui::top::run(&profiler::ui::top::TopOptions {
             pid,
             interval: Duration::from_secs_f64(interval),
             batch,
@@ -179,12 +177,12 @@ fn main() -> ExitCode {
                 stuck_after_seconds: stuck_after,
                 ..Windows::default()
             },
-            budget: profiler::budget::BudgetConfig {
-                fraction_of_core: budget.0,
+            budget: profiler::config::params::OverheadBudget {
+                process_cpu_share: budget.0,
                 ..Default::default()
             },
         }),
-        Command::Check { pid, binary } => profiler::check::run(pid, binary.as_deref()),
+        Command::Check { pid, binary } => profiler::ui::check::run(pid, binary.as_deref()),
         Command::Daemon {
             config,
             dry_run,

@@ -4,13 +4,13 @@
 mod common;
 
 use common::*;
-use profiler::binary::{GoBinary, SymbolSource};
-use profiler::disasm::Placement;
-use profiler::globals;
+use profiler::inspect::binary::{GoBinary, SymbolSource};
+use profiler::inspect::disasm::ProbePlacement;
+use profiler::inspect::globals;
 use std::collections::{BTreeSet, HashMap};
 
-use profiler::goruntime::Stack;
-use profiler::probes::{self, LayoutSource};
+use profiler::inspect::goruntime::Stack;
+use profiler::inspect::plan::{self, LayoutSource};
 
 #[test]
 fn every_built_release_is_read_and_planned() {
@@ -38,7 +38,7 @@ fn every_built_release_is_read_and_planned() {
             path.display()
         );
         assert_eq!(bin.has_dwarf, !stripped);
-        let plan = probes::plan(&bin).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let plan = plan::plan(&bin).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         // Where DWARF exists, it must agree with gprof's table.
         let want = if stripped {
             LayoutSource::Table
@@ -49,10 +49,14 @@ fn every_built_release_is_read_and_planned() {
         for p in &plan.probes {
             for s in &p.sites {
                 assert!(s.addr >= p.function.entry && s.addr < p.function.end);
-                let expected = match (p.spec.site, p.spec.stack) {
-                    (profiler::goruntime::Site::Returns, _) => vec![Placement::Return],
-                    (_, Stack::System) => vec![Placement::StackCheckBranch, Placement::Entry],
-                    (_, Stack::Goroutine) => vec![Placement::AfterStackCheck],
+                let expected = match (p.spec.at, p.spec.stack) {
+                    (profiler::inspect::goruntime::ProbeAt::Returns, _) => {
+                        vec![ProbePlacement::Return]
+                    }
+                    (_, Stack::System) => {
+                        vec![ProbePlacement::StackCheckBranch, ProbePlacement::Entry]
+                    }
+                    (_, Stack::Goroutine) => vec![ProbePlacement::AfterStackCheck],
                 };
                 assert!(
                     expected.contains(&s.placement),
@@ -68,7 +72,7 @@ fn every_built_release_is_read_and_planned() {
             let p = plan.probes.iter().find(|p| p.function.name == hot).unwrap();
             assert_eq!(
                 p.sites[0].placement,
-                Placement::StackCheckBranch,
+                ProbePlacement::StackCheckBranch,
                 "{} {hot}",
                 path.display()
             );
@@ -95,7 +99,7 @@ fn stripped_paths_agree_with_the_symbol_table() {
             "arm64-stripped"
         };
         let bin = GoBinary::open(path).unwrap();
-        let plan = probes::plan(&bin).unwrap();
+        let plan = plan::plan(&bin).unwrap();
         let symtab =
             globals::from_symtab(&bin, &plan.layout).expect("unstripped binaries have symbols");
         let decoded =
@@ -127,7 +131,7 @@ fn stripped_paths_agree_with_the_symbol_table() {
 
         // The stripped build of the same program has the same code at the same addresses.
         let stripped = GoBinary::open(&path.with_file_name(stripped_variant)).unwrap();
-        let stripped_plan = probes::plan(&stripped).unwrap();
+        let stripped_plan = plan::plan(&stripped).unwrap();
         assert_eq!(stripped.text.text, bin.text.text, "go{release}: text base");
         for (a, b) in plan.probes.iter().zip(&stripped_plan.probes) {
             assert_eq!(
@@ -231,7 +235,7 @@ fn arm64_returns_are_exactly_those_go_objdump_lists() {
                         && !want.contains(&(f.entry + 4 * *i as u64))
                 })
                 .count();
-            match profiler::disasm::return_sites(&bin, f) {
+            match profiler::inspect::disasm::return_sites(&bin, f) {
                 Ok(sites) => {
                     let got: BTreeSet<u64> = sites.iter().map(|s| s.addr).collect();
                     assert_eq!(&got, want, "{test}: {release} {}", f.name);
@@ -242,7 +246,7 @@ fn arm64_returns_are_exactly_those_go_objdump_lists() {
         }
         let stw = bin.function("runtime.startTheWorldWithSema").unwrap();
         assert!(
-            profiler::disasm::return_sites(&bin, stw).is_ok(),
+            profiler::inspect::disasm::return_sites(&bin, stw).is_ok(),
             "{test}: {release}: the probed function is refused"
         );
         assert!(

@@ -13,9 +13,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use profiler::binary::GoBinary;
-use profiler::probes;
-use profiler::process::Process;
+use profiler::inspect::binary::GoBinary;
+use profiler::inspect::plan;
+use profiler::inspect::process::Process;
 use serde_json::Value;
 
 fn corpus() -> Value {
@@ -38,7 +38,7 @@ fn the_corpus_covers_every_release_and_build() {
     let minors: BTreeSet<u32> = e
         .iter()
         .filter_map(|x| {
-            let v = profiler::goruntime::GoVersion::parse(x["go_release"].as_str()?)?;
+            let v = profiler::inspect::goruntime::GoVersion::parse(x["go_release"].as_str()?)?;
             Some(v.minor)
         })
         .collect();
@@ -189,19 +189,6 @@ impl Drop for Idle {
     }
 }
 
-/// The code bytes at gprof's probe sites in the live process.
-fn code_at(pid: u32, sites: &[u64]) -> Vec<u8> {
-    let mem = Process::open(pid).unwrap().memory().unwrap();
-    sites
-        .iter()
-        .map(|&a| {
-            let mut b = [0u8; 1];
-            mem.read(a, &mut b).unwrap();
-            b[0]
-        })
-        .collect()
-}
-
 #[test]
 fn real_programs_of_every_release_are_read_exactly() {
     let test = "real_programs_of_every_release_are_read_exactly";
@@ -225,7 +212,7 @@ fn real_programs_of_every_release_are_read_exactly() {
         assert!(bin.exists(), "{id}: {} missing", bin.display());
         // Where gprof will probe, and what the code there is.
         let binary = GoBinary::open(&bin).unwrap_or_else(|e| panic!("{id}: {e}"));
-        let plan = probes::plan(&binary).unwrap_or_else(|e| panic!("{id}: {e}"));
+        let plan = plan::plan(&binary).unwrap_or_else(|e| panic!("{id}: {e}"));
         let sites: Vec<u64> = plan
             .probes
             .iter()
@@ -261,7 +248,7 @@ fn real_programs_of_every_release_are_read_exactly() {
         );
         // Detached: the code is the file's again.
         assert_eq!(
-            code_at(pid, &live_sites),
+            code_bytes(pid, &live_sites),
             original,
             "{id}: code not restored after gprof left"
         );

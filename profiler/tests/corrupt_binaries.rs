@@ -9,8 +9,8 @@ use std::path::Path;
 
 use common::*;
 use object::{Object, ObjectSection};
-use profiler::binary::GoBinary;
-use profiler::probes;
+use profiler::inspect::binary::GoBinary;
+use profiler::inspect::plan;
 use proptest::prelude::*;
 
 /// The byte ranges worth corrupting in `bytes`.
@@ -46,7 +46,7 @@ fn regions(bytes: &[u8]) -> Vec<Range<usize>> {
 /// Everything gprof does with a binary before touching a process.
 fn exercise(bytes: Vec<u8>) {
     if let Ok(bin) = GoBinary::parse(Path::new("corrupt"), bytes) {
-        let _ = probes::plan(&bin);
+        let _ = plan::plan(&bin);
         let _ = bin.dwarf_types();
     }
 }

@@ -7,26 +7,9 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::daemon::{Alertmanager, Daemon, pid_label, series};
+use common::daemon::{Alertmanager, Daemon, Prometheus, pid_label, series};
 use common::*;
 use serde_json::Value;
-
-fn prometheus_query(port: u16, query: &str) -> Vec<Value> {
-    let q: String = query
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b == b'_' {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    http_get(port, &format!("/api/v1/query?query={q}"))
-        .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok())
-        .and_then(|v| v["data"]["result"].as_array().cloned())
-        .unwrap_or_default()
-}
 
 #[test]
 fn tenants_alerts_prometheus_and_alertmanager() {
@@ -40,12 +23,10 @@ fn tenants_alerts_prometheus_and_alertmanager() {
     let Some(old_workload) = go_target(test, "workload", "1.19", "plain") else {
         return;
     };
-    let (Some(alertmanager), Some(prometheus)) =
-        (which("prometheus-alertmanager"), which("prometheus"))
-    else {
+    let Some(alertmanager) = which("prometheus-alertmanager") else {
         skip(
             test,
-            "prometheus and prometheus-alertmanager are needed (cargo xtask setup)",
+            "prometheus-alertmanager is needed (cargo xtask setup)",
         );
         return;
     };
@@ -61,20 +42,9 @@ fn tenants_alerts_prometheus_and_alertmanager() {
     let daemon = Daemon::start(config, &["--alertmanager-url", &am.url()]);
 
     // A real Prometheus scraping the daemon every second.
-    let prom_port = free_port();
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: gprof\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
-            daemon.port
-        ),
-    )
-    .unwrap();
-    let _prom = Spawned::start(Command::new(prometheus).args([
-        format!("--config.file={}", dir.join("prometheus.yml").display()),
-        format!("--storage.tsdb.path={}", dir.join("prom-data").display()),
-        format!("--web.listen-address=127.0.0.1:{prom_port}"),
-    ]));
+    let Some(prom) = Prometheus::for_test(test, &dir, daemon.port, &[]) else {
+        return;
+    };
 
     // The two tenants' programs start after the daemon: each must be watched within 2 s.
     let started = Instant::now();
@@ -190,7 +160,9 @@ fn tenants_alerts_prometheus_and_alertmanager() {
     let health =
         |t: &str| series(&m, "gprof_tenant_health_score", &format!("tenant=\"{t}\"")).unwrap();
     assert!(health("insure-prod") < health("billing"), "{m}");
-    let scraped = prometheus_query(prom_port, "gprof_goroutine_leak_rate_per_minute");
+    let scraped = prom
+        .query("gprof_goroutine_leak_rate_per_minute")
+        .expect("Prometheus answers");
     let by_tenant = |t: &str| {
         scraped
             .iter()

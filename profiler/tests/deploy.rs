@@ -71,17 +71,33 @@ fn daemonset_is_as_documented() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert_eq!(added, ["BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"]);
+    assert_eq!(added, ["SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"]);
     assert!(
         c["securityContext"].get("privileged").is_none(),
         "privileged must stay an opt-in comment"
     );
+    // Non-root, with the capabilities as file capabilities (the Dockerfile's setcap).
+    assert_eq!(c["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(c["securityContext"]["runAsUser"], 65534);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], true);
+    let dockerfile = std::fs::read_to_string(deploy().join("Dockerfile")).unwrap();
+    let setcap = dockerfile
+        .lines()
+        .find(|l| l.contains("setcap "))
+        .expect("the Dockerfile sets the file capabilities");
+    for cap in &added {
+        assert!(
+            setcap.contains(&format!("cap_{}", cap.to_lowercase())),
+            "the image lacks CAP_{cap}: {setcap}"
+        );
+    }
+    assert!(dockerfile.contains("USER 65534"));
     let text = std::fs::read_to_string(deploy().join("kubernetes/daemonset.yaml")).unwrap();
     assert!(
         text.contains("# privileged: true"),
         "the privileged opt-in is documented"
     );
-    for cap in ["BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"] {
+    for cap in ["SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"] {
         let line = text
             .lines()
             .find(|l| l.trim_start().starts_with(&format!("- {cap} ")))

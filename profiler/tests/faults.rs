@@ -9,30 +9,17 @@ use std::time::Duration;
 
 use common::daemon::{Daemon, pid_label, series};
 use common::*;
-use profiler::binary::GoBinary;
-use profiler::probes;
-use profiler::process::Process;
+use profiler::inspect::binary::GoBinary;
+use profiler::inspect::plan;
 
 /// The probe addresses gprof plans for a binary (non-PIE: file addresses are runtime ones),
 /// all or only the cold ones (always attached; the budget may detach the hot ones).
 fn planned_sites(bin: &std::path::Path, cold_only: bool) -> Vec<u64> {
-    let plan = probes::plan(&GoBinary::open(bin).unwrap()).unwrap();
+    let plan = plan::plan(&GoBinary::open(bin).unwrap()).unwrap();
     plan.probes
         .iter()
         .filter(|p| !(cold_only && p.spec.hot))
         .flat_map(|p| p.sites.iter().map(|s| s.addr))
-        .collect()
-}
-
-fn code_bytes(pid: u32, addrs: &[u64]) -> Vec<u8> {
-    let mem = Process::open(pid).unwrap().memory().unwrap();
-    addrs
-        .iter()
-        .map(|&a| {
-            let mut b = [0u8; 1];
-            mem.read(a, &mut b).unwrap();
-            b[0]
-        })
         .collect()
 }
 

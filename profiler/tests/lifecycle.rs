@@ -374,16 +374,25 @@ fn process_that_execs_another_go_binary() {
     );
     assert_no_stale_entries(&daemon);
 
-    // gprof top says so and exits 0.
-    let q = Spawned::start(&mut exec_args("1s"));
-    let (ok, _, err) = run_gprof(&[
+    // gprof top says so and exits 0. The program execs on SIGUSR1, sent once top has
+    // sampled: an exec before top attached would be planned again, and top would then
+    // follow the new program (which runs until killed).
+    let q = Spawned::start(&mut exec_args("0"));
+    let top = Spawned::start(Command::new(gprof()).args([
         "top",
         "--batch",
         "--interval",
         "0.2",
         "--pid",
         &q.pid().to_string(),
-    ]);
+    ]));
+    assert!(
+        wait_for(Duration::from_secs(20), || !top.snapshot().is_empty()),
+        "gprof top printed no sample: {}",
+        top.stderr_text()
+    );
+    unsafe { libc::kill(q.pid() as i32, libc::SIGUSR1) };
+    let (ok, _, err) = top.finish_within(Duration::from_secs(30));
     assert!(ok, "{err}");
     assert!(err.contains("replaced its program (exec)"), "{err}");
     drop((p, q));

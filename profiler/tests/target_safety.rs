@@ -7,9 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use profiler::binary::GoBinary;
-use profiler::probes;
-use profiler::process::Process;
+use profiler::inspect::binary::GoBinary;
+use profiler::inspect::plan;
 
 const TASKS: &str = "150000";
 
@@ -32,19 +31,6 @@ fn workload(bin: &std::path::Path) -> Spawned {
     ]))
 }
 
-/// The first byte of every probe site as the target's memory has it now.
-fn code_bytes(pid: u32, sites: &[u64]) -> Vec<u8> {
-    let mem = Process::open(pid).unwrap().memory().unwrap();
-    sites
-        .iter()
-        .map(|&a| {
-            let mut b = [0u8; 1];
-            mem.read(a, &mut b).unwrap();
-            b[0]
-        })
-        .collect()
-}
-
 fn survives(test: &str, release: &str, variant: &str) {
     if !require_root(test) {
         return;
@@ -53,7 +39,7 @@ fn survives(test: &str, release: &str, variant: &str) {
         return;
     };
     let binary = GoBinary::open(&bin).unwrap();
-    let plan = probes::plan(&binary).unwrap();
+    let plan = plan::plan(&binary).unwrap();
     let sites: Vec<u64> = plan
         .probes
         .iter()

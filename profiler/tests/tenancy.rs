@@ -5,10 +5,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::container::{Cgroup, cgroup2_root};
 use common::daemon::{Daemon, pid_label, series};
 use common::*;
 
@@ -146,45 +147,6 @@ fn sixty_processes_claiming_sixty_tenants() {
         tenants.len()
     );
     drop(targets);
-}
-
-/// A cgroup v2 hierarchy's mount point.
-fn cgroup2_root() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    mounts.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
-    })
-}
-
-/// A cgroup made for the test, removed (after its processes leave) on drop.
-struct Cgroup(PathBuf);
-
-impl Cgroup {
-    fn create(root: &Path, relative: &str) -> Self {
-        let path = root.join(relative.trim_start_matches('/'));
-        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        Self(path)
-    }
-
-    fn enter(&self, pid: u32) {
-        std::fs::write(self.0.join("cgroup.procs"), pid.to_string()).unwrap();
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        // Leaf first, up to the test's own top directory.
-        let mut dir = self.0.clone();
-        for _ in 0..4 {
-            if std::fs::remove_dir(&dir).is_err() {
-                break;
-            }
-            if !dir.pop() {
-                break;
-            }
-        }
-    }
 }
 
 #[test]

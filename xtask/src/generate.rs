@@ -1,6 +1,7 @@
 //! Files generated from others, kept in the repository and checked by the tests:
 //! - `deploy/kubernetes/prometheusrule.yaml`: the groups of `deploy/prometheus/gprof-rules.yaml`
 //!   (the source of truth) as a Prometheus Operator PrometheusRule;
+//! - `deploy/grafana/gprof.json` and its ConfigMap for Grafana's sidecar (see `dashboard.rs`);
 //! - the `checksum/config` annotation of the DaemonSet: sha256 of the ConfigMap's config, so
 //!   that a config change rolls the pods.
 
@@ -75,8 +76,14 @@ fn with_checksum(daemonset: &str, checksum: &str) -> anyhow::Result<String> {
 
 /// Writes the generated files, or with `check` fails if any is out of date.
 pub fn run(check: bool) -> anyhow::Result<()> {
+    let dashboard = crate::dashboard::dashboard_text();
     let outputs = [
         (PROMETHEUS_RULE, prometheus_rule(&read(RULES)?)?),
+        (
+            crate::dashboard::CONFIGMAP,
+            crate::dashboard::configmap_text(&dashboard),
+        ),
+        (crate::dashboard::DASHBOARD, dashboard),
         (
             DAEMONSET,
             with_checksum(&read(DAEMONSET)?, &config_checksum(&read(CONFIGMAP)?)?)?,
@@ -91,6 +98,10 @@ pub fn run(check: bool) -> anyhow::Result<()> {
         if check {
             stale.push(rel);
         } else {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
             std::fs::write(Path::new(&path), content).with_context(|| format!("writing {rel}"))?;
             eprintln!("xtask: wrote {rel}");
         }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod corpus;
+mod dashboard;
 mod demo;
 mod fuzz;
 mod generate;
@@ -41,6 +42,9 @@ enum Command {
     },
     /// Measure gprof's overhead on a worst-case goroutine-churn program.
     Bench(bench::Options),
+    /// Draw the dashboard's main panels from real data (a real Prometheus scraping a real
+    /// daemon) into docs/dashboard.png, by running the dashboard test.
+    Picture,
 }
 
 fn main() -> std::process::ExitCode {
@@ -65,6 +69,7 @@ fn run_command() -> anyhow::Result<()> {
         Command::Demo => demo::run(),
         Command::Bench(o) => bench::run(&o),
         Command::Generate { check } => generate::run(check),
+        Command::Picture => picture(),
     }
 }
 
@@ -86,6 +91,9 @@ pub fn build() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The tests take about 25 minutes here; CI stops everything at 90, setup included.
+const TEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(55 * 60);
+
 fn test(args: &[String]) -> anyhow::Result<()> {
     let allow_skip = std::env::var("GPROF_ALLOW_SKIP").is_ok_and(|v| v == "1");
     if toolchain::effective_uid() != 0 && !allow_skip {
@@ -95,12 +103,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
              GPROF_ALLOW_SKIP=1 runs what can run without root and lists what was skipped)"
         );
     }
-    toolchain::ensure_ebpf()?;
-    toolchain::ensure_test_tools()?;
-    generate::run(true)?;
-    let targets = gotargets::build_all()?;
-    // Real third-party Go programs: the binaries we did not build ourselves.
-    let corpus_dir = corpus::ensure()?;
+    let env = TestEnv::prepare()?;
     let mut cmd = vec![
         "test",
         "--release",
@@ -120,19 +123,12 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     ])?;
     // Each parser of untrusted input, fuzzed for a minute.
     fuzz::run_all(std::time::Duration::from_secs(60))?;
-    let path = toolchain::test_path();
     // Tests that could not run (only with GPROF_ALLOW_SKIP=1) write a line here.
     let skip_log = run::workspace().join("target/gprof-skipped-tests.txt");
     let _ = std::fs::remove_file(&skip_log);
-    let result = run::cargo_with_env(
-        &cmd,
-        &[
-            (gotargets::ENV, targets.as_os_str()),
-            (corpus::ENV, corpus_dir.as_os_str()),
-            ("PATH", &path),
-            ("GPROF_SKIP_LOG", skip_log.as_os_str()),
-        ],
-    );
+    let mut vars = env.vars();
+    vars.push(("GPROF_SKIP_LOG", skip_log.as_os_str()));
+    let result = run::cargo_within(&cmd, &vars, TEST_DEADLINE);
     let skipped = std::fs::read_to_string(&skip_log).unwrap_or_default();
     if skipped.is_empty() {
         println!("\nno test was skipped");
@@ -147,4 +143,58 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         }
     }
     result
+}
+
+/// What the tests need: the toolchain and tools, the Go targets built, the corpus downloaded.
+struct TestEnv {
+    targets: std::path::PathBuf,
+    corpus: std::path::PathBuf,
+    path: std::ffi::OsString,
+}
+
+impl TestEnv {
+    fn prepare() -> anyhow::Result<Self> {
+        toolchain::ensure_ebpf()?;
+        toolchain::ensure_test_tools()?;
+        generate::run(true)?;
+        let targets = gotargets::build_all()?;
+        // Real third-party Go programs: the binaries we did not build ourselves.
+        let corpus = corpus::ensure()?;
+        Ok(Self {
+            targets,
+            corpus,
+            path: toolchain::test_path(),
+        })
+    }
+
+    fn vars(&self) -> Vec<(&'static str, &std::ffi::OsStr)> {
+        vec![
+            (gotargets::ENV, self.targets.as_os_str()),
+            (corpus::ENV, self.corpus.as_os_str()),
+            ("PATH", self.path.as_os_str()),
+        ]
+    }
+}
+
+/// docs/dashboard.png, drawn by the dashboard test from what a real Prometheus scraped.
+fn picture() -> anyhow::Result<()> {
+    let env = TestEnv::prepare()?;
+    let out = run::workspace().join("docs/dashboard.png");
+    let mut vars = env.vars();
+    vars.push(("GPROF_DASHBOARD_PNG", out.as_os_str()));
+    run::cargo_with_env(
+        &[
+            "test",
+            "--release",
+            "--package",
+            "profiler",
+            "--test",
+            "dashboard",
+            "--",
+            "--nocapture",
+        ],
+        &vars,
+    )?;
+    println!("wrote {}", out.display());
+    Ok(())
 }

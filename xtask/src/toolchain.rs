@@ -27,6 +27,10 @@ const APT_PACKAGES: &[&str] = &[
     "wrk",
     "bpftool",
     "util-linux",
+    // setcap (the least-privilege test gives gprof file capabilities, as the image does).
+    "libcap2-bin",
+    // The font of the dashboard picture (tests/dashboard.rs).
+    "fonts-dejavu-core",
 ];
 
 /// The other architecture gprof must build for (kernel and user side).

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use crate::snapshot::ProcessSnapshot;
+use crate::model::snapshot::ProcessSnapshot;
 
 pub fn write_line(out: &mut impl Write, s: &ProcessSnapshot) -> std::io::Result<()> {
     serde_json::to_writer(&mut *out, s)?;
@@ -13,8 +13,8 @@ pub fn write_line(out: &mut impl Write, s: &ProcessSnapshot) -> std::io::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::buckets;
-    use crate::snapshot::example;
+    use crate::model::snapshot::buckets;
+    use crate::model::snapshot::example;
 
     /// The fields the README promises to scripts.
     pub const REQUIRED: &[&str] = &[

@@ -7,7 +7,7 @@ use prometheus::proto::{
 };
 use prometheus::{Encoder, TextEncoder};
 
-use crate::snapshot::{DaemonSnapshot, ProcessRecord};
+use crate::model::snapshot::{DaemonSnapshot, ProcessRecord};
 
 /// Upper bounds (ns) of the exported pause histogram: every second power of two from 1 µs
 /// to 1 s, which the kernel's log2 buckets sum into exactly.
@@ -20,32 +20,6 @@ const TOP_GROUPS_EXPORTED: usize = 10;
 pub struct SelfUsage {
     pub cpu_seconds: f64,
     pub resident_bytes: f64,
-}
-
-impl SelfUsage {
-    /// Reads /proc/self (utime + stime, RSS).
-    pub fn read() -> Self {
-        let ticks = 100.0; // USER_HZ on Linux
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let num = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        // After comm: utime is field 14, stime 15, rss (pages) 24.
-        let page = 4096.0;
-        Self {
-            cpu_seconds: (num(11) + num(12)) / ticks,
-            resident_bytes: num(21) * page,
-        }
-    }
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
@@ -259,7 +233,7 @@ pub fn render(snapshot: &DaemonSnapshot, version: &str, usage: SelfUsage) -> Str
         ),
     ];
     // Creation sites: the top ones of each process only, so the series stay bounded.
-    let per_site = |f: &dyn Fn(&crate::snapshot::SiteSnapshot) -> f64| -> Vec<Metric> {
+    let per_site = |f: &dyn Fn(&crate::model::snapshot::SiteSnapshot) -> f64| -> Vec<Metric> {
         procs
             .iter()
             .flat_map(|r| {
@@ -297,7 +271,7 @@ pub fn render(snapshot: &DaemonSnapshot, version: &str, usage: SelfUsage) -> Str
         per_site(&|s| f64::from(u8::from(s.suspect))),
     ));
     // Groups of blocked goroutines: the top ones of each process only.
-    let per_group = |f: &dyn Fn(&crate::snapshot::BlockedGroup) -> f64| -> Vec<Metric> {
+    let per_group = |f: &dyn Fn(&crate::model::snapshot::BlockedGroup) -> f64| -> Vec<Metric> {
         procs
             .iter()
             .flat_map(|r| {
@@ -336,7 +310,7 @@ pub fn render(snapshot: &DaemonSnapshot, version: &str, usage: SelfUsage) -> Str
         per_group(&|g| f64::from(u8::from(g.leaking))),
     ));
     fn stacks(
-        f: fn(&crate::snapshot::StackSnapshot) -> f64,
+        f: fn(&crate::model::snapshot::StackSnapshot) -> f64,
     ) -> impl Fn(&ProcessRecord) -> Option<f64> {
         move |r| r.snapshot.goroutine_stacks.as_ref().map(f)
     }
@@ -367,7 +341,7 @@ pub fn render(snapshot: &DaemonSnapshot, version: &str, usage: SelfUsage) -> Str
         ),
     ]);
     let tenant_family =
-        |name: &str, help: &str, f: &dyn Fn(&crate::snapshot::TenantSnapshot) -> f64| {
+        |name: &str, help: &str, f: &dyn Fn(&crate::model::snapshot::TenantSnapshot) -> f64| {
             family(
                 name,
                 help,
@@ -561,7 +535,7 @@ pub fn render(snapshot: &DaemonSnapshot, version: &str, usage: SelfUsage) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{ProcessSnapshot, TenantSnapshot};
+    use crate::model::snapshot::{ProcessSnapshot, TenantSnapshot};
 
     fn record(pid: u32, tenant: &str) -> ProcessRecord {
         ProcessRecord {
@@ -574,7 +548,7 @@ mod tests {
                 goroutine_leak_rate_per_min: 2400.0,
                 gc_pause_seconds_total: 0.0002,
                 last_gc_stack_bytes: Some(1505 * 2048),
-                ..crate::snapshot::example()
+                ..crate::model::snapshot::example()
             },
         }
     }

@@ -16,7 +16,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Gauge, Paragraph, Row, Sparkline, Table};
 
-use crate::snapshot::{GoroutineSource, ProcessSnapshot, SiteSnapshot};
+use crate::model::snapshot::{GoroutineSource, ProcessSnapshot, SiteSnapshot};
 
 /// Points kept for each sparkline.
 const HISTORY: usize = 240;
@@ -492,7 +492,7 @@ mod tests {
             gc_pauses_total: 74,
             last_gc_stacks_scanned: Some(1548),
             last_gc_stack_bytes: Some(1548 * 8192),
-            ..crate::snapshot::example()
+            ..crate::model::snapshot::example()
         }
     }
 

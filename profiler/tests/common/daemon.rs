@@ -195,3 +195,115 @@ impl Alertmanager {
         .unwrap_or_default()
     }
 }
+
+/// A real Prometheus (Debian's) on loopback, scraping one gprof daemon every second.
+pub struct Prometheus {
+    _child: Spawned,
+    pub port: u16,
+}
+
+impl Prometheus {
+    /// Starts Prometheus with its data under `dir`, scraping `127.0.0.1:target_port` with
+    /// `labels` added to the target (as the ServiceMonitor's relabeling adds `node`), and waits
+    /// until it is ready; None (the test skipped) when it is not installed.
+    pub fn for_test(
+        test: &str,
+        dir: &Path,
+        target_port: u16,
+        labels: &[(&str, &str)],
+    ) -> Option<Self> {
+        let Some(binary) = super::which("prometheus") else {
+            super::skip(test, "prometheus is needed (cargo xtask setup)");
+            return None;
+        };
+        let port = free_port();
+        let labels: String = labels
+            .iter()
+            .map(|(k, v)| format!("        {k}: '{v}'\n"))
+            .collect();
+        let labels = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("      labels:\n{labels}")
+        };
+        std::fs::write(
+            dir.join("prometheus.yml"),
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: gprof\n    static_configs:\n    - targets: ['127.0.0.1:{target_port}']\n{labels}"
+            ),
+        )
+        .unwrap();
+        let child = Spawned::start(Command::new(binary).args([
+            format!("--config.file={}", dir.join("prometheus.yml").display()),
+            format!("--storage.tsdb.path={}", dir.join("prom-data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ]));
+        assert!(
+            wait_for(Duration::from_secs(20), || http_get(port, "/-/ready")
+                .is_some_and(|(s, _)| s == 200)),
+            "{test}: Prometheus did not become ready"
+        );
+        Some(Self {
+            _child: child,
+            port,
+        })
+    }
+
+    fn api(&self, path: &str) -> Result<Value, String> {
+        let (status, body) =
+            http_get(self.port, path).ok_or_else(|| format!("no answer to {path}"))?;
+        let v: Value = serde_json::from_str(&body).map_err(|e| format!("{path}: {e}: {body}"))?;
+        if status != 200 || v["status"] != "success" {
+            return Err(format!("{path}: {status} {body}"));
+        }
+        Ok(v["data"].clone())
+    }
+
+    /// An instant query's result vector.
+    pub fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
+        let data = self.api(&format!("/api/v1/query?query={}", url_encode(expr)))?;
+        Ok(data["result"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// A range query's series, from `start` to `end` (Unix seconds) every `step` seconds.
+    pub fn query_range(
+        &self,
+        expr: &str,
+        start: f64,
+        end: f64,
+        step: f64,
+    ) -> Result<Vec<Value>, String> {
+        let data = self.api(&format!(
+            "/api/v1/query_range?query={}&start={start}&end={end}&step={step}",
+            url_encode(expr)
+        ))?;
+        Ok(data["result"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// The values of `label` over the series `matcher` selects (Grafana's `label_values`).
+    pub fn label_values(&self, label: &str, matcher: &str) -> Result<Vec<String>, String> {
+        let data = self.api(&format!(
+            "/api/v1/label/{label}/values?match[]={}",
+            url_encode(matcher)
+        ))?;
+        Ok(data
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect())
+    }
+}
+
+/// Percent-encodes everything but letters, digits and `_` (for a query string).
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod accuracy;
+pub mod container;
 pub mod daemon;
 
 use std::io::{BufRead, BufReader};
@@ -99,11 +100,13 @@ pub fn gprof() -> &'static str {
     env!("CARGO_BIN_EXE_gprof")
 }
 
-/// A child process whose stdout JSON lines are collected in the background; killed on drop.
+/// A child process whose stdout JSON lines and stderr are collected in the background;
+/// killed on drop.
 pub struct Spawned {
     pub child: Child,
     pub lines: Arc<Mutex<Vec<Value>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Spawned {
@@ -114,19 +117,31 @@ impl Spawned {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
         let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
         let out = child.stdout.take().expect("stdout");
-        let sink = lines.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    sink.lock().unwrap().push(v);
+        let err = child.stderr.take().expect("stderr");
+        let (line_sink, err_sink) = (lines.clone(), stderr.clone());
+        let readers = vec![
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                        line_sink.lock().unwrap().push(v);
+                    }
                 }
-            }
-        });
+            }),
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    let mut text = err_sink.lock().unwrap();
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            }),
+        ];
         Self {
             child,
             lines,
-            reader: Some(reader),
+            stderr,
+            readers,
         }
     }
 
@@ -138,18 +153,37 @@ impl Spawned {
         self.lines.lock().unwrap().clone()
     }
 
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
     /// Waits for the process and its output; returns exit status success and stderr.
-    pub fn finish(mut self) -> (bool, Vec<Value>, String) {
-        let status = self.child.wait().expect("wait");
-        if let Some(r) = self.reader.take() {
+    /// A process still running after [`PROCESS_DEADLINE`] fails the test instead of hanging it.
+    pub fn finish(self) -> (bool, Vec<Value>, String) {
+        self.finish_within(PROCESS_DEADLINE)
+    }
+
+    pub fn finish_within(mut self, deadline: Duration) -> (bool, Vec<Value>, String) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            if start.elapsed() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "pid {} still ran after {deadline:?}, killed; its stderr:\n{}",
+                    self.child.id(),
+                    self.stderr_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for r in self.readers.drain(..) {
             r.join().expect("reader thread");
         }
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut err);
-        }
-        (status.success(), self.snapshot(), err)
+        (status.success(), self.snapshot(), self.stderr_text())
     }
 }
 
@@ -161,20 +195,11 @@ impl Drop for Spawned {
 }
 
 /// Runs gprof to completion: (exit success, JSON lines on stdout, stderr).
+/// Fails the test when gprof (or a target) has not exited by then.
+pub const PROCESS_DEADLINE: Duration = Duration::from_secs(300);
+
 pub fn run_gprof(args: &[&str]) -> (bool, Vec<Value>, String) {
-    let out = Command::new(gprof())
-        .args(args)
-        .output()
-        .expect("run gprof");
-    let lines = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    (
-        out.status.success(),
-        lines,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    Spawned::start(Command::new(gprof()).args(args)).finish()
 }
 
 pub fn f(v: &Value, key: &str) -> f64 {
@@ -312,4 +337,20 @@ pub fn relabeled(
     std::fs::write(&out, bytes).unwrap();
     std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     Some(out)
+}
+
+/// The first byte of every probe site as the target's memory has it now.
+pub fn code_bytes(pid: u32, sites: &[u64]) -> Vec<u8> {
+    let mem = profiler::inspect::process::Process::open(pid)
+        .unwrap()
+        .memory()
+        .unwrap();
+    sites
+        .iter()
+        .map(|&a| {
+            let mut b = [0u8; 1];
+            mem.read(a, &mut b).unwrap();
+            b[0]
+        })
+        .collect()
 }

@@ -56,9 +56,10 @@ pub struct Options {
     /// Seconds per idle-service run.
     #[arg(long, default_value_t = 20)]
     idle_seconds: u64,
-    /// Go processes the daemon watches.
-    #[arg(long, default_value_t = 50)]
-    daemon_processes: usize,
+    /// Go processes the daemon watches (above 50: measured at 50, half and this many).
+    /// Given alone, only the daemon workload runs.
+    #[arg(long)]
+    daemon_processes: Option<usize>,
     /// Seconds the daemon measurement lasts.
     #[arg(long, default_value_t = 60)]
     daemon_seconds: u64,
@@ -181,6 +182,9 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     toolchain::ensure_test_tools()?;
     toolchain::ensure_go(&o.go)?;
     let mut workloads: Vec<Workload> = o.workloads.iter().chain(&o.workload).copied().collect();
+    if workloads.is_empty() && o.daemon_processes.is_some() {
+        workloads = vec![Workload::Daemon];
+    }
     if workloads.is_empty() {
         workloads = vec![
             Workload::Churn,
@@ -204,7 +208,9 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
                 let mut bench = idle::Idle::new(&o.go, o.idle_seconds)?;
                 rounds(o.rounds, &bench.measure(), |mode| bench.run(mode))?
             }
-            Workload::Daemon => daemon::run(&o.go, o.daemon_processes, o.daemon_seconds)?,
+            Workload::Daemon => {
+                daemon::run(&o.go, o.daemon_processes.unwrap_or(50), o.daemon_seconds)?
+            }
             Workload::Leaks => leaks::run(
                 &o.go,
                 o.stuck_after,

@@ -1,0 +1,4 @@
+//! The kernel side: loading the eBPF programs, attaching uprobes at planned addresses, and
+//! reading their maps.
+
+pub mod kernel;

@@ -1,0 +1,90 @@
+//! The parameters the pipeline's stages read: the windows figures are computed over, the
+//! health score's weights, and the overhead budget. Plain data with their defaults; the
+//! configuration file and the command line fill them in.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Windows over which rates and trends are computed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Windows {
+    /// Creation and exit rates.
+    pub rate_seconds: f64,
+    /// Leak rate (net growth of live goroutines).
+    pub leak_seconds: f64,
+    /// GC pause p99.
+    pub pause_seconds: f64,
+    /// A goroutine blocked at the same place for this long is stuck.
+    pub stuck_after_seconds: f64,
+}
+
+impl Default for Windows {
+    fn default() -> Self {
+        Self {
+            rate_seconds: 10.0,
+            leak_seconds: 60.0,
+            pause_seconds: 300.0,
+            stuck_after_seconds: 300.0,
+        }
+    }
+}
+
+/// Weights (points out of 100) and references (where badness reaches 1).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthModel {
+    pub leak_weight: f64,
+    pub pause_weight: f64,
+    pub pool_weight: f64,
+    pub stack_weight: f64,
+    pub leak_reference_per_min: f64,
+    pub pause_reference_seconds: f64,
+    pub pool_reference_ratio: f64,
+    /// Pools up to this size never count against the score.
+    pub pool_floor: f64,
+    pub stack_reference_bytes: f64,
+}
+
+impl Default for HealthModel {
+    fn default() -> Self {
+        Self {
+            leak_weight: 40.0,
+            pause_weight: 30.0,
+            pool_weight: 15.0,
+            stack_weight: 15.0,
+            leak_reference_per_min: 1200.0,
+            pause_reference_seconds: 0.010,
+            pool_reference_ratio: 4.0,
+            pool_floor: 1000.0,
+            stack_reference_bytes: 64.0 * 1024.0,
+        }
+    }
+}
+
+/// The overhead budget of the hot probes (see `collect/budget.rs`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OverheadBudget {
+    /// Share of the process's own CPU time (counted as at least half a core and at most
+    /// one) the hot probes may cost it; None: no limit.
+    pub process_cpu_share: Option<f64>,
+    /// Estimated cost of one probe hit (measured by `cargo xtask bench`).
+    pub cost_per_hit: Duration,
+    /// The longest the hot probes stay detached before the rate is measured again.
+    pub max_off: Duration,
+    /// What a window costs beyond the hits counted in it, as time at the full hit rate:
+    /// while the probes are attached and detached they trap before and after the program
+    /// counts (measured by `cargo xtask bench`: about 30 ms per window).
+    pub window_overhead: Duration,
+}
+
+impl Default for OverheadBudget {
+    fn default() -> Self {
+        Self {
+            process_cpu_share: Some(0.01),
+            cost_per_hit: Duration::from_nanos(2000),
+            max_off: Duration::from_secs(300),
+            window_overhead: Duration::from_millis(30),
+        }
+    }
+}

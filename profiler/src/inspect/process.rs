@@ -1,0 +1,465 @@
+//! A target process, seen through procfs: identity (PID plus start time, so that a reused PID
+//! is never mistaken for the process gprof attached to), executable, memory.
+//!
+//! Paths go through `/proc/PID/...`, which also reaches processes in containers: PIDs are
+//! host PIDs, `/proc/PID/exe` opens the file inside the container's mount namespace.
+
+use std::fs::File;
+use std::io::ErrorKind;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::inspect::binary::ExecutableInfo;
+
+/// Linux's PID_MAX_LIMIT: no PID is larger.
+pub const PID_MAX: i64 = 4_194_304;
+/// `task_struct.flags` bit of kernel threads (field 9 of /proc/PID/stat).
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("{0} is not a valid PID (a positive integer up to {PID_MAX})")]
+    InvalidPid(i64),
+    #[error("no process with PID {0}")]
+    NotFound(u32),
+    #[error("PID {0} is a kernel thread, not a Go program")]
+    KernelThread(u32),
+    #[error("PID {0} has exited (zombie)")]
+    Zombie(u32),
+    #[error(
+        "permission denied reading {0}: gprof needs root, or CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH to read another user's process (its memory, environment and executable are that user's alone)"
+    )]
+    Permission(PathBuf),
+    #[error(
+        "permission denied reading {0} even as root: the process holds privileges gprof lacks (capabilities outside its bounding set) or a security module forbids access"
+    )]
+    PermissionAsRoot(PathBuf),
+    #[error("cannot read {path}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("unexpected contents in {path}: {why}")]
+    Parse { path: PathBuf, why: String },
+    #[error("cannot find where {0} is mapped in the process")]
+    NotMapped(PathBuf),
+}
+
+/// The permission error that fits who we run as.
+pub fn permission_error(path: PathBuf) -> ProcessError {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        ProcessError::PermissionAsRoot(path)
+    } else {
+        ProcessError::Permission(path)
+    }
+}
+
+fn io_error(pid: u32, path: PathBuf, source: std::io::Error) -> ProcessError {
+    match source.kind() {
+        ErrorKind::NotFound => ProcessError::NotFound(pid),
+        ErrorKind::PermissionDenied => permission_error(path),
+        _ => ProcessError::Io { path, source },
+    }
+}
+
+/// A process identity that survives PID reuse: the PID and its start time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProcessId {
+    pub pid: u32,
+    /// Start time in clock ticks after boot (field 22 of /proc/PID/stat).
+    pub start_time: u64,
+}
+
+/// The fields of /proc/PID/stat gprof uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub comm: String,
+    pub state: char,
+    pub flags: u64,
+    pub start_time: u64,
+    /// CPU time in clock ticks, user plus system (fields 14 and 15).
+    pub cpu_ticks: u64,
+}
+
+impl Stat {
+    /// CPU time in seconds.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let hz = procfs::ticks_per_second();
+        (hz > 0).then(|| self.cpu_ticks as f64 / hz as f64)
+    }
+}
+
+/// Parses /proc/PID/stat (procfs's parser: `comm` may hold spaces and parentheses).
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    use procfs::FromRead as _;
+    // The kernel writes `pid (comm) state ...`; procfs slices around the first '(' and the
+    // last ')' and panics on text not of that shape, so the shape is checked first.
+    let line = text.trim();
+    let b = line.as_bytes();
+    let (open, close) = (line.find('(')?, line.rfind(')')?);
+    if open == 0 || b[open - 1] != b' ' || close <= open || b.get(close + 1) != Some(&b' ') {
+        return None;
+    }
+    let stat = procfs::process::Stat::from_read(line.as_bytes()).ok()?;
+    Some(Stat {
+        // The process names itself: no control characters reach a log line or a label.
+        comm: stat
+            .comm
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect(),
+        state: stat.state,
+        flags: u64::from(stat.flags),
+        start_time: stat.starttime,
+        cpu_ticks: stat.utime.checked_add(stat.stime)?,
+    })
+}
+
+/// Identity of an executable file: device and inode (processes of one file share one
+/// attachment), and size and modification time (a file rewritten in place is another
+/// program). Probes go only where a plan made from a file of this identity says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ExeKey {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+}
+
+impl ExeKey {
+    pub fn of_metadata(m: &std::fs::Metadata) -> Self {
+        Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        }
+    }
+
+    /// The identity of an open file, as it is now.
+    pub fn of_file(f: &File) -> std::io::Result<Self> {
+        f.metadata().map(|m| Self::of_metadata(&m))
+    }
+
+    pub fn of(p: &Process) -> Self {
+        p.exe
+    }
+}
+
+/// A live process.
+#[derive(Clone, Debug)]
+pub struct Process {
+    pub id: ProcessId,
+    pub comm: String,
+    /// The executable it ran when opened.
+    pub exe: ExeKey,
+}
+
+impl Process {
+    /// Validates a PID given by a user (any integer) and opens the process.
+    pub fn from_user_pid(pid: i64) -> Result<Self, ProcessError> {
+        if pid <= 0 || pid > PID_MAX {
+            return Err(ProcessError::InvalidPid(pid));
+        }
+        Self::open(pid as u32)
+    }
+
+    pub fn open(pid: u32) -> Result<Self, ProcessError> {
+        let stat = read_stat(pid)?;
+        if stat.flags & PF_KTHREAD != 0 {
+            return Err(ProcessError::KernelThread(pid));
+        }
+        if stat.state == 'Z' || stat.state == 'X' {
+            return Err(ProcessError::Zombie(pid));
+        }
+        let exe = Self::exe_path_of(pid);
+        let meta = std::fs::metadata(&exe).map_err(|e| io_error(pid, exe.clone(), e))?;
+        Ok(Self {
+            id: ProcessId {
+                pid,
+                start_time: stat.start_time,
+            },
+            comm: stat.comm,
+            exe: ExeKey::of_metadata(&meta),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.id.pid
+    }
+
+    fn exe_path_of(pid: u32) -> PathBuf {
+        PathBuf::from(format!("/proc/{pid}/exe"))
+    }
+
+    /// `/proc/PID/exe`: opens the very file the process runs, even inside a container or
+    /// after the file was replaced on disk.
+    pub fn exe_path(&self) -> PathBuf {
+        Self::exe_path_of(self.id.pid)
+    }
+
+    /// Its /proc/PID/stat, if this same process (not a reuse of its PID) is still running.
+    pub fn live_stat(&self) -> Option<Stat> {
+        read_stat(self.id.pid)
+            .ok()
+            .filter(|s| s.start_time == self.id.start_time && s.state != 'Z' && s.state != 'X')
+    }
+
+    /// Whether this same process (not a reuse of its PID) is still running.
+    pub fn is_alive(&self) -> bool {
+        self.live_stat().is_some()
+    }
+
+    /// CPU time used so far (user and system: probe hits are charged as system time).
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        self.live_stat().and_then(|s| s.cpu_seconds())
+    }
+
+    /// Whether the process still runs the executable it was opened with (an `exec` keeps
+    /// the PID and start time but replaces the program).
+    pub fn runs_same_executable(&self) -> bool {
+        self.runs(self.exe)
+    }
+
+    /// Whether the process runs the executable `key` now.
+    pub fn runs(&self, key: ExeKey) -> bool {
+        std::fs::metadata(self.exe_path()).is_ok_and(|m| ExeKey::of_metadata(&m) == key)
+    }
+
+    pub fn memory(&self) -> Result<ProcMem, ProcessError> {
+        let path = PathBuf::from(format!("/proc/{}/mem", self.id.pid));
+        let file = File::open(&path).map_err(|e| io_error(self.id.pid, path.clone(), e))?;
+        Ok(ProcMem {
+            file,
+            path,
+            pid: self.id.pid,
+        })
+    }
+
+    /// The load bias of a position-independent executable (0 otherwise): runtime address =
+    /// file address + bias.
+    pub fn load_bias(&self, exe: &ExecutableInfo) -> Result<u64, ProcessError> {
+        if !exe.pie {
+            return Ok(0);
+        }
+        let path = PathBuf::from(format!("/proc/{}/maps", self.id.pid));
+        let maps =
+            std::fs::read_to_string(&path).map_err(|e| io_error(self.id.pid, path.clone(), e))?;
+        let (vaddr, offset) = exe
+            .first_load
+            .ok_or_else(|| ProcessError::NotMapped(exe.path.clone()))?;
+        load_bias_from_maps(&maps, self.exe.dev, self.exe.ino, vaddr, offset)
+            .ok_or_else(|| ProcessError::NotMapped(exe.path.clone()))
+    }
+}
+
+fn read_stat(pid: u32) -> Result<Stat, ProcessError> {
+    let path = PathBuf::from(format!("/proc/{pid}/stat"));
+    let text = std::fs::read_to_string(&path).map_err(|e| io_error(pid, path.clone(), e))?;
+    parse_stat(&text).ok_or(ProcessError::Parse {
+        path,
+        why: "malformed stat line".into(),
+    })
+}
+
+/// Finds the mapping of the executable (by device and inode) that covers the file offset of
+/// its first loadable segment, and returns `start - vaddr` for that segment's page.
+pub fn load_bias_from_maps(maps: &str, dev: u64, ino: u64, vaddr: u64, offset: u64) -> Option<u64> {
+    let page = !0xfffu64;
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (range, _perms, off, devstr, inode) =
+            (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+        if inode.parse::<u64>().ok()? != ino {
+            continue;
+        }
+        let (maj, min) = devstr.split_once(':')?;
+        let (maj, min) = (
+            u64::from_str_radix(maj, 16).ok()?,
+            u64::from_str_radix(min, 16).ok()?,
+        );
+        if libc::makedev(maj as u32, min as u32) != dev {
+            continue;
+        }
+        let start = u64::from_str_radix(range.split_once('-')?.0, 16).ok()?;
+        let off = u64::from_str_radix(off, 16).ok()?;
+        if off == offset & page {
+            return start.checked_sub(vaddr & page);
+        }
+    }
+    None
+}
+
+/// Reads another process's memory through /proc/PID/mem (never writes, never stops it).
+#[derive(Debug)]
+pub struct ProcMem {
+    file: File,
+    path: PathBuf,
+    pid: u32,
+}
+
+impl ProcMem {
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ProcessError> {
+        self.file
+            .read_exact_at(buf, addr)
+            .map_err(|source| ProcessError::Io {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    pub fn read_u64(&self, addr: u64) -> Result<u64, ProcessError> {
+        let mut b = [0u8; 8];
+        self.read(addr, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    pub fn read_i32(&self, addr: u64) -> Result<i32, ProcessError> {
+        let mut b = [0u8; 4];
+        self.read(addr, &mut b)?;
+        Ok(i32::from_le_bytes(b))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads `len` bytes at each of `addrs` into consecutive slots of `out` (one syscall per
+    /// 1024 addresses). Returns, per address, whether it was read; an unreadable one (a g
+    /// freed under us) does not stop the others.
+    pub fn read_scattered(&self, addrs: &[u64], len: usize, out: &mut [u8]) -> Vec<bool> {
+        const BATCH: usize = 1024;
+        assert!(out.len() >= addrs.len() * len, "output buffer too small");
+        let mut ok = vec![false; addrs.len()];
+        let mut start = 0;
+        while start < addrs.len() {
+            let end = (start + BATCH).min(addrs.len());
+            let local: Vec<libc::iovec> = (start..end)
+                .map(|i| libc::iovec {
+                    iov_base: out[i * len..].as_mut_ptr().cast(),
+                    iov_len: len,
+                })
+                .collect();
+            let remote: Vec<libc::iovec> = addrs[start..end]
+                .iter()
+                .map(|&a| libc::iovec {
+                    iov_base: a as *mut libc::c_void,
+                    iov_len: len,
+                })
+                .collect();
+            // SAFETY: every local iovec points into `out` within its bounds (checked above);
+            // the remote ones are only read by the kernel, in the other process.
+            let n = unsafe {
+                libc::process_vm_readv(
+                    self.pid as libc::pid_t,
+                    local.as_ptr(),
+                    local.len() as libc::c_ulong,
+                    remote.as_ptr(),
+                    remote.len() as libc::c_ulong,
+                    0,
+                )
+            };
+            // The kernel stops at the first unreadable address: resume after it.
+            let whole = if n < 0 { 0 } else { n as usize / len }.min(end - start);
+            ok[start..start + whole].fill(true);
+            start += whole;
+            if start < end {
+                start += 1;
+            }
+        }
+        ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scattered_reads_cross_batches_and_skip_what_is_unreadable() {
+        // Our own memory: 3000 words, one unmapped address among them.
+        let words: Vec<u64> = (0..3000u64).map(|i| i * 7 + 1).collect();
+        let mut addrs: Vec<u64> = words.iter().map(|w| w as *const u64 as u64).collect();
+        addrs[1500] = 8;
+        let me = Process::open(std::process::id()).unwrap();
+        let mem = me.memory().unwrap();
+        let mut out = vec![0u8; 8 * addrs.len()];
+        let ok = mem.read_scattered(&addrs, 8, &mut out);
+        for (i, w) in out.chunks_exact(8).enumerate() {
+            if i == 1500 {
+                assert!(!ok[i]);
+                continue;
+            }
+            assert!(ok[i], "word {i} not read");
+            assert_eq!(u64::from_le_bytes(w.try_into().unwrap()), words[i]);
+        }
+    }
+
+    #[test]
+    fn parses_stat_with_awkward_comm() {
+        // As the kernel writes it (52 fields), after `comm`.
+        const REST: &str = "1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 7 0 98765 3133440 416 18446744073709551615 94104743088128 94104743108009 140733652442848 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 94104743124016 94104743125632 94105407045632 140733652449821 140733652449841 140733652449841 140733652451307 0";
+        let line = format!("1234 (my (odd) prog) S {REST}");
+        let s = parse_stat(&line).unwrap();
+        assert_eq!(s.comm, "my (odd) prog");
+        assert_eq!(s.state, 'S');
+        assert_eq!(s.flags, 4194560);
+        assert_eq!(s.start_time, 98765);
+        assert_eq!(s.cpu_ticks, 8);
+        let newline = format!("1234 (a\nb\x1b) S {REST}");
+        assert_eq!(parse_stat(&newline).unwrap().comm, "a?b?");
+        assert!(parse_stat("1234 (x").is_none());
+        // Shapes procfs's parser would panic on (found by fuzzing).
+        for bad in [")(", "(x) S", "1 (x)", "1 (x)S 1", "é(x) S 1", "1 (x)é"] {
+            assert!(parse_stat(bad).is_none(), "{bad}");
+        }
+        assert!(parse_stat("").is_none());
+    }
+
+    #[test]
+    fn finds_the_load_bias_of_a_pie() {
+        let dev = libc::makedev(0xfd, 0x01);
+        let maps = "\
+555555554000-555555556000 r--p 00000000 fd:01 42 /usr/bin/app
+555555556000-555555600000 r-xp 00002000 fd:01 42 /usr/bin/app
+7ffff7dd3000-7ffff7dfc000 r-xp 00000000 fd:01 7 /lib/ld.so";
+        assert_eq!(
+            load_bias_from_maps(maps, dev, 42, 0, 0),
+            Some(0x5555_5555_4000)
+        );
+        assert_eq!(load_bias_from_maps(maps, dev, 43, 0, 0), None);
+    }
+
+    #[test]
+    fn rejects_impossible_pids() {
+        for pid in [0, -1, PID_MAX + 1, i64::MAX] {
+            assert!(matches!(
+                Process::from_user_pid(pid),
+                Err(ProcessError::InvalidPid(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn reads_its_own_memory_and_identity() {
+        let me = Process::open(std::process::id()).unwrap();
+        assert!(me.is_alive());
+        let value: u64 = 0x1122_3344_5566_7788;
+        let mem = me.memory().unwrap();
+        assert_eq!(mem.read_u64(&value as *const u64 as u64).unwrap(), value);
+    }
+
+    #[test]
+    fn kernel_threads_are_refused() {
+        let kthread = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .find(|&pid| read_stat(pid).is_ok_and(|s| s.flags & PF_KTHREAD != 0));
+        let Some(pid) = kthread else {
+            eprintln!("SKIPPED: no kernel thread visible in this PID namespace");
+            return;
+        };
+        assert!(matches!(Process::open(pid), Err(ProcessError::KernelThread(p)) if p == pid));
+    }
+}

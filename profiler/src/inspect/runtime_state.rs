@@ -1,0 +1,311 @@
+//! The runtime's own counts, read from the target's memory exactly as `runtime.gcount` (what
+//! `runtime.NumGoroutine` returns) computes them:
+//!
+//! ```text
+//! live goroutines = allglen - sched free lists - sum over Ps of p free list - ngsys
+//! free-G pool     = sched free lists + sum over Ps of p free list
+//! goroutines created since start = sched.goidgen - unused IDs cached in the Ps
+//! ```
+//!
+//! (every created goroutine takes a new ID; the Ps take IDs from `sched.goidgen` in batches).
+//! The reads race with the running program just as `gcount`'s own reads do; no lock is taken
+//! and the target is never stopped.
+
+use crate::inspect::census::{Census, GFields, GOffsets};
+use crate::inspect::globals::Candidates;
+use crate::inspect::goruntime::{Layout, globals};
+use crate::inspect::process::{ProcMem, ProcessError};
+
+/// More Ps than this is not a real `allp`.
+const MAX_PROCS: u64 = 1 << 16;
+/// More gs than this is not a real `allglen`.
+const MAX_GS: u64 = 1 << 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("runtime globals failed validation in the live process: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+}
+
+/// One reading of the runtime's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeCounts {
+    /// Every g ever allocated (live, free, system).
+    pub allglen: i64,
+    /// System goroutines, which `NumGoroutine` leaves out.
+    pub ngsys: i64,
+    /// Dead gs kept for reuse in `sched.gFree`.
+    pub sched_free: i64,
+    /// Dead gs kept for reuse in the Ps' local lists.
+    pub p_free: i64,
+    /// GOMAXPROCS (the length of `allp`).
+    pub procs: u32,
+    /// Goroutine IDs handed out since the process started: goroutines created (plus the few
+    /// gs cgo's extra Ms take, and the IDs left in the cache of a P that GOMAXPROCS removed).
+    pub goids: i64,
+}
+
+impl RuntimeCounts {
+    /// What `runtime.NumGoroutine()` would return (without its clamp to at least 1).
+    pub fn goroutines(&self) -> i64 {
+        self.allglen - self.sched_free - self.p_free - self.ngsys
+    }
+
+    /// The free-G pool: exited goroutines kept for reuse.
+    pub fn free_pool(&self) -> i64 {
+        self.sched_free + self.p_free
+    }
+}
+
+/// Reads [`RuntimeCounts`] from one process, with validated addresses.
+#[derive(Debug)]
+pub struct RuntimeReader {
+    mem: ProcMem,
+    allglen: u64,
+    allp: u64,
+    ngsys: u64,
+    sched_counts: Vec<u64>,
+    p_gfree_count: u64,
+    goidgen: u64,
+    p_goidcache: u64,
+    /// `runtime.allgs`, when a candidate held a slice as long as `allglen`.
+    allgs: Option<u64>,
+    g: GOffsets,
+}
+
+/// A census reads this many gs at most (a process with more gets none).
+const MAX_CENSUS: u64 = 1 << 22;
+/// gs read per chunk: bounds gprof's memory whatever the target's size (about 5 MiB).
+const CENSUS_CHUNK: u64 = 1 << 14;
+
+impl RuntimeReader {
+    /// Picks the candidates that hold plausible values in the live process. `bias` is the PIE
+    /// load bias (0 for ordinary executables).
+    pub fn new(
+        mem: ProcMem,
+        layout: &Layout,
+        c: &Candidates,
+        bias: u64,
+    ) -> Result<Self, StateError> {
+        let sched = c.sched + bias;
+        let allp = c
+            .allp
+            .iter()
+            .map(|a| a + bias)
+            .find(|&a| valid_allp(&mem, a).is_ok())
+            .ok_or_else(|| {
+                StateError::Invalid(format!(
+                    "no valid runtime.allp among {} candidates",
+                    c.allp.len()
+                ))
+            })?;
+        let allglen = c
+            .allglen
+            .iter()
+            .map(|a| a + bias)
+            .find(|&a| mem.read_u64(a).is_ok_and(|n| (1..MAX_GS).contains(&n)))
+            .ok_or_else(|| StateError::Invalid("no plausible runtime.allglen".into()))?;
+        let reader = Self {
+            mem,
+            allglen,
+            allp,
+            ngsys: sched + layout.sched_ngsys,
+            sched_counts: layout
+                .sched_gfree
+                .count_offsets()
+                .iter()
+                .map(|o| sched + o)
+                .collect(),
+            p_gfree_count: layout.p_gfree_count,
+            goidgen: sched + layout.sched_goidgen,
+            p_goidcache: layout.p_goidcache,
+            allgs: None,
+            g: GOffsets::of(layout),
+        };
+        let counts = reader.read()?;
+        let allgs = c.allgs.iter().map(|a| a + bias).find(|&a| {
+            let ptr = reader.mem.read_u64(a).unwrap_or(0);
+            let len = reader.mem.read_u64(a + 8).unwrap_or(0) as i64;
+            ptr != 0 && ptr.is_multiple_of(8) && (len - counts.allglen).abs() <= 64
+        });
+        let reader = Self { allgs, ..reader };
+        if !(0..=counts.allglen).contains(&counts.ngsys)
+            || counts.sched_free < 0
+            || counts.p_free < 0
+            || counts.goroutines() < 1
+        {
+            return Err(StateError::Invalid(format!(
+                "implausible counts {counts:?}"
+            )));
+        }
+        Ok(reader)
+    }
+
+    /// `sched.goidgen` alone: one 8-byte read, cheap enough to watch for surges of creations
+    /// between samples (the IDs the Ps cache make it run ahead by at most 16 per P).
+    pub fn goidgen(&self) -> Result<u64, StateError> {
+        Ok(self.mem.read_u64(self.goidgen)?)
+    }
+
+    /// Whether the goroutine census can run (`runtime.allgs` was found and validated).
+    pub fn has_census(&self) -> bool {
+        self.allgs.is_some()
+    }
+
+    /// Reads every g of `runtime.allgs` and tallies them (see [`crate::inspect::census`]).
+    pub fn census(&self) -> Result<Option<Census>, StateError> {
+        let mut census = Census::default();
+        let read = self.each_g(|addr, g| census.add(addr, g))?;
+        Ok(read.then_some(census))
+    }
+
+    /// Reads every g of `runtime.allgs` and hands each to `f` (address; None: unreadable).
+    /// False when the census cannot run (no validated `allgs`, or an implausible length).
+    pub fn each_g(&self, mut f: impl FnMut(u64, Option<GFields>)) -> Result<bool, StateError> {
+        let Some(allgs) = self.allgs else {
+            return Ok(false);
+        };
+        let ptr = self.mem.read_u64(allgs)?;
+        let len = self.mem.read_u64(allgs + 8)?;
+        if ptr == 0 || len > MAX_CENSUS {
+            return Ok(false);
+        }
+        let span = self.g.span();
+        let (mut raw, mut bytes) = (Vec::new(), Vec::new());
+        for start in (0..len).step_by(CENSUS_CHUNK as usize) {
+            let n = CENSUS_CHUNK.min(len - start) as usize;
+            raw.resize(8 * n, 0);
+            self.mem.read(ptr + 8 * start, &mut raw)?;
+            let gs: Vec<u64> = raw
+                .chunks_exact(8)
+                .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+                .collect();
+            bytes.resize(span * n, 0);
+            let ok = self.mem.read_scattered(&gs, span, &mut bytes);
+            for ((b, ok), &addr) in bytes.chunks_exact(span).zip(ok).zip(&gs) {
+                f(addr, ok.then(|| self.g.parse(b)));
+            }
+        }
+        Ok(true)
+    }
+
+    /// One 8-byte word of the process's memory.
+    pub fn word(&self, addr: u64) -> Result<u64, StateError> {
+        Ok(self.mem.read_u64(addr)?)
+    }
+
+    /// Walks blocked goroutines' stacks (see [`crate::inspect::unwind`]).
+    pub fn unwind(
+        &self,
+        starts: &[crate::inspect::unwind::Start],
+        bias: u64,
+        frames: &crate::inspect::binary::frames::FrameTable,
+    ) -> Vec<Option<u64>> {
+        crate::inspect::unwind::blocked_at(starts, bias, frames.arch, frames, &self.mem)
+    }
+
+    pub fn read(&self) -> Result<RuntimeCounts, StateError> {
+        let allglen = self.mem.read_u64(self.allglen)? as i64;
+        let ngsys = self.mem.read_i32(self.ngsys)? as i64;
+        let mut sched_free = 0i64;
+        for &a in &self.sched_counts {
+            sched_free += self.mem.read_i32(a)? as i64;
+        }
+        let ptr = self.mem.read_u64(self.allp)?;
+        let len = self.mem.read_u64(self.allp + 8)?.min(MAX_PROCS);
+        let mut ps = Vec::with_capacity(len as usize);
+        let mut p_free = 0i64;
+        for i in 0..len {
+            let p = self.mem.read_u64(ptr + 8 * i)?;
+            if p != 0 {
+                p_free += self.mem.read_i32(p + self.p_gfree_count)? as i64;
+                ps.push(p);
+            }
+        }
+        Ok(RuntimeCounts {
+            allglen,
+            ngsys,
+            sched_free,
+            p_free,
+            procs: len as u32,
+            goids: self.goids(&ps)?,
+        })
+    }
+
+    /// IDs handed out = `goidgen` minus what the Ps hold unused. A P refilling its cache while
+    /// we read would skew the sum by a batch: read the caches around `goidgen` until they
+    /// hold still. Under heavy churn they never do; then the last reading stands, off by at
+    /// most a batch (16) per P plus the creations during a few microseconds.
+    fn goids(&self, ps: &[u64]) -> Result<i64, StateError> {
+        let unused = |mem: &ProcMem| -> Result<Vec<(u64, u64)>, StateError> {
+            ps.iter()
+                .map(|&p| {
+                    Ok((
+                        mem.read_u64(p + self.p_goidcache)?,
+                        mem.read_u64(p + self.p_goidcache + 8)?,
+                    ))
+                })
+                .collect()
+        };
+        let handed_out = |generated: u64, caches: &[(u64, u64)]| {
+            let cached: u64 = caches
+                .iter()
+                .map(|&(next, end)| end.saturating_sub(next))
+                .sum();
+            generated.saturating_sub(cached) as i64
+        };
+        let mut before = unused(&self.mem)?;
+        let mut tries = 0;
+        loop {
+            let generated = self.mem.read_u64(self.goidgen)?;
+            let after = unused(&self.mem)?;
+            tries += 1;
+            if after == before || tries == 4 {
+                return Ok(handed_out(generated, &after));
+            }
+            before = after;
+        }
+    }
+}
+
+/// `allp` is a slice of `*p` whose element `i` has `p.id == i` and a valid status.
+fn valid_allp(mem: &ProcMem, addr: u64) -> Result<(), String> {
+    let ptr = mem.read_u64(addr).map_err(|e| e.to_string())?;
+    let len = mem.read_u64(addr + 8).map_err(|e| e.to_string())?;
+    let cap = mem.read_u64(addr + 16).map_err(|e| e.to_string())?;
+    if ptr == 0 || len == 0 || len > MAX_PROCS || cap < len {
+        return Err(format!("not a slice of Ps (len {len}, cap {cap})"));
+    }
+    for i in 0..len {
+        let p = mem.read_u64(ptr + 8 * i).map_err(|e| e.to_string())?;
+        let id = mem.read_i32(p + globals::P_ID).map_err(|e| e.to_string())?;
+        let status = mem
+            .read_i32(p + globals::P_STATUS)
+            .map_err(|e| e.to_string())?;
+        if id as u64 != i || !(0..=globals::P_STATUS_MAX as i32).contains(&status) {
+            return Err(format!("element {i} is not P {i}"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gcount_arithmetic() {
+        let c = RuntimeCounts {
+            allglen: 1200,
+            ngsys: 6,
+            sched_free: 100,
+            p_free: 93,
+            procs: 2,
+            goids: 5000,
+        };
+        assert_eq!(c.goroutines(), 1001);
+        assert_eq!(c.free_pool(), 193);
+    }
+}

@@ -1,0 +1,450 @@
+//! The layout self-check: before gprof trusts a table of struct offsets (its own, one read
+//! from DWARF, or the newest entry assumed for a release newer than the table), it reads
+//! every g of the live process at those offsets and checks that what it finds is what a
+//! runtime holds. A wrong layout fails nearly every check at once; a right one fails only
+//! where a g changed under the reads, which the tolerance absorbs.
+//!
+//! - every g's status (without the `_Gscan` bit) is one the release has;
+//! - every live g has a goid in `1..=sched.goidgen` and, unless lent to a C thread (no
+//!   creation site), a stack whose bounds are ordered and whose size is a power of two of at
+//!   least 2 KiB, and a creation site (`gopc`) and start function (`startpc`) in the text;
+//! - every waiting g's saved stack pointer is inside its stack and its saved pc in the text,
+//!   and its wait reason names one of the release's (when gprof knows them);
+//! - the live gs number what the runtime's own counters say (allglen, the free lists and
+//!   ngsys read at the globals' offsets), and the free lists hold no more gs than are dead.
+
+use std::ops::Range;
+
+use crate::inspect::census::GFields;
+use crate::inspect::goruntime::status;
+use crate::inspect::runtime_state::{RuntimeCounts, RuntimeReader, StateError};
+
+/// Statuses every supported release has (`_Gidle` to `_Gpreempted`; 5 and 7 are unused).
+const STATUSES: &[u32] = &[0, 1, 2, 3, 4, 6, 8, 9];
+/// Go 1.26+: `_Gleaked`, `_Gdeadextra`.
+const STATUSES_126: &[u32] = &[10, 11];
+/// The smallest goroutine stack.
+const MIN_STACK: u64 = 2048;
+
+/// What the self-check is given about the binary.
+#[derive(Clone, Debug)]
+pub struct Expect {
+    /// The program's text, as runtime addresses.
+    pub text: Range<u64>,
+    /// Go 1.26 or newer (two more statuses).
+    pub go126: bool,
+    /// How many wait reasons the release has, when gprof knows them.
+    pub wait_reasons: Option<usize>,
+    /// Go <= 1.21: where the GC pauses' clock readings are.
+    pub clocks: Option<GcClocks>,
+}
+
+impl Expect {
+    /// What a process of a binary of release `version`, whose Go code spans `text` (file
+    /// addresses), planned as `plan` and loaded `bias` higher, must hold.
+    pub fn new(
+        version: &crate::inspect::goruntime::GoVersion,
+        text: Range<u64>,
+        plan: &crate::inspect::plan::ProbePlan,
+        bias: u64,
+    ) -> Self {
+        let clocks = match plan.layout.pause_clock {
+            crate::inspect::goruntime::PauseClock::Globals {
+                last_gc_unix,
+                last_gc_nanotime,
+                ..
+            } => plan.globals.last_gc_nanotime.map(|nanotime| GcClocks {
+                pause_start: plan.globals.pause_start.map(|a| a + bias),
+                last_gc_nanotime: nanotime + bias,
+                last_gc_unix: nanotime + bias - (last_gc_nanotime - last_gc_unix),
+            }),
+            crate::inspect::goruntime::PauseClock::Registers => None,
+        };
+        Self {
+            text: text.start + bias..text.end + bias,
+            go126: version.major > 1 || version.minor >= 26,
+            wait_reasons: crate::inspect::goruntime::wait_reasons(version).map(<[&str]>::len),
+            clocks,
+        }
+    }
+}
+
+/// The words Go <= 1.21 keeps its GC pause bounds in (runtime addresses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GcClocks {
+    /// `work.pauseStart` (nanotime).
+    pub pause_start: Option<u64>,
+    /// `memstats.last_gc_nanotime` and `memstats.last_gc_unix`.
+    pub last_gc_nanotime: u64,
+    pub last_gc_unix: u64,
+}
+
+/// One check over the gs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Check {
+    pub name: &'static str,
+    pub checked: u64,
+    pub failed: u64,
+    /// The first failure, described.
+    pub example: Option<String>,
+    /// A single reading, which races nothing: no failure allowed.
+    pub strict: bool,
+}
+
+impl Check {
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            ..Default::default()
+        }
+    }
+
+    fn record(&mut self, ok: bool, example: impl FnOnce() -> String) {
+        self.checked += 1;
+        if !ok {
+            self.failed += 1;
+            self.example.get_or_insert_with(example);
+        }
+    }
+
+    /// Failures beyond what gs changing under the reads explain (two, or 1 %).
+    fn passed(&self) -> bool {
+        if self.strict {
+            self.failed == 0
+        } else {
+            self.failed <= 2.max(self.checked / 100)
+        }
+    }
+}
+
+/// The outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelfCheckReport {
+    pub gs: u64,
+    pub checks: Vec<Check>,
+}
+
+impl SelfCheckReport {
+    pub fn passed(&self) -> bool {
+        self.gs > 0 && self.checks.iter().all(Check::passed)
+    }
+
+    /// One line: what passed, or what failed and how.
+    pub fn describe(&self) -> String {
+        if self.passed() {
+            let n: u64 = self.checks.iter().map(|c| c.checked).sum();
+            return format!("passed ({} gs, {n} checks)", self.gs);
+        }
+        if self.gs == 0 {
+            return "failed: no g could be read".into();
+        }
+        let failed: Vec<String> = self
+            .checks
+            .iter()
+            .filter(|c| !c.passed())
+            .map(|c| {
+                format!(
+                    "{}: {} of {} wrong{}",
+                    c.name,
+                    c.failed,
+                    c.checked,
+                    c.example
+                        .as_ref()
+                        .map(|e| format!(", e.g. {e}"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        format!("failed ({})", failed.join("; "))
+    }
+}
+
+/// Runs the checks on the live process behind `reader`.
+pub fn run(reader: &RuntimeReader, expect: &Expect) -> Result<SelfCheckReport, StateError> {
+    let counts = reader.read()?;
+    let goidgen = reader.goidgen()?;
+    let mut tally = Tally::new(expect, goidgen);
+    if !reader.each_g(|addr, g| tally.add(addr, g))? {
+        return Err(StateError::Invalid(
+            "runtime.allgs could not be read: nothing to check the layout on".into(),
+        ));
+    }
+    let mut report = tally.finish(&counts);
+    if let Some(c) = &expect.clocks {
+        report.checks.push(check_clocks(reader, c)?);
+    }
+    Ok(report)
+}
+
+/// Go <= 1.21's pause clocks: readings of the monotonic clock no later than now, and a wall
+/// clock reading of the last GC within the last year (0 before the first GC).
+fn check_clocks(reader: &RuntimeReader, c: &GcClocks) -> Result<Check, StateError> {
+    let now_mono = crate::inspect::clock::monotonic_ns();
+    let now_wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let year = 365 * 86_400 * 1_000_000_000u64;
+    let mut check = Check::new("GC clock readings (work.pauseStart, memstats.last_gc_*)");
+    check.strict = true;
+    let nanotime = reader.word(c.last_gc_nanotime)?;
+    let unix = reader.word(c.last_gc_unix)?;
+    let pause = match c.pause_start {
+        Some(a) => reader.word(a)?,
+        None => 0,
+    };
+    let fine = nanotime <= now_mono
+        && pause <= now_mono
+        && ((nanotime == 0 && unix == 0)
+            || (nanotime != 0 && unix <= now_wall && unix + year >= now_wall));
+    check.record(fine, || {
+        format!("pauseStart {pause}, last_gc_nanotime {nanotime}, last_gc_unix {unix}")
+    });
+    Ok(check)
+}
+
+struct Tally<'a> {
+    expect: &'a Expect,
+    goidgen: u64,
+    gs: u64,
+    live: u64,
+    dead: u64,
+    statuses: Check,
+    goids: Check,
+    stacks: Check,
+    sites: Check,
+    waits: Check,
+}
+
+impl<'a> Tally<'a> {
+    fn new(expect: &'a Expect, goidgen: u64) -> Self {
+        Self {
+            expect,
+            goidgen,
+            gs: 0,
+            live: 0,
+            dead: 0,
+            statuses: Check::new("status"),
+            goids: Check::new("goid"),
+            stacks: Check::new("stack bounds"),
+            sites: Check::new("gopc/startpc in the text"),
+            waits: Check::new("waiting g's saved registers and wait reason"),
+        }
+    }
+
+    fn add(&mut self, addr: u64, g: Option<GFields>) {
+        let Some(g) = g else { return };
+        self.gs += 1;
+        let s = g.status & !status::SCAN;
+        let known = STATUSES.contains(&s) || (self.expect.go126 && STATUSES_126.contains(&s));
+        self.statuses
+            .record(known, || format!("g {addr:#x} has status {:#x}", g.status));
+        if !known {
+            return;
+        }
+        if matches!(s, 0 | 6 | 11) {
+            self.dead += 1;
+            return;
+        }
+        self.live += 1;
+        let text = &self.expect.text;
+        let goidgen = self.goidgen;
+        // A g lent to a C thread calling into Go (cgo's extra Ms) has no creation site and
+        // may run on the thread's own stack.
+        let extra_m = g.gopc == 0 && g.startpc == 0;
+        self.goids.record(g.goid >= 1 && g.goid <= goidgen, || {
+            format!("g {addr:#x} has goid {} (goidgen {goidgen})", g.goid)
+        });
+        if extra_m {
+            return;
+        }
+        let size = g.stack_hi.wrapping_sub(g.stack_lo);
+        self.stacks.record(
+            g.stack_lo < g.stack_hi && size >= MIN_STACK && size.is_power_of_two(),
+            || format!("g {addr:#x} has stack {:#x}..{:#x}", g.stack_lo, g.stack_hi),
+        );
+        self.sites
+            .record(text.contains(&g.gopc) && text.contains(&g.startpc), || {
+                format!(
+                    "g {addr:#x} has gopc {:#x}, startpc {:#x}",
+                    g.gopc, g.startpc
+                )
+            });
+        if s == status::WAITING {
+            let reasons = self.expect.wait_reasons;
+            self.waits.record(
+                (g.stack_lo..=g.stack_hi).contains(&g.sched_sp)
+                    && text.contains(&g.sched_pc)
+                    && reasons.is_none_or(|n| (g.waitreason as usize) < n),
+                || {
+                    format!(
+                        "waiting g {addr:#x} has sp {:#x}, pc {:#x}, wait reason {}",
+                        g.sched_sp, g.sched_pc, g.waitreason
+                    )
+                },
+            );
+        }
+    }
+
+    fn finish(self, counts: &RuntimeCounts) -> SelfCheckReport {
+        // The runtime's counters, read a moment before the gs: live = allglen - free lists
+        // (ngsys included), give or take what changed meanwhile.
+        let live_counted = (counts.goroutines() + counts.ngsys).max(0) as u64;
+        let slack = 16u64.max(live_counted / 50);
+        let mut totals = Check::new("live gs against the runtime's counters");
+        totals.strict = true;
+        totals.record(
+            self.live.abs_diff(live_counted) <= slack
+                && counts.free_pool().max(0) as u64 <= self.dead + slack,
+            || {
+                format!(
+                    "{} live and {} dead gs read, the counters say {live_counted} live and a pool of {}",
+                    self.live,
+                    self.dead,
+                    counts.free_pool()
+                )
+            },
+        );
+        SelfCheckReport {
+            gs: self.gs,
+            checks: vec![
+                self.statuses,
+                self.goids,
+                self.stacks,
+                self.sites,
+                self.waits,
+                totals,
+            ],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expect() -> Expect {
+        Expect {
+            text: 0x40_0000..0x50_0000,
+            go126: false,
+            wait_reasons: Some(27),
+            clocks: None,
+        }
+    }
+
+    fn live(goid: u64, status: u32) -> GFields {
+        GFields {
+            status,
+            goid,
+            gopc: 0x40_1000,
+            startpc: 0x40_2000,
+            stack_lo: 0xc000_0000 + goid * 0x2000,
+            stack_hi: 0xc000_0000 + goid * 0x2000 + 0x2000,
+            sched_sp: 0xc000_0000 + goid * 0x2000 + 0x1f00,
+            sched_pc: 0x40_3000,
+            waitreason: 14,
+            ..Default::default()
+        }
+    }
+
+    fn counts(live: i64, pool: i64) -> RuntimeCounts {
+        RuntimeCounts {
+            allglen: live + pool,
+            ngsys: 4,
+            sched_free: pool,
+            p_free: 0,
+            procs: 2,
+            goids: 1000,
+        }
+    }
+
+    #[test]
+    fn a_right_layout_passes_despite_a_racing_g() {
+        let e = expect();
+        let mut t = Tally::new(&e, 1000);
+        for goid in 1..=200 {
+            t.add(goid * 0x100, Some(live(goid, status::WAITING)));
+        }
+        // One g caught mid-change, and a few dead ones.
+        t.add(
+            0x1,
+            Some(GFields {
+                status: 77,
+                ..live(3, 4)
+            }),
+        );
+        for _ in 0..10 {
+            t.add(
+                0x2,
+                Some(GFields {
+                    status: 6,
+                    ..Default::default()
+                }),
+            );
+        }
+        let r = t.finish(&counts(196, 10));
+        assert!(r.passed(), "{}", r.describe());
+    }
+
+    #[test]
+    fn a_wrong_layout_fails_and_says_why() {
+        let e = expect();
+        let mut t = Tally::new(&e, 1000);
+        // gopc read from parentGoid: a small number, not a text address.
+        for goid in 1..=200 {
+            let mut g = live(goid, status::WAITING);
+            g.gopc = goid;
+            t.add(goid * 0x100, Some(g));
+        }
+        let r = t.finish(&counts(196, 0));
+        assert!(!r.passed());
+        assert!(
+            r.describe()
+                .contains("gopc/startpc in the text: 200 of 200 wrong"),
+            "{}",
+            r.describe()
+        );
+        // Statuses of another release's offsets: garbage.
+        let mut t = Tally::new(&e, 1000);
+        for i in 0..100u32 {
+            t.add(
+                0x100,
+                Some(GFields {
+                    status: 0xdead_0000 + i,
+                    ..live(1, 4)
+                }),
+            );
+        }
+        let r = t.finish(&counts(0, 0));
+        assert!(
+            r.describe().contains("status: 100 of 100 wrong"),
+            "{}",
+            r.describe()
+        );
+        // Counters that do not match the gs.
+        let mut t = Tally::new(&e, 1000);
+        for goid in 1..=50 {
+            t.add(goid * 0x100, Some(live(goid, status::WAITING)));
+        }
+        let r = t.finish(&counts(5000, 0));
+        assert!(!r.passed(), "{}", r.describe());
+        // Nothing read at all.
+        assert!(!Tally::new(&e, 1).finish(&counts(0, 0)).passed());
+    }
+
+    #[test]
+    fn leaked_statuses_only_from_1_26() {
+        let mut e = expect();
+        let mut t = Tally::new(&e, 1000);
+        for goid in 1..=10 {
+            t.add(goid, Some(live(goid, status::LEAKED)));
+        }
+        assert!(!t.finish(&counts(6, 0)).passed());
+        e.go126 = true;
+        let mut t = Tally::new(&e, 1000);
+        for goid in 1..=10 {
+            t.add(goid, Some(live(goid, status::LEAKED)));
+        }
+        let r = t.finish(&counts(6, 0));
+        assert!(r.passed(), "{}", r.describe());
+    }
+}
