@@ -9,15 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::container::{Cgroup, Container, cgroup1_root, cgroup2_root};
-use common::daemon::{Daemon, pid_label, series_line};
+use common::daemon::{Daemon, label_value, pid_label, series_line};
 use common::*;
-
-/// The value of label `name` in one series line of the text format.
-fn label(line: &str, name: &str) -> Option<String> {
-    let key = format!("{name}=\"");
-    let at = line.find(&key)? + key.len();
-    Some(line[at..].split('"').next()?.to_string())
-}
 
 struct Case {
     driver: &'static str,
@@ -151,17 +144,17 @@ fn containers_in_kubelet_cgroups_are_watched_and_attributed() {
         }));
         let series = series.unwrap();
         assert_eq!(
-            label(&series, "pod_uid").as_deref(),
+            label_value(&series, "pod_uid").as_deref(),
             Some(c.uid.as_str()),
             "{series}"
         );
         assert_eq!(
-            label(&series, "container_id").as_deref(),
+            label_value(&series, "container_id").as_deref(),
             Some(c.container_id.as_str()),
             "{series}"
         );
         assert_eq!(
-            label(&series, "tenant").as_deref(),
+            label_value(&series, "tenant").as_deref(),
             Some(c.namespace),
             "{series}"
         );

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::container::{Cgroup, cgroup2_root};
-use common::daemon::{Daemon, pid_label, series};
+use common::daemon::{Daemon, label_value, pid_label, series};
 use common::*;
 
 /// An idle Go program: nothing created, nothing leaked, no forced GC.
@@ -31,24 +31,10 @@ fn idle(bin: &Path) -> Command {
 
 /// Every value of label `name` in the text format.
 fn label_values(metrics: &str, name: &str) -> BTreeSet<String> {
-    let key = format!("{name}=\"");
     metrics
         .lines()
         .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let at = l.find(&key)? + key.len();
-            // Values are escaped in the text format: \" does not end one.
-            let mut value = String::new();
-            let mut chars = l[at..].chars();
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => value.push(chars.next()?),
-                    '"' => return Some(value),
-                    c => value.push(c),
-                }
-            }
-            None
-        })
+        .filter_map(|l| label_value(l, name))
         .collect()
 }
 

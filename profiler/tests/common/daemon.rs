@@ -129,6 +129,23 @@ pub fn series(text: &str, name: &str, label: &str) -> Option<f64> {
 }
 
 /// The `pid` label of a process, for [`series`].
+/// The value of label `name` in one series line of the text format (unescaped: a `\"` does
+/// not end it).
+pub fn label_value(line: &str, name: &str) -> Option<String> {
+    let key = format!("{name}=\"");
+    let at = line.find(&key)? + key.len();
+    let mut value = String::new();
+    let mut chars = line[at..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => value.push(chars.next()?),
+            '"' => return Some(value),
+            c => value.push(c),
+        }
+    }
+    None
+}
+
 pub fn pid_label(pid: u32) -> String {
     format!("pid=\"{pid}\"")
 }

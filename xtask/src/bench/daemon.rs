@@ -129,21 +129,13 @@ fn measure(workload: &std::path::Path, n: usize, seconds: u64) -> anyhow::Result
     // The daemon's CPU seconds and resident bytes, from /proc (as the kernel counts them).
     let pid = daemon.id();
     let usage = || -> Option<(f64, f64)> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks: f64 =
-            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let rss_kb: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .split_whitespace()
-            .next()?
-            .parse()
+        use procfs::WithCurrentSystemInfo as _;
+        let stat = procfs::process::Process::new(pid as i32)
+            .ok()?
+            .stat()
             .ok()?;
-        Some((ticks / hz, rss_kb * 1024.0))
+        let cpu = (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64;
+        Some((cpu, stat.rss_bytes().get() as f64))
     };
     // Warm up until the long-lived processes are watched.
     let steady = n - n.div_ceil(10);
