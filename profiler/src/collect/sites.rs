@@ -238,7 +238,11 @@ impl SiteTracker {
             *by_name.entry(name).or_default() += n;
         }
         let mut ranked: Vec<(Arc<SiteName>, u64)> = by_name.into_iter().collect();
-        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.label().cmp(&b.0.label())));
+        // Ties in a stable order (without formatting labels in the comparisons).
+        fn place(s: &SiteName) -> (&str, &str, u32) {
+            (&s.function, &s.file, s.line)
+        }
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| place(&a.0).cmp(&place(&b.0))));
         // Sites followed already keep their place; new ones come in by size.
         let (mut kept, mut rest): (Vec<_>, Vec<_>) = ranked
             .into_iter()

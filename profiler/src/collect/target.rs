@@ -298,7 +298,7 @@ impl Target {
                 hits: 0,
                 goids: Some(counts.goids),
                 gc_cycles: 0,
-                cpu_seconds: process.cpu_seconds(),
+                cpu: process.cpu_seconds().map(|s| (monotonic_ns(), s)),
             });
         }
         Ok(Self {
@@ -367,15 +367,13 @@ impl Target {
         hot: HotProbes,
     ) -> Result<ProcessSnapshot, TargetError> {
         let pid = self.pid();
-        let Some(stat) = self.process.live_stat() else {
-            return Err(TargetError::Gone(pid));
-        };
-        if !self.process.runs_same_executable() {
-            // An exiting process loses its executable link before it turns zombie.
-            if !self.process.is_alive() || std::fs::metadata(self.process.exe_path()).is_err() {
-                return Err(TargetError::Gone(pid));
-            }
-            return Err(TargetError::Execed(pid));
+        // With the runtime's memory read, an exit or exec shows as a failed reading (see
+        // below); /proc/PID/stat is costly (the kernel sums every thread), so it is read for
+        // the CPU time only when the hot probes' load may have changed.
+        if self.reader.is_none()
+            && let Some(e) = self.program_changed()
+        {
+            return Err(e);
         }
         if crate::faults::sample_error(pid) {
             return Err(TargetError::Process(ProcessError::Io {
@@ -391,12 +389,24 @@ impl Target {
         let runtime = match &self.reader {
             Some(r) => match r.read() {
                 Ok(c) => Some(c),
-                Err(_) if !self.process.is_alive() => return Err(TargetError::Gone(pid)),
-                Err(source) => return Err(TargetError::State { pid, source }),
+                Err(source) => {
+                    return Err(self
+                        .program_changed()
+                        .unwrap_or(TargetError::State { pid, source }));
+                }
             },
             None => None,
         };
-        self.estimate_hot_rate(now_ns, &counters, &gc, runtime.as_ref(), stat.cpu_seconds());
+        let active = self.active_since_last_sample(&counters, &gc, runtime.as_ref());
+        let cpu_seconds = if active {
+            match self.process.live_stat() {
+                Some(stat) => stat.cpu_seconds(),
+                None => return Err(TargetError::Gone(pid)),
+            }
+        } else {
+            None
+        };
+        self.estimate_hot_rate(now_ns, &counters, &gc, runtime.as_ref(), cpu_seconds);
         let t = self.attached.elapsed().as_secs_f64();
         // Creations and exits per site, counted by the kernel while the hot probes run.
         let counted: Vec<(CreationSite, SiteCounts)> = sites
@@ -482,6 +492,19 @@ impl Target {
         Ok(self.collector.update(&reading, now_ns))
     }
 
+    /// Gone or Execed, if the process no longer runs the program it was attached to.
+    fn program_changed(&self) -> Option<TargetError> {
+        let pid = self.pid();
+        if self.process.runs_same_executable() {
+            return (!self.process.is_alive()).then_some(TargetError::Gone(pid));
+        }
+        // An exiting process loses its executable link before it turns zombie.
+        if !self.process.is_alive() || std::fs::metadata(self.process.exe_path()).is_err() {
+            return Some(TargetError::Gone(pid));
+        }
+        Some(TargetError::Execed(pid))
+    }
+
     /// The census's blocked goroutines, placed (their stacks walked, unless they have not
     /// moved since the last census) and grouped.
     fn observe_blocked(
@@ -553,6 +576,24 @@ impl Target {
         }
     }
 
+    /// Whether goroutines were created or scanned, or a GC ran, since the last sample (else
+    /// the hot probes cost nothing, and the process's CPU time need not be read).
+    fn active_since_last_sample(
+        &self,
+        c: &Counters,
+        gc: &GcState,
+        rt: Option<&RuntimeCounts>,
+    ) -> bool {
+        self.last_hot.is_none_or(|l| {
+            l.hits != c.created + c.exited + c.stack_scans + c.stack_copies
+                || l.goids != rt.map(|r| r.goids)
+                || l.gc_cycles != gc.gc_cycles
+                || rt.is_none()
+        })
+    }
+
+    /// `cpu_seconds`: the process's CPU time now, if read (else the last reading stands, and
+    /// a rate spans the time since it: an underestimate of the cores, so a stricter budget).
     fn estimate_hot_rate(
         &mut self,
         now_ns: u64,
@@ -566,7 +607,9 @@ impl Target {
             hits: c.created + c.exited + c.stack_scans + c.stack_copies,
             goids: rt.map(|r| r.goids),
             gc_cycles: gc.gc_cycles,
-            cpu_seconds,
+            cpu: cpu_seconds
+                .map(|s| (now_ns, s))
+                .or(self.last_hot.and_then(|l| l.cpu)),
         };
         let last = self.last_hot.replace(now);
         self.hot_load.hits = last.map_or(0, |l| now.hits.saturating_sub(l.hits));
@@ -584,10 +627,12 @@ impl Target {
             }
             _ => self.hot_load.hits as f64 / dt,
         });
-        self.hot_load.cpu_cores = now
-            .cpu_seconds
-            .zip(last.cpu_seconds)
-            .map(|(n, l)| (n - l).max(0.0) / dt);
+        self.hot_load.cpu_cores = match (now.cpu, last.cpu) {
+            (Some((tn, n)), Some((tl, l))) if tn > tl => {
+                Some((n - l).max(0.0) / (tn.saturating_sub(tl) as f64 / 1e9))
+            }
+            _ => None,
+        };
     }
 
     /// Stops watching (the executable's probes stay for other processes of the same file;
@@ -617,5 +662,6 @@ struct HotMark {
     /// `sched.goidgen`, when the runtime's memory is read.
     goids: Option<i64>,
     gc_cycles: u64,
-    cpu_seconds: Option<f64>,
+    /// The process's CPU seconds, and when they were read.
+    cpu: Option<(u64, f64)>,
 }

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::inspect::binary::ExecutableInfo;
 
@@ -154,6 +155,9 @@ pub struct Process {
     pub comm: String,
     /// The executable it ran when opened.
     pub exe: ExeKey,
+    /// Its /proc/PID/stat, kept open: read again each sample without a path lookup, and
+    /// tied to this process (reads fail once it is reaped, even if its PID is reused).
+    stat: Arc<File>,
 }
 
 impl Process {
@@ -166,7 +170,9 @@ impl Process {
     }
 
     pub fn open(pid: u32) -> Result<Self, ProcessError> {
-        let stat = read_stat(pid)?;
+        let path = PathBuf::from(format!("/proc/{pid}/stat"));
+        let file = File::open(&path).map_err(|e| io_error(pid, path, e))?;
+        let stat = read_stat(&file, pid)?;
         if stat.flags & PF_KTHREAD != 0 {
             return Err(ProcessError::KernelThread(pid));
         }
@@ -182,6 +188,7 @@ impl Process {
             },
             comm: stat.comm,
             exe: ExeKey::of_metadata(&meta),
+            stat: Arc::new(file),
         })
     }
 
@@ -201,7 +208,7 @@ impl Process {
 
     /// Its /proc/PID/stat, if this same process (not a reuse of its PID) is still running.
     pub fn live_stat(&self) -> Option<Stat> {
-        read_stat(self.id.pid)
+        read_stat(&self.stat, self.id.pid)
             .ok()
             .filter(|s| s.start_time == self.id.start_time && s.state != 'Z' && s.state != 'X')
     }
@@ -254,13 +261,30 @@ impl Process {
     }
 }
 
-fn read_stat(pid: u32) -> Result<Stat, ProcessError> {
-    let path = PathBuf::from(format!("/proc/{pid}/stat"));
-    let text = std::fs::read_to_string(&path).map_err(|e| io_error(pid, path.clone(), e))?;
-    parse_stat(&text).ok_or(ProcessError::Parse {
-        path,
+/// Reads an open /proc/PID/stat from its start (the kernel writes it anew on each read).
+fn read_stat(file: &File, pid: u32) -> Result<Stat, ProcessError> {
+    let path = || PathBuf::from(format!("/proc/{pid}/stat"));
+    let mut buf = [0u8; 1024];
+    let mut len = 0;
+    // One read returns the whole line (a few hundred bytes); loop in case it does not.
+    while len < buf.len() {
+        match file.read_at(&mut buf[len..], len as u64) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            // ESRCH: the process was reaped.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                return Err(ProcessError::NotFound(pid));
+            }
+            Err(e) => return Err(io_error(pid, path(), e)),
+        }
+    }
+    let malformed = || ProcessError::Parse {
+        path: path(),
         why: "malformed stat line".into(),
-    })
+    };
+    let text = std::str::from_utf8(&buf[..len]).map_err(|_| malformed())?;
+    parse_stat(text).ok_or_else(malformed)
 }
 
 /// Finds the mapping of the executable (by device and inode) that covers the file offset of
@@ -323,6 +347,117 @@ impl ProcMem {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Reads `len` bytes at each `(addr, len)` of `parts` into consecutive bytes of `out`, in
+    /// one syscall, in order; all or an error. Unlike [`ProcMem::read`] this reaches whatever
+    /// program the PID runs now: confirm with [`ProcMem::still_opened_program`] afterwards.
+    pub fn gather(&self, parts: &[(u64, usize)], out: &mut [u8]) -> Result<(), ProcessError> {
+        let total: usize = parts.iter().map(|&(_, n)| n).sum();
+        assert!(out.len() >= total, "output buffer too small");
+        let mut at = 0;
+        let local: Vec<libc::iovec> = parts
+            .iter()
+            .map(|&(_, n)| {
+                let iov = libc::iovec {
+                    iov_base: out[at..].as_mut_ptr().cast(),
+                    iov_len: n,
+                };
+                at += n;
+                iov
+            })
+            .collect();
+        let remote: Vec<libc::iovec> = parts
+            .iter()
+            .map(|&(a, n)| libc::iovec {
+                iov_base: a as *mut libc::c_void,
+                iov_len: n,
+            })
+            .collect();
+        // SAFETY: the local iovecs cover disjoint ranges of `out` within its bounds (checked
+        // above); the remote ones are only read by the kernel, in the other process.
+        let n = unsafe {
+            libc::process_vm_readv(
+                self.pid as libc::pid_t,
+                local.as_ptr(),
+                local.len() as libc::c_ulong,
+                remote.as_ptr(),
+                remote.len() as libc::c_ulong,
+                0,
+            )
+        };
+        if n < 0 || n as usize != total {
+            let source = if n < 0 {
+                std::io::Error::last_os_error()
+            } else {
+                std::io::Error::new(ErrorKind::UnexpectedEof, "part of the memory is unreadable")
+            };
+            return Err(match source.kind() {
+                ErrorKind::PermissionDenied => permission_error(self.path.clone()),
+                _ => ProcessError::Io {
+                    path: self.path.clone(),
+                    source,
+                },
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads each `(addr, len)` of `parts` on its own (in as few syscalls as the parts
+    /// allow): None for a part that could not be read whole, without stopping the others.
+    pub fn read_parts(&self, parts: &[(u64, usize)]) -> Vec<Option<Vec<u8>>> {
+        const BATCH: usize = 1024;
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; parts.len()];
+        let mut bufs: Vec<Vec<u8>> = parts.iter().map(|&(_, n)| vec![0u8; n]).collect();
+        let mut start = 0;
+        while start < parts.len() {
+            let end = (start + BATCH).min(parts.len());
+            let local: Vec<libc::iovec> = bufs[start..end]
+                .iter_mut()
+                .map(|b| libc::iovec {
+                    iov_base: b.as_mut_ptr().cast(),
+                    iov_len: b.len(),
+                })
+                .collect();
+            let remote: Vec<libc::iovec> = parts[start..end]
+                .iter()
+                .map(|&(a, n)| libc::iovec {
+                    iov_base: a as *mut libc::c_void,
+                    iov_len: n,
+                })
+                .collect();
+            // SAFETY: each local iovec covers one buffer of `bufs`, exactly; the remote ones
+            // are only read by the kernel, in the other process.
+            let n = unsafe {
+                libc::process_vm_readv(
+                    self.pid as libc::pid_t,
+                    local.as_ptr(),
+                    local.len() as libc::c_ulong,
+                    remote.as_ptr(),
+                    remote.len() as libc::c_ulong,
+                    0,
+                )
+            };
+            // The kernel stops at the first unreadable byte: the parts before it are whole,
+            // the one it stopped in is skipped, and reading resumes after it.
+            let mut left = if n < 0 { 0 } else { n as usize };
+            let mut i = start;
+            while i < end && left >= parts[i].1 {
+                left -= parts[i].1;
+                out[i] = Some(std::mem::take(&mut bufs[i]));
+                i += 1;
+            }
+            start = if i < end { i + 1 } else { end };
+        }
+        out
+    }
+
+    /// Whether the program this handle was opened on still runs: reads through
+    /// /proc/PID/mem fail once the process has exec'd or exited (the file holds the old
+    /// address space), so a true answer after [`ProcMem::gather`] or
+    /// [`ProcMem::read_scattered`] means those read the opened program.
+    pub fn still_opened_program(&self, addr: u64) -> bool {
+        self.read_u64(addr).is_ok()
     }
 
     /// Reads `len` bytes at each of `addrs` into consecutive slots of `out` (one syscall per
@@ -397,6 +532,73 @@ mod tests {
     }
 
     #[test]
+    fn gathered_reads_fill_in_order_and_fail_whole() {
+        let (a, b, c) = (0x1122_3344_5566_7788u64, 0x99u32, [7u8; 16]);
+        let me = Process::open(std::process::id()).unwrap();
+        let mem = me.memory().unwrap();
+        let parts = [
+            (&b as *const u32 as u64, 4),
+            (&a as *const u64 as u64, 8),
+            (c.as_ptr() as u64, 16),
+        ];
+        let mut out = [0u8; 28];
+        mem.gather(&parts, &mut out).unwrap();
+        assert_eq!(out[..4], b.to_le_bytes());
+        assert_eq!(out[4..12], a.to_le_bytes());
+        assert_eq!(out[12..], c);
+        assert!(mem.gather(&[parts[0], (8, 8)], &mut out).is_err());
+    }
+
+    #[test]
+    fn parts_are_read_whole_or_not_at_all() {
+        let words: Vec<u64> = (0..3000u64).map(|i| i * 3 + 5).collect();
+        let me = Process::open(std::process::id()).unwrap();
+        let mem = me.memory().unwrap();
+        let mut parts: Vec<(u64, usize)> = (0..2999)
+            .map(|i| (&words[i] as *const u64 as u64, 8 * (1 + i % 2)))
+            .collect();
+        parts[1500] = (8, 16);
+        let got = mem.read_parts(&parts);
+        for (i, g) in got.iter().enumerate() {
+            if i == 1500 {
+                assert!(g.is_none());
+                continue;
+            }
+            let g = g.as_ref().unwrap_or_else(|| panic!("part {i} not read"));
+            assert_eq!(g.len(), parts[i].1);
+            assert_eq!(u64::from_le_bytes(g[..8].try_into().unwrap()), words[i]);
+        }
+    }
+
+    #[test]
+    fn kept_handles_see_an_exec_and_a_reaped_process() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "read x; exec sleep 30"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let p = Process::open(child.id()).unwrap();
+        let mem = p.memory().unwrap();
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", child.id())).unwrap();
+        let first = u64::from_str_radix(maps.split('-').next().unwrap(), 16).unwrap();
+        assert!(mem.still_opened_program(first));
+        assert!(p.live_stat().is_some());
+        drop(child.stdin.take());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while mem.still_opened_program(first) {
+            assert!(std::time::Instant::now() < deadline, "exec not seen");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // Same process, another program: alive, and /proc/PID/mem opened before says so.
+        assert!(p.live_stat().is_some());
+        assert!(!p.runs_same_executable());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(p.live_stat().is_none());
+        assert!(matches!(read_stat(&p.stat, p.pid()), Err(ProcessError::NotFound(_))));
+    }
+
+    #[test]
     fn parses_stat_with_awkward_comm() {
         // As the kernel writes it (52 fields), after `comm`.
         const REST: &str = "1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 7 0 98765 3133440 416 18446744073709551615 94104743088128 94104743108009 140733652442848 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 94104743124016 94104743125632 94105407045632 140733652449821 140733652449841 140733652449841 140733652451307 0";
@@ -455,11 +657,14 @@ mod tests {
         let kthread = std::fs::read_dir("/proc")
             .unwrap()
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .find(|&pid| read_stat(pid).is_ok_and(|s| s.flags & PF_KTHREAD != 0));
-        let Some(pid) = kthread else {
-            eprintln!("SKIPPED: no kernel thread visible in this PID namespace");
-            return;
-        };
+            .find(|&pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|t| parse_stat(&t))
+                    .is_some_and(|s| s.flags & PF_KTHREAD != 0)
+            });
+        // The tests run in the host's PID namespace, where kthreadd (PID 2) is always seen.
+        let pid = kthread.expect("no kernel thread visible in this PID namespace");
         assert!(matches!(Process::open(pid), Err(ProcessError::KernelThread(p)) if p == pid));
     }
 }

@@ -27,6 +27,8 @@ pub enum StateError {
     Invalid(String),
     #[error(transparent)]
     Process(#[from] ProcessError),
+    #[error("the process exec'd another program or exited while it was read")]
+    ProgramChanged,
 }
 
 /// One reading of the runtime's counters.
@@ -167,8 +169,9 @@ impl RuntimeReader {
         let Some(allgs) = self.allgs else {
             return Ok(false);
         };
-        let ptr = self.mem.read_u64(allgs)?;
-        let len = self.mem.read_u64(allgs + 8)?;
+        let mut header = [0u8; 16];
+        self.mem.gather(&[(allgs, 16)], &mut header)?;
+        let (ptr, len) = (Fields(&header).u64(), Fields(&header[8..]).u64());
         if ptr == 0 || len > MAX_CENSUS {
             return Ok(false);
         }
@@ -177,7 +180,7 @@ impl RuntimeReader {
         for start in (0..len).step_by(CENSUS_CHUNK as usize) {
             let n = CENSUS_CHUNK.min(len - start) as usize;
             raw.resize(8 * n, 0);
-            self.mem.read(ptr + 8 * start, &mut raw)?;
+            self.mem.gather(&[(ptr + 8 * start, raw.len())], &mut raw)?;
             let gs: Vec<u64> = raw
                 .chunks_exact(8)
                 .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
@@ -187,6 +190,9 @@ impl RuntimeReader {
             for ((b, ok), &addr) in bytes.chunks_exact(span).zip(ok).zip(&gs) {
                 f(addr, ok.then(|| self.g.parse(b)));
             }
+        }
+        if !self.mem.still_opened_program(allgs) {
+            return Err(StateError::ProgramChanged);
         }
         Ok(true)
     }
@@ -203,26 +209,61 @@ impl RuntimeReader {
         bias: u64,
         frames: &crate::inspect::binary::frames::FrameTable,
     ) -> Vec<Option<u64>> {
-        crate::inspect::unwind::blocked_at(starts, bias, frames.arch, frames, &self.mem)
+        use crate::inspect::unwind::{StackTops, blocked_at};
+        let stacks = StackTops::read(starts, &self.mem);
+        let places = blocked_at(starts, bias, frames.arch, frames, &stacks);
+        // Stacks read from another program say nothing.
+        match self.allgs.is_none_or(|a| self.mem.still_opened_program(a)) {
+            true => places,
+            false => vec![None; places.len()],
+        }
     }
 
+    /// Reads the counts in four gathered reads (the globals, `allp`'s array, then each P's
+    /// free count and ID cache around `goidgen`), and confirms through /proc/PID/mem that they
+    /// came from the program the reader was opened on (an exec in between fails the reading).
     pub fn read(&self) -> Result<RuntimeCounts, StateError> {
-        let allglen = self.mem.read_u64(self.allglen)? as i64;
-        let ngsys = self.mem.read_i32(self.ngsys)? as i64;
-        let mut sched_free = 0i64;
-        for &a in &self.sched_counts {
-            sched_free += self.mem.read_i32(a)? as i64;
-        }
-        let ptr = self.mem.read_u64(self.allp)?;
-        let len = self.mem.read_u64(self.allp + 8)?.min(MAX_PROCS);
-        let mut ps = Vec::with_capacity(len as usize);
+        let mut parts = vec![(self.allglen, 8), (self.allp, 16), (self.ngsys, 4)];
+        parts.extend(self.sched_counts.iter().map(|&a| (a, 4)));
+        let mut buf = vec![0u8; parts.iter().map(|p| p.1).sum()];
+        self.mem.gather(&parts, &mut buf)?;
+        let mut fields = Fields(&buf);
+        let allglen = fields.u64() as i64;
+        let (ptr, len) = (fields.u64(), fields.u64().min(MAX_PROCS));
+        let ngsys = i64::from(fields.i32());
+        let sched_free: i64 = self.sched_counts.iter().map(|_| i64::from(fields.i32())).sum();
+        let mut array = vec![0u8; 8 * len as usize];
+        self.mem.gather(&[(ptr, array.len())], &mut array)?;
+        let ps: Vec<u64> = Fields(&array)
+            .words(len as usize)
+            .filter(|&p| p != 0)
+            .collect();
+        // Each P's free count and ID cache, `goidgen`, then the caches again, in one read
+        // (the kernel copies the parts in order).
+        let caches = ps.iter().map(|&p| (p + self.p_goidcache, 16));
+        let mut parts: Vec<(u64, usize)> = ps
+            .iter()
+            .flat_map(|&p| [(p + self.p_gfree_count, 4), (p + self.p_goidcache, 16)])
+            .chain([(self.goidgen, 8)])
+            .chain(caches.clone())
+            .collect();
+        let mut buf = vec![0u8; parts.iter().map(|p| p.1).sum()];
+        self.mem.gather(&parts, &mut buf)?;
+        let mut fields = Fields(&buf);
         let mut p_free = 0i64;
-        for i in 0..len {
-            let p = self.mem.read_u64(ptr + 8 * i)?;
-            if p != 0 {
-                p_free += self.mem.read_i32(p + self.p_gfree_count)? as i64;
-                ps.push(p);
-            }
+        let mut before = Vec::with_capacity(ps.len());
+        for _ in &ps {
+            p_free += i64::from(fields.i32());
+            before.push((fields.u64(), fields.u64()));
+        }
+        let first = (fields.u64(), fields.pairs(ps.len()));
+        // Further tries read `goidgen` and the caches only.
+        parts.clear();
+        parts.push((self.goidgen, 8));
+        parts.extend(caches);
+        let goids = self.goids(&parts, before, first)?;
+        if !self.mem.still_opened_program(self.allglen) {
+            return Err(StateError::ProgramChanged);
         }
         Ok(RuntimeCounts {
             allglen,
@@ -230,43 +271,64 @@ impl RuntimeReader {
             sched_free,
             p_free,
             procs: len as u32,
-            goids: self.goids(&ps)?,
+            goids,
         })
     }
 
     /// IDs handed out = `goidgen` minus what the Ps hold unused. A P refilling its cache while
     /// we read would skew the sum by a batch: read the caches around `goidgen` until they
     /// hold still. Under heavy churn they never do; then the last reading stands, off by at
-    /// most a batch (16) per P plus the creations during a few microseconds.
-    fn goids(&self, ps: &[u64]) -> Result<i64, StateError> {
-        let unused = |mem: &ProcMem| -> Result<Vec<(u64, u64)>, StateError> {
-            ps.iter()
-                .map(|&p| {
-                    Ok((
-                        mem.read_u64(p + self.p_goidcache)?,
-                        mem.read_u64(p + self.p_goidcache + 8)?,
-                    ))
-                })
-                .collect()
-        };
-        let handed_out = |generated: u64, caches: &[(u64, u64)]| {
-            let cached: u64 = caches
-                .iter()
-                .map(|&(next, end)| end.saturating_sub(next))
-                .sum();
-            generated.saturating_sub(cached) as i64
-        };
-        let mut before = unused(&self.mem)?;
-        let mut tries = 0;
-        loop {
-            let generated = self.mem.read_u64(self.goidgen)?;
-            let after = unused(&self.mem)?;
-            tries += 1;
-            if after == before || tries == 4 {
-                return Ok(handed_out(generated, &after));
-            }
+    /// most a batch (16) per P plus the creations during a few microseconds. `before` are the
+    /// caches read just before the first (`goidgen`, caches) reading; `parts` read those two
+    /// again.
+    fn goids(
+        &self,
+        parts: &[(u64, usize)],
+        mut before: Vec<(u64, u64)>,
+        (mut generated, mut after): (u64, Vec<(u64, u64)>),
+    ) -> Result<i64, StateError> {
+        let mut buf = vec![0u8; 8 + 16 * before.len()];
+        let mut tries = 1;
+        while after != before && tries < 4 {
             before = after;
+            self.mem.gather(parts, &mut buf)?;
+            let mut fields = Fields(&buf);
+            generated = fields.u64();
+            after = fields.pairs(before.len());
+            tries += 1;
         }
+        let cached: u64 = after
+            .iter()
+            .map(|&(next, end)| end.saturating_sub(next))
+            .sum();
+        Ok(generated.saturating_sub(cached) as i64)
+    }
+}
+
+/// Little-endian fields read in order from gathered bytes.
+struct Fields<'a>(&'a [u8]);
+
+impl Fields<'_> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let (head, rest) = self.0.split_at(N);
+        self.0 = rest;
+        head.try_into().expect("N bytes")
+    }
+
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.take())
+    }
+
+    fn i32(&mut self) -> i32 {
+        i32::from_le_bytes(self.take())
+    }
+
+    fn words(&mut self, n: usize) -> impl Iterator<Item = u64> + '_ {
+        (0..n).map(|_| self.u64())
+    }
+
+    fn pairs(&mut self, n: usize) -> Vec<(u64, u64)> {
+        (0..n).map(|_| (self.u64(), self.u64())).collect()
     }
 }
 

@@ -84,6 +84,60 @@ struct Walk {
     depth: usize,
 }
 
+/// The top of each goroutine's stack, read at once: most walks end within it, so a walk
+/// needs one read per goroutine instead of one per frame. Words beyond it are read from the
+/// process.
+pub struct StackTops<'a, M: Words> {
+    /// (start address, bytes), sorted by start.
+    tops: Vec<(u64, Vec<u8>)>,
+    mem: &'a M,
+}
+
+/// Bytes read from the top of each stack.
+pub const STACK_TOP: u64 = 4096;
+
+impl<'a> StackTops<'a, crate::inspect::process::ProcMem> {
+    pub fn read(starts: &[Start], mem: &'a crate::inspect::process::ProcMem) -> Self {
+        let parts: Vec<(u64, usize)> = starts
+            .iter()
+            .filter(|s| s.stack_lo <= s.sp && s.sp < s.stack_hi)
+            .map(|s| (s.sp, (s.stack_hi - s.sp).min(STACK_TOP) as usize))
+            .collect();
+        let mut tops: Vec<(u64, Vec<u8>)> = parts
+            .iter()
+            .zip(mem.read_parts(&parts))
+            .filter_map(|(&(a, _), b)| Some((a, b?)))
+            .collect();
+        tops.sort_unstable_by_key(|t| t.0);
+        Self { tops, mem }
+    }
+}
+
+impl<M: Words> StackTops<'_, M> {
+    fn word(&self, addr: u64) -> Option<u64> {
+        let i = self.tops.partition_point(|t| t.0 <= addr).checked_sub(1)?;
+        let (start, bytes) = &self.tops[i];
+        let at = usize::try_from(addr - start).ok()?;
+        Some(u64::from_le_bytes(bytes.get(at..at.checked_add(8)?)?.try_into().ok()?))
+    }
+}
+
+impl<M: Words> Words for StackTops<'_, M> {
+    fn words(&self, addrs: &[u64]) -> Vec<Option<u64>> {
+        let mut out: Vec<Option<u64>> = addrs.iter().map(|&a| self.word(a)).collect();
+        let missing: Vec<usize> = (0..addrs.len()).filter(|&i| out[i].is_none()).collect();
+        if !missing.is_empty() {
+            let read = self
+                .mem
+                .words(&missing.iter().map(|&i| addrs[i]).collect::<Vec<_>>());
+            for (i, w) in missing.into_iter().zip(read) {
+                out[i] = w;
+            }
+        }
+        out
+    }
+}
+
 /// For each start, the return address (file address) in the frame where the goroutine
 /// waits: the first frame outside the waiting machinery or, for a goroutine that is all
 /// machinery (the runtime's own, `os/signal`'s loop), its outermost frame. None when the
@@ -188,6 +242,22 @@ mod tests {
         fn words(&self, addrs: &[u64]) -> Vec<Option<u64>> {
             addrs.iter().map(|a| self.0.get(a).copied()).collect()
         }
+    }
+
+    #[test]
+    fn stack_tops_serve_words_within_and_read_the_rest() {
+        let mem = FakeMem(HashMap::from([(0x9000, 42), (0x1ff8, 7)]));
+        let mut top = vec![0u8; 24];
+        top[8..16].copy_from_slice(&0x1234u64.to_le_bytes());
+        let tops = StackTops {
+            tops: vec![(0x1000, vec![0u8; 8]), (0x2000, top)],
+            mem: &mem,
+        };
+        // In a top, past its end (read from the process), before every top, misaligned.
+        assert_eq!(
+            tops.words(&[0x2008, 0x9000, 0x1ff8, 0x10, 0x2014]),
+            vec![Some(0x1234), Some(42), Some(7), None, None]
+        );
     }
 
     fn code() -> FakeCode {
