@@ -3,7 +3,7 @@
 //! the daemon.
 
 use std::collections::HashMap;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use profiler_common::SiteKey as KernelSiteKey;
 use profiler_common::{Counters, Event, GcState, ProcConfig, SiteCounts};
@@ -176,6 +176,34 @@ pub struct Target {
     next_census: Instant,
     /// Censuses that failed since [`Self::take_census_errors`] last ran.
     census_errors: u64,
+    /// The last census, while nothing has happened in the process since (see
+    /// [`LastCensus`]).
+    last_census: Option<LastCensus>,
+    /// How long a quiet process's last census may stand in for a new one.
+    census_refresh: Duration,
+}
+
+/// A census with its blocked goroutines placed, and what the process's counts were then. In a
+/// process where no goroutine was created or exited and no GC ran since (no stacks scanned or
+/// moved), the next census would find the same goroutines with the same stacks; one may
+/// still have woken and blocked again, which the next real census sees (its trackingSeq
+/// moved) and dates as before. So the last one stands in, for at most a tenth of
+/// `stuck_after`: a goroutine that ran in between is never aged past `stuck_after` by it.
+struct LastCensus {
+    taken: Instant,
+    quiet: Quiet,
+    census: Census,
+    observed: Vec<Observed>,
+}
+
+/// What changes when goroutines are created, exit, are scanned or moved, or a GC runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Quiet {
+    goids: i64,
+    allglen: i64,
+    free: i64,
+    hits: u64,
+    gc_cycles: u64,
 }
 
 impl Target {
@@ -316,6 +344,8 @@ impl Target {
             executable: exe.clone(),
             next_census: Instant::now(),
             census_errors: 0,
+            last_census: None,
+            census_refresh: Duration::from_secs_f64(windows.stuck_after_seconds / 10.0),
         })
     }
 
@@ -421,9 +451,30 @@ impl Target {
                 (key, *c)
             })
             .collect();
+        let quiet = runtime.map(|r| Quiet {
+            goids: r.goids,
+            allglen: r.allglen,
+            free: r.free_pool(),
+            hits: counters.created + counters.exited + counters.stack_scans + counters.stack_copies,
+            gc_cycles: gc.gc_cycles,
+        });
+        let stands = self.last_census.as_ref().is_some_and(|l| {
+            Some(l.quiet) == quiet && l.taken.elapsed() < self.census_refresh
+        });
+        if stands && let Some(last) = &self.last_census {
+            let (census, observed) = (last.census.clone(), last.observed.clone());
+            let symbols = self.executable.symbols.lock();
+            let names = symbols
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .resolve(census.sites.keys(), self.bias);
+            self.collector.absorb_census(t, &census, &names, observed);
+        }
+        if !stands {
+            self.last_census = None;
+        }
         // The census is best effort: a reading that races with the program is skipped.
-        let attempt = (Instant::now() >= self.next_census).then(Instant::now);
-        let mut census = if let Some(began) = attempt {
+        let attempt = (!stands && Instant::now() >= self.next_census).then(Instant::now);
+        let census = if let Some(began) = attempt {
             let census = self.reader.as_ref().and_then(|r| match r.census() {
                 Ok(Some(c)) => Some(c),
                 Ok(None) => {
@@ -461,9 +512,18 @@ impl Target {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let names = symbols.resolve(keys, self.bias);
-        if let Some(census) = &mut census {
-            let observed = self.observe_blocked(census, &mut symbols, &names);
-            self.collector.absorb_census(t, census, &names, observed);
+        if let Some(mut census) = census {
+            let observed = self.observe_blocked(&mut census, &mut symbols, &names);
+            self.collector
+                .absorb_census(t, &census, &names, observed.clone());
+            if let (Some(quiet), Some(began)) = (quiet, attempt) {
+                self.last_census = Some(LastCensus {
+                    taken: began,
+                    quiet,
+                    census,
+                    observed,
+                });
+            }
         }
         drop(symbols);
         if let Some(began) = attempt {

@@ -19,8 +19,9 @@ struct Measured {
 }
 
 /// The daemon's CPU and resident memory while it watches `n` Go processes: a node's mix of
-/// idle services (70 %), busy ones (20 %: 100 goroutines/s, 1 leaked/s, a GC every 2 s) and
-/// short-lived ones (10 %: each runs 10 s and is started again). Above 50 processes it is
+/// idle services (70 %: no goroutine created, no GC but the runtime's forced one every 2
+/// minutes), busy ones (20 %: 100 goroutines/s, 1 leaked/s, a GC every 2 s) and short-lived
+/// ones (10 %: 10 goroutines/s, a GC every 2 s; each runs 10 s and is started again). Above 50 processes it is
 /// measured at 50, n/2 and n, and the growth per process is stated.
 pub fn run(go: &str, n: usize, seconds: u64) -> anyhow::Result<()> {
     let workload = gotargets::build(
@@ -85,8 +86,17 @@ fn spawn_target(workload: &std::path::Path, i: usize) -> std::io::Result<Child> 
             "-report",
             "0",
         ]),
-        // Idle.
-        _ => cmd.args(["-leak-rate", "0", "-churn-rate", "0", "-report", "0"]),
+        // Idle: nothing created, no GC but the runtime's own (forced every 2 minutes).
+        _ => cmd.args([
+            "-leak-rate",
+            "0",
+            "-churn-rate",
+            "0",
+            "-gc-every",
+            "0",
+            "-report",
+            "0",
+        ]),
     };
     cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()
 }
