@@ -214,6 +214,10 @@ pub struct Kernel {
     attachments: HashMap<ExeKey, Attachment>,
     free_slots: Vec<u32>,
     slots: HashMap<u32, u32>,
+    /// Entries of the creation-site map at the last pass of [`Self::site_counts`].
+    site_entries: usize,
+    /// PIDs unwatched since that pass: their sites may still be in the map.
+    unswept: std::collections::HashSet<u32>,
     /// Detached links are dropped on a thread of their own: removing a uprobe waits for the
     /// kernel to synchronize (up to hundreds of milliseconds), which must not stall sampling.
     reaper: std::sync::mpsc::Sender<Vec<UProbeLink>>,
@@ -306,6 +310,8 @@ impl Kernel {
             attachments: HashMap::new(),
             free_slots: (0..MAX_SLOTS).rev().collect(),
             slots: HashMap::new(),
+            site_entries: 0,
+            unswept: Default::default(),
             logger,
         })
     }
@@ -496,6 +502,18 @@ impl Kernel {
             return Ok(slot);
         }
         let slot = self.free_slots.pop().ok_or(KernelError::SlotsExhausted)?;
+        if self.unswept.remove(&pid) {
+            // A reused PID must not inherit the sites of the process that had it.
+            let theirs: Vec<SiteKey> = self
+                .sites
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.tgid == pid)
+                .collect();
+            for k in theirs {
+                let _ = self.sites.remove(&k);
+            }
+        }
         let zero =
             PerCpuValues::try_from(vec![Counters::default(); self.nr_cpus]).map_err(|e| {
                 KernelError::Map {
@@ -537,18 +555,10 @@ impl Kernel {
                 log::debug!("removing pid {pid} from PROCS: {e}");
             }
             self.free_slots.push(slot);
+            self.unswept.insert(pid);
         }
-        // Its creation sites (an exit racing with this may add one back: removed by the
-        // next process's unwatch or the next sweep, see `site_counts`).
-        let mine: Vec<SiteKey> = self
-            .sites
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.tgid == pid)
-            .collect();
-        for k in mine {
-            let _ = self.sites.remove(&k);
-        }
+        // Its creation sites go at the next round's pass over the map (see `site_counts`):
+        // one pass per round, not one per exit.
     }
 
     /// Goroutines created and exited per creation site since attach, summed over CPUs, for
@@ -573,16 +583,20 @@ impl Kernel {
                 });
             out.entry(key.tgid).or_default().push((key, sum));
         }
+        self.unswept.clear();
+        let kept: usize = out.values().map(Vec::len).sum();
+        let mut left = 0;
         for k in stale {
-            let _ = self.sites.remove(&k);
+            left += usize::from(self.sites.remove(&k).is_err());
         }
+        self.site_entries = kept + left;
         out
     }
 
-    /// Entries of the kernel's creation-site map (a check that exited processes leave
-    /// nothing behind).
+    /// Entries of the kernel's creation-site map as the last round's pass left it (a check
+    /// that exited processes leave nothing behind).
     pub fn site_entries(&self) -> usize {
-        self.sites.keys().filter(Result::is_ok).count()
+        self.site_entries
     }
 
     pub fn watched(&self) -> usize {
