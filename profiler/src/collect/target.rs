@@ -187,8 +187,8 @@ pub struct Target {
 /// process where no goroutine was created or exited and no GC ran since (no stacks scanned or
 /// moved), the next census would find the same goroutines with the same stacks; one may
 /// still have woken and blocked again, which the next real census sees (its trackingSeq
-/// moved) and dates as before. So the last one stands in, for at most a tenth of
-/// `stuck_after`: a goroutine that ran in between is never aged past `stuck_after` by it.
+/// moved) and dates again. So the last one stands in, for at most a tenth of `stuck_after`:
+/// what it shows is at most that old.
 struct LastCensus {
     taken: Instant,
     quiet: Quiet,
