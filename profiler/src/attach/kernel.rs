@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::os::fd::{AsFd, OwnedFd};
 
 use aya::maps::{
     Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf,
@@ -15,6 +16,7 @@ use profiler_common::{
     Counters, Event, GcState, MAX_SLOTS, ProcConfig, SiteCounts, SiteKey, loss, maps,
 };
 
+use crate::attach::batch;
 use crate::inspect::plan::ProbePlan;
 use crate::model::snapshot::KernelLosses;
 
@@ -222,6 +224,44 @@ pub struct Kernel {
     /// kernel to synchronize (up to hundreds of milliseconds), which must not stall sampling.
     reaper: std::sync::mpsc::Sender<Vec<UProbeLink>>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// COUNTERS and GC_STATE again, for whole-array reads.
+    counters_fd: OwnedFd,
+    gc_state_fd: OwnedFd,
+    /// Every slot's counters, read at the start of a sampling round.
+    round: Option<Round>,
+}
+
+/// Every slot's counters as one read found them; a slot given or freed since reads its own.
+struct Round {
+    counters: Vec<Counters>,
+    gc: Vec<GcState>,
+    fresh: Vec<bool>,
+}
+
+/// Two CPUs' counters of one slot, added.
+fn sum_counters(mut a: Counters, c: Counters) -> Counters {
+    a.created += c.created;
+    a.exited += c.exited;
+    a.stack_scans += c.stack_scans;
+    a.stack_scan_bytes += c.stack_scan_bytes;
+    a.stack_copies += c.stack_copies;
+    a.stack_growths += c.stack_growths;
+    for (sum, n) in a.stack_growth_sizes.iter_mut().zip(c.stack_growth_sizes) {
+        *sum += n;
+    }
+    a
+}
+
+/// A second descriptor of an array map, for [`batch::lookup_array`].
+fn array_fd(map: &aya::maps::Map, name: &'static str) -> Result<OwnedFd, KernelError> {
+    use aya::maps::Map;
+    let (Map::Array(data) | Map::PerCpuArray(data)) = map else {
+        return Err(KernelError::Load(format!("map {name} is not an array")));
+    };
+    data.fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| KernelError::Load(format!("map {name}: {e}")))
 }
 
 impl Kernel {
@@ -276,9 +316,12 @@ impl Kernel {
                 .ok_or_else(|| KernelError::Load(format!("map {name} missing from the object")))
         };
         let procs = BpfHashMap::try_from(take(maps::PROCS)?).map_err(map_err(maps::PROCS))?;
-        let counters =
-            PerCpuArray::try_from(take(maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
-        let gc_state = Array::try_from(take(maps::GC_STATE)?).map_err(map_err(maps::GC_STATE))?;
+        let counters = take(maps::COUNTERS)?;
+        let counters_fd = array_fd(&counters, maps::COUNTERS)?;
+        let counters = PerCpuArray::try_from(counters).map_err(map_err(maps::COUNTERS))?;
+        let gc_state = take(maps::GC_STATE)?;
+        let gc_state_fd = array_fd(&gc_state, maps::GC_STATE)?;
+        let gc_state = Array::try_from(gc_state).map_err(map_err(maps::GC_STATE))?;
         let events = RingBuf::try_from(take(maps::EVENTS)?).map_err(map_err(maps::EVENTS))?;
         let sites = PerCpuHashMap::try_from(take(maps::SITES)?).map_err(map_err(maps::SITES))?;
         let losses = PerCpuArray::try_from(take(maps::LOSSES)?).map_err(map_err(maps::LOSSES))?;
@@ -313,6 +356,9 @@ impl Kernel {
             site_entries: 0,
             unswept: Default::default(),
             logger,
+            counters_fd,
+            gc_state_fd,
+            round: None,
         })
     }
 
@@ -502,6 +548,7 @@ impl Kernel {
             return Ok(slot);
         }
         let slot = self.free_slots.pop().ok_or(KernelError::SlotsExhausted)?;
+        self.stale_in_round(slot);
         if self.unswept.remove(&pid) {
             // A reused PID must not inherit the sites of the process that had it.
             let theirs: Vec<SiteKey> = self
@@ -555,6 +602,7 @@ impl Kernel {
                 log::debug!("removing pid {pid} from PROCS: {e}");
             }
             self.free_slots.push(slot);
+            self.stale_in_round(slot);
             self.unswept.insert(pid);
         }
         // Its creation sites go at the next round's pass over the map (see `site_counts`):
@@ -609,27 +657,75 @@ impl Kernel {
         self.procs.keys().filter(Result::is_ok).count()
     }
 
+    /// Reads every watched slot's counters at once, for [`Self::counters`] and
+    /// [`Self::gc_state`] until [`Self::end_round`]. On failure each slot reads its own.
+    pub fn begin_round(&mut self) {
+        self.round = None;
+        let Some(n) = self.slots.values().max().map(|&s| s + 1) else {
+            return;
+        };
+        let per_cpu = batch::entry_size::<Counters>(Some(self.nr_cpus));
+        let gc_size = batch::entry_size::<GcState>(None);
+        let read = batch::lookup_array(self.counters_fd.as_fd(), n, per_cpu).and_then(|c| {
+            Ok((c, batch::lookup_array(self.gc_state_fd.as_fd(), n, gc_size)?))
+        });
+        let (counters, gc) = match read {
+            Ok(r) => r,
+            Err(e) => {
+                log::debug!("reading the counters at once failed ({e}): one lookup per slot");
+                return;
+            }
+        };
+        let one = std::mem::size_of::<Counters>().next_multiple_of(8);
+        let slot_counters = |slot: usize| {
+            (0..self.nr_cpus)
+                .filter_map(|cpu| batch::read_at::<Counters>(&counters, slot * per_cpu + cpu * one))
+                .fold(Counters::default(), sum_counters)
+        };
+        self.round = Some(Round {
+            counters: (0..n as usize).map(slot_counters).collect(),
+            gc: (0..n as usize)
+                .map(|slot| batch::read_at::<GcState>(&gc, slot * gc_size))
+                .collect::<Option<_>>()
+                .unwrap_or_default(),
+            fresh: vec![true; n as usize],
+        });
+    }
+
+    /// A slot given or freed during a round: its counters are no longer those read.
+    fn stale_in_round(&mut self, slot: u32) {
+        if let Some(f) = self.round.as_mut().and_then(|r| r.fresh.get_mut(slot as usize)) {
+            *f = false;
+        }
+    }
+
+    /// Ends the round begun by [`Self::begin_round`]: slots read their own again.
+    pub fn end_round(&mut self) {
+        self.round = None;
+    }
+
+    fn read_in_round<T: Copy>(&self, slot: u32, pick: impl Fn(&Round) -> &[T]) -> Option<T> {
+        let r = self.round.as_ref()?;
+        let i = slot as usize;
+        (*r.fresh.get(i)?).then(|| pick(r).get(i).copied()).flatten()
+    }
+
     /// A slot's counters, summed over CPUs.
     pub fn counters(&self, slot: u32) -> Result<Counters, KernelError> {
+        if let Some(c) = self.read_in_round(slot, |r| &r.counters) {
+            return Ok(c);
+        }
         let per_cpu = self
             .counters
             .get(&slot, 0)
             .map_err(map_err(maps::COUNTERS))?;
-        Ok(per_cpu.iter().fold(Counters::default(), |mut a, c| {
-            a.created += c.created;
-            a.exited += c.exited;
-            a.stack_scans += c.stack_scans;
-            a.stack_scan_bytes += c.stack_scan_bytes;
-            a.stack_copies += c.stack_copies;
-            a.stack_growths += c.stack_growths;
-            for (sum, n) in a.stack_growth_sizes.iter_mut().zip(c.stack_growth_sizes) {
-                *sum += n;
-            }
-            a
-        }))
+        Ok(per_cpu.iter().copied().fold(Counters::default(), sum_counters))
     }
 
     pub fn gc_state(&self, slot: u32) -> Result<GcState, KernelError> {
+        if let Some(g) = self.read_in_round(slot, |r| &r.gc) {
+            return Ok(g);
+        }
         self.gc_state.get(&slot, 0).map_err(map_err(maps::GC_STATE))
     }
 

@@ -189,6 +189,7 @@ impl<T> Sampler<T> {
         self.kernel.flush_logs();
         let events = self.kernel.drain_events();
         let sites = self.kernel.site_counts();
+        self.kernel.begin_round();
         let interval = self.settings.interval;
         let now = Instant::now();
         let mut outcomes = Vec::new();
@@ -228,6 +229,7 @@ impl<T> Sampler<T> {
             };
             outcomes.push((pid, outcome));
         }
+        self.kernel.end_round();
         self.steer_hot_probes();
         outcomes
     }
