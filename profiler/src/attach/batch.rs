@@ -64,7 +64,10 @@ pub fn lookup_array(fd: BorrowedFd, n: u32, entry: usize) -> io::Result<Vec<u8>>
         }
     }
     if attr.count != n {
-        return Err(io::Error::other(format!("{} of {n} entries read", attr.count)));
+        return Err(io::Error::other(format!(
+            "{} of {n} entries read",
+            attr.count
+        )));
     }
     Ok(values)
 }

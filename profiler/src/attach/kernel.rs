@@ -667,7 +667,10 @@ impl Kernel {
         let per_cpu = batch::entry_size::<Counters>(Some(self.nr_cpus));
         let gc_size = batch::entry_size::<GcState>(None);
         let read = batch::lookup_array(self.counters_fd.as_fd(), n, per_cpu).and_then(|c| {
-            Ok((c, batch::lookup_array(self.gc_state_fd.as_fd(), n, gc_size)?))
+            Ok((
+                c,
+                batch::lookup_array(self.gc_state_fd.as_fd(), n, gc_size)?,
+            ))
         });
         let (counters, gc) = match read {
             Ok(r) => r,
@@ -694,7 +697,11 @@ impl Kernel {
 
     /// A slot given or freed during a round: its counters are no longer those read.
     fn stale_in_round(&mut self, slot: u32) {
-        if let Some(f) = self.round.as_mut().and_then(|r| r.fresh.get_mut(slot as usize)) {
+        if let Some(f) = self
+            .round
+            .as_mut()
+            .and_then(|r| r.fresh.get_mut(slot as usize))
+        {
             *f = false;
         }
     }
@@ -707,7 +714,9 @@ impl Kernel {
     fn read_in_round<T: Copy>(&self, slot: u32, pick: impl Fn(&Round) -> &[T]) -> Option<T> {
         let r = self.round.as_ref()?;
         let i = slot as usize;
-        (*r.fresh.get(i)?).then(|| pick(r).get(i).copied()).flatten()
+        (*r.fresh.get(i)?)
+            .then(|| pick(r).get(i).copied())
+            .flatten()
     }
 
     /// A slot's counters, summed over CPUs.
@@ -719,7 +728,10 @@ impl Kernel {
             .counters
             .get(&slot, 0)
             .map_err(map_err(maps::COUNTERS))?;
-        Ok(per_cpu.iter().copied().fold(Counters::default(), sum_counters))
+        Ok(per_cpu
+            .iter()
+            .copied()
+            .fold(Counters::default(), sum_counters))
     }
 
     pub fn gc_state(&self, slot: u32) -> Result<GcState, KernelError> {

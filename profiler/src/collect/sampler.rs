@@ -247,7 +247,9 @@ impl<T> Sampler<T> {
                 return;
             }
             // Asleep until the next check is due (no wake-ups in between).
-            let check_in = self.next_surge_check.saturating_duration_since(Instant::now());
+            let check_in = self
+                .next_surge_check
+                .saturating_duration_since(Instant::now());
             std::thread::sleep(left.min(check_in.max(Duration::from_millis(1))));
             self.check_surges();
         }

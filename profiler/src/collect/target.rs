@@ -458,9 +458,10 @@ impl Target {
             hits: counters.created + counters.exited + counters.stack_scans + counters.stack_copies,
             gc_cycles: gc.gc_cycles,
         });
-        let stands = self.last_census.as_ref().is_some_and(|l| {
-            Some(l.quiet) == quiet && l.taken.elapsed() < self.census_refresh
-        });
+        let stands = self
+            .last_census
+            .as_ref()
+            .is_some_and(|l| Some(l.quiet) == quiet && l.taken.elapsed() < self.census_refresh);
         if stands && let Some(last) = &self.last_census {
             let (census, observed) = (last.census.clone(), last.observed.clone());
             let symbols = self.executable.symbols.lock();

@@ -595,7 +595,10 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(p.live_stat().is_none());
-        assert!(matches!(read_stat(&p.stat, p.pid()), Err(ProcessError::NotFound(_))));
+        assert!(matches!(
+            read_stat(&p.stat, p.pid()),
+            Err(ProcessError::NotFound(_))
+        ));
     }
 
     #[test]

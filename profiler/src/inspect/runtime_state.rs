@@ -180,7 +180,8 @@ impl RuntimeReader {
         for start in (0..len).step_by(CENSUS_CHUNK as usize) {
             let n = CENSUS_CHUNK.min(len - start) as usize;
             raw.resize(8 * n, 0);
-            self.mem.gather(&[(ptr + 8 * start, raw.len())], &mut raw)?;
+            self.mem
+                .gather(&[(ptr.wrapping_add(8 * start), raw.len())], &mut raw)?;
             let gs: Vec<u64> = raw
                 .chunks_exact(8)
                 .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
@@ -231,7 +232,11 @@ impl RuntimeReader {
         let allglen = fields.u64() as i64;
         let (ptr, len) = (fields.u64(), fields.u64().min(MAX_PROCS));
         let ngsys = i64::from(fields.i32());
-        let sched_free: i64 = self.sched_counts.iter().map(|_| i64::from(fields.i32())).sum();
+        let sched_free: i64 = self
+            .sched_counts
+            .iter()
+            .map(|_| i64::from(fields.i32()))
+            .sum();
         let mut array = vec![0u8; 8 * len as usize];
         self.mem.gather(&[(ptr, array.len())], &mut array)?;
         let ps: Vec<u64> = Fields(&array)
@@ -239,11 +244,17 @@ impl RuntimeReader {
             .filter(|&p| p != 0)
             .collect();
         // Each P's free count and ID cache, `goidgen`, then the caches again, in one read
-        // (the kernel copies the parts in order).
-        let caches = ps.iter().map(|&p| (p + self.p_goidcache, 16));
+        // (the kernel copies the parts in order). Addresses from the target's memory wrap
+        // rather than overflow: a read there fails, it never panics gprof.
+        let caches = ps.iter().map(|&p| (p.wrapping_add(self.p_goidcache), 16));
         let mut parts: Vec<(u64, usize)> = ps
             .iter()
-            .flat_map(|&p| [(p + self.p_gfree_count, 4), (p + self.p_goidcache, 16)])
+            .flat_map(|&p| {
+                [
+                    (p.wrapping_add(self.p_gfree_count), 4),
+                    (p.wrapping_add(self.p_goidcache), 16),
+                ]
+            })
             .chain([(self.goidgen, 8)])
             .chain(caches.clone())
             .collect();
@@ -341,10 +352,14 @@ fn valid_allp(mem: &ProcMem, addr: u64) -> Result<(), String> {
         return Err(format!("not a slice of Ps (len {len}, cap {cap})"));
     }
     for i in 0..len {
-        let p = mem.read_u64(ptr + 8 * i).map_err(|e| e.to_string())?;
-        let id = mem.read_i32(p + globals::P_ID).map_err(|e| e.to_string())?;
+        let p = mem
+            .read_u64(ptr.wrapping_add(8 * i))
+            .map_err(|e| e.to_string())?;
+        let id = mem
+            .read_i32(p.wrapping_add(globals::P_ID))
+            .map_err(|e| e.to_string())?;
         let status = mem
-            .read_i32(p + globals::P_STATUS)
+            .read_i32(p.wrapping_add(globals::P_STATUS))
             .map_err(|e| e.to_string())?;
         if id as u64 != i || !(0..=globals::P_STATUS_MAX as i32).contains(&status) {
             return Err(format!("element {i} is not P {i}"));

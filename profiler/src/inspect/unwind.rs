@@ -118,7 +118,9 @@ impl<M: Words> StackTops<'_, M> {
         let i = self.tops.partition_point(|t| t.0 <= addr).checked_sub(1)?;
         let (start, bytes) = &self.tops[i];
         let at = usize::try_from(addr - start).ok()?;
-        Some(u64::from_le_bytes(bytes.get(at..at.checked_add(8)?)?.try_into().ok()?))
+        Some(u64::from_le_bytes(
+            bytes.get(at..at.checked_add(8)?)?.try_into().ok()?,
+        ))
     }
 }
 
