@@ -349,24 +349,23 @@ impl ProcMem {
         &self.path
     }
 
-    /// Reads `len` bytes at each `(addr, len)` of `parts` into consecutive bytes of `out`, in
-    /// one syscall, in order; all or an error. Unlike [`ProcMem::read`] this reaches whatever
-    /// program the PID runs now: confirm with [`ProcMem::still_opened_program`] afterwards.
-    pub fn gather(&self, parts: &[(u64, usize)], out: &mut [u8]) -> Result<(), ProcessError> {
+    /// One `process_vm_readv`: the bytes at each `(addr, len)` of `parts` (at most
+    /// [`IOV_MAX`]) into consecutive bytes of `out`, in order. Returns how many bytes were read
+    /// (the kernel stops at the first unreadable one), or the error when none were.
+    fn readv(&self, parts: &[(u64, usize)], out: &mut [u8]) -> std::io::Result<usize> {
         let total: usize = parts.iter().map(|&(_, n)| n).sum();
         assert!(out.len() >= total, "output buffer too small");
-        let mut at = 0;
-        let local: Vec<libc::iovec> = parts
-            .iter()
-            .map(|&(_, n)| {
-                let iov = libc::iovec {
-                    iov_base: out[at..].as_mut_ptr().cast(),
-                    iov_len: n,
-                };
-                at += n;
-                iov
-            })
-            .collect();
+        assert!(parts.len() <= IOV_MAX, "more parts than one call takes");
+        let mut local = Vec::with_capacity(parts.len());
+        let mut rest = &mut out[..total];
+        for &(_, n) in parts {
+            let (head, tail) = rest.split_at_mut(n);
+            local.push(libc::iovec {
+                iov_base: head.as_mut_ptr().cast(),
+                iov_len: n,
+            });
+            rest = tail;
+        }
         let remote: Vec<libc::iovec> = parts
             .iter()
             .map(|&(a, n)| libc::iovec {
@@ -374,8 +373,8 @@ impl ProcMem {
                 iov_len: n,
             })
             .collect();
-        // SAFETY: the local iovecs cover disjoint ranges of `out` within its bounds (checked
-        // above); the remote ones are only read by the kernel, in the other process.
+        // SAFETY: the local iovecs cover disjoint ranges of `out` (split above); the remote
+        // ones are only read by the kernel, in the other process.
         let n = unsafe {
             libc::process_vm_readv(
                 self.pid as libc::pid_t,
@@ -386,70 +385,87 @@ impl ProcMem {
                 0,
             )
         };
-        if n < 0 || n as usize != total {
-            let source = if n < 0 {
-                std::io::Error::last_os_error()
-            } else {
-                std::io::Error::new(ErrorKind::UnexpectedEof, "part of the memory is unreadable")
-            };
-            return Err(match source.kind() {
-                ErrorKind::PermissionDenied => permission_error(self.path.clone()),
-                _ => ProcessError::Io {
-                    path: self.path.clone(),
-                    source,
-                },
-            });
+        usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
+    }
+
+    /// Reads `len` bytes at each `(addr, len)` of `parts` into consecutive bytes of `out`, in
+    /// order (one syscall per [`IOV_MAX`] parts); all or an error. Unlike [`ProcMem::read`]
+    /// this reaches whatever program the PID runs now: confirm with
+    /// [`ProcMem::still_opened_program`] afterwards.
+    pub fn gather(&self, parts: &[(u64, usize)], out: &mut [u8]) -> Result<(), ProcessError> {
+        let mut at = 0;
+        for chunk in parts.chunks(IOV_MAX) {
+            let want: usize = chunk.iter().map(|&(_, n)| n).sum();
+            let result = self
+                .readv(chunk, &mut out[at..])
+                .and_then(|n| match n == want {
+                    true => Ok(()),
+                    false => Err(std::io::Error::new(
+                        ErrorKind::UnexpectedEof,
+                        "part of the memory is unreadable",
+                    )),
+                });
+            if let Err(source) = result {
+                return Err(match source.kind() {
+                    ErrorKind::PermissionDenied => permission_error(self.path.clone()),
+                    _ => ProcessError::Io {
+                        path: self.path.clone(),
+                        source,
+                    },
+                });
+            }
+            at += want;
         }
         Ok(())
     }
 
-    /// Reads each `(addr, len)` of `parts` on its own (in as few syscalls as the parts
-    /// allow): None for a part that could not be read whole, without stopping the others.
-    pub fn read_parts(&self, parts: &[(u64, usize)]) -> Vec<Option<Vec<u8>>> {
-        const BATCH: usize = 1024;
-        let mut out: Vec<Option<Vec<u8>>> = vec![None; parts.len()];
-        let mut bufs: Vec<Vec<u8>> = parts.iter().map(|&(_, n)| vec![0u8; n]).collect();
+    /// Reads each `(addr, len)` of `parts` into consecutive bytes of `out`, in as few
+    /// syscalls as the parts allow. Returns, per part, whether it was read whole; an
+    /// unreadable one (a g freed under us) does not stop the others.
+    fn read_each(&self, parts: &[(u64, usize)], out: &mut [u8]) -> Vec<bool> {
+        let mut ok = vec![false; parts.len()];
+        let offsets: Vec<usize> = parts
+            .iter()
+            .scan(0, |at, &(_, n)| {
+                let o = *at;
+                *at += n;
+                Some(o)
+            })
+            .collect();
         let mut start = 0;
         while start < parts.len() {
-            let end = (start + BATCH).min(parts.len());
-            let local: Vec<libc::iovec> = bufs[start..end]
-                .iter_mut()
-                .map(|b| libc::iovec {
-                    iov_base: b.as_mut_ptr().cast(),
-                    iov_len: b.len(),
-                })
-                .collect();
-            let remote: Vec<libc::iovec> = parts[start..end]
-                .iter()
-                .map(|&(a, n)| libc::iovec {
-                    iov_base: a as *mut libc::c_void,
-                    iov_len: n,
-                })
-                .collect();
-            // SAFETY: each local iovec covers one buffer of `bufs`, exactly; the remote ones
-            // are only read by the kernel, in the other process.
-            let n = unsafe {
-                libc::process_vm_readv(
-                    self.pid as libc::pid_t,
-                    local.as_ptr(),
-                    local.len() as libc::c_ulong,
-                    remote.as_ptr(),
-                    remote.len() as libc::c_ulong,
-                    0,
-                )
-            };
+            let end = (start + IOV_MAX).min(parts.len());
+            let mut left = self
+                .readv(&parts[start..end], &mut out[offsets[start]..])
+                .unwrap_or(0);
             // The kernel stops at the first unreadable byte: the parts before it are whole,
             // the one it stopped in is skipped, and reading resumes after it.
-            let mut left = if n < 0 { 0 } else { n as usize };
             let mut i = start;
             while i < end && left >= parts[i].1 {
                 left -= parts[i].1;
-                out[i] = Some(std::mem::take(&mut bufs[i]));
+                ok[i] = true;
                 i += 1;
             }
             start = if i < end { i + 1 } else { end };
         }
-        out
+        ok
+    }
+
+    /// Reads each `(addr, len)` of `parts` on its own: None for a part that could not be read
+    /// whole, without stopping the others.
+    pub fn read_parts(&self, parts: &[(u64, usize)]) -> Vec<Option<Vec<u8>>> {
+        let mut out = vec![0u8; parts.iter().map(|&(_, n)| n).sum()];
+        let ok = self.read_each(parts, &mut out);
+        let mut rest = out.as_slice();
+        parts
+            .iter()
+            .zip(ok)
+            .map(|(&(_, n), ok)| {
+                let (head, tail) = rest.split_at(n);
+                rest = tail;
+                ok.then(|| head.to_vec())
+            })
+            .collect()
     }
 
     /// Whether the program this handle was opened on still runs: reads through
@@ -460,52 +476,16 @@ impl ProcMem {
         self.read_u64(addr).is_ok()
     }
 
-    /// Reads `len` bytes at each of `addrs` into consecutive slots of `out` (one syscall per
-    /// 1024 addresses). Returns, per address, whether it was read; an unreadable one (a g
-    /// freed under us) does not stop the others.
+    /// Reads `len` bytes at each of `addrs` into consecutive slots of `out`. Returns, per
+    /// address, whether it was read; an unreadable one does not stop the others.
     pub fn read_scattered(&self, addrs: &[u64], len: usize, out: &mut [u8]) -> Vec<bool> {
-        const BATCH: usize = 1024;
-        assert!(out.len() >= addrs.len() * len, "output buffer too small");
-        let mut ok = vec![false; addrs.len()];
-        let mut start = 0;
-        while start < addrs.len() {
-            let end = (start + BATCH).min(addrs.len());
-            let local: Vec<libc::iovec> = (start..end)
-                .map(|i| libc::iovec {
-                    iov_base: out[i * len..].as_mut_ptr().cast(),
-                    iov_len: len,
-                })
-                .collect();
-            let remote: Vec<libc::iovec> = addrs[start..end]
-                .iter()
-                .map(|&a| libc::iovec {
-                    iov_base: a as *mut libc::c_void,
-                    iov_len: len,
-                })
-                .collect();
-            // SAFETY: every local iovec points into `out` within its bounds (checked above);
-            // the remote ones are only read by the kernel, in the other process.
-            let n = unsafe {
-                libc::process_vm_readv(
-                    self.pid as libc::pid_t,
-                    local.as_ptr(),
-                    local.len() as libc::c_ulong,
-                    remote.as_ptr(),
-                    remote.len() as libc::c_ulong,
-                    0,
-                )
-            };
-            // The kernel stops at the first unreadable address: resume after it.
-            let whole = if n < 0 { 0 } else { n as usize / len }.min(end - start);
-            ok[start..start + whole].fill(true);
-            start += whole;
-            if start < end {
-                start += 1;
-            }
-        }
-        ok
+        let parts: Vec<(u64, usize)> = addrs.iter().map(|&a| (a, len)).collect();
+        self.read_each(&parts, out)
     }
 }
+
+/// iovecs one `process_vm_readv` takes (Linux's UIO_MAXIOV).
+const IOV_MAX: usize = 1024;
 
 #[cfg(test)]
 mod tests {
@@ -547,6 +527,14 @@ mod tests {
         assert_eq!(out[4..12], a.to_le_bytes());
         assert_eq!(out[12..], c);
         assert!(mem.gather(&[parts[0], (8, 8)], &mut out).is_err());
+        // More parts than one syscall takes (a P's fields for each of 512 Ps, say).
+        let words: Vec<u64> = (0..3000u64).map(|i| i * 11 + 1).collect();
+        let many: Vec<(u64, usize)> = words.iter().map(|w| (w as *const u64 as u64, 8)).collect();
+        let mut out = vec![0u8; 8 * many.len()];
+        mem.gather(&many, &mut out).unwrap();
+        for (i, w) in out.chunks_exact(8).enumerate() {
+            assert_eq!(u64::from_le_bytes(w.try_into().unwrap()), words[i]);
+        }
     }
 
     #[test]
