@@ -110,7 +110,11 @@ fn free_pool_equals_the_runtime_free_lists() {
     let results = run_all(cases(&["plain", "stripped"]), |release, variant| {
         let bin = go_target(test, "freelist", release, variant).expect("built by cargo xtask test");
         let program = Spawned::start(
-            Command::new(&bin).args(["-rounds", "3", "-quiet", "2s", "-burst", "3000"]),
+            // GOMAXPROCS grows past allp's capacity (a new array), then shrinks (the same
+            // array, shorter): the readings must follow both.
+            Command::new(&bin).args([
+                "-rounds", "3", "-quiet", "2s", "-burst", "3000", "-procs", "2,5,1",
+            ]),
         );
         let pid = program.pid().to_string();
         let (_, samples, err) = run_gprof(&["top", "--batch", "--interval", "0.5", "--pid", &pid]);
@@ -149,6 +153,11 @@ fn free_pool_equals_the_runtime_free_lists() {
                         "system goroutines against runtime/metrics"
                     );
                 }
+                assert_eq!(
+                    f(s, "gomaxprocs"),
+                    f(q, "gomaxprocs"),
+                    "GOMAXPROCS after the round changed it"
+                );
                 checked += 1;
                 pools.push(pool);
             }

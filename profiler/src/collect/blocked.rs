@@ -16,8 +16,8 @@
 //! leaked (Go 1.26+'s `_Gleaked`, after a goroutineleak profile) form groups of their own,
 //! leaking by definition.
 
+use foldhash::{HashMap, HashMapExt};
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::collect::sites::SiteName;

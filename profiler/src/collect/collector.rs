@@ -2,15 +2,15 @@
 //! the runtime's own counts) into a [`ProcessSnapshot`], keeping the short history that rates
 //! and trends need. No I/O here: `target` does the reading.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use profiler_common::{Counters, Event, GcState, STACK_BUCKET_SHIFT, event_kind, stw_kind};
 
 use crate::collect::blocked::{BlockedSummary, BlockedTracker, Observed, TOP_GROUPS};
-use crate::collect::sites::{SiteName, SiteTracker, TOP_SITES};
+use crate::collect::sites::{SiteName, SiteNames, SiteTracker, TOP_SITES};
 use crate::config::params::{HealthModel, Windows};
-use crate::inspect::census::{BlockedG, Census, CreationSite};
+use crate::inspect::census::{BlockedG, Census};
 use crate::inspect::runtime_state::RuntimeCounts;
 use crate::model::health::HealthInputs;
 use crate::model::snapshot::buckets;
@@ -152,7 +152,7 @@ impl ProcessCollector {
         &mut self,
         t: f64,
         census: &Census,
-        names: &HashMap<CreationSite, Arc<SiteName>>,
+        names: &SiteNames,
         blocked: Vec<Observed>,
     ) {
         self.blocked.record(t, blocked);

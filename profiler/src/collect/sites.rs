@@ -1,7 +1,7 @@
 //! Goroutines by creation site: names for the census's sites (from `.gopclntab`, so also in
 //! stripped binaries), their live counts over time, and the leak suspects among them.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 
 use crate::inspect::binary::frames::FrameTable;
@@ -16,6 +16,9 @@ pub const MAX_SITES: usize = 128;
 pub const TOP_SITES: usize = 10;
 /// A site whose live count grows by less than this per minute is not a suspect.
 const MIN_SUSPECT_GROWTH_PER_MIN: f64 = 1.0;
+
+/// Names of the sites of one census.
+pub type SiteNames = HashMap<CreationSite, Arc<SiteName>>;
 
 /// A creation site in source terms.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -100,7 +103,7 @@ impl Symbolizer {
         &mut self,
         keys: impl IntoIterator<Item = &'a CreationSite>,
         bias: u64,
-    ) -> HashMap<CreationSite, Arc<SiteName>> {
+    ) -> SiteNames {
         let keys: Vec<(CreationSite, CreationSite)> =
             keys.into_iter().map(|&k| (k, unbiased(k, bias))).collect();
         for &(_, f) in &keys {
@@ -119,8 +122,7 @@ impl Symbolizer {
         }
         // Forget sites long gone: the map stays the size of what lives.
         if self.names.len() > 4 * MAX_SITES {
-            let live: std::collections::HashSet<&CreationSite> =
-                keys.iter().map(|(_, f)| f).collect();
+            let live: HashSet<&CreationSite> = keys.iter().map(|(_, f)| f).collect();
             self.names.retain(|k, _| live.contains(k));
         }
         keys.iter()
@@ -252,7 +254,7 @@ impl SiteTracker {
         kept.extend(rest);
         let other: u64 = overflow.iter().map(|(_, n)| n).sum();
         let horizon = self.leak_seconds + 1.0;
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         for (name, n) in kept {
             seen.insert(name.clone());
             self.sites
@@ -276,14 +278,18 @@ impl SiteTracker {
         });
     }
 
-    /// The sites to show: leak suspects by growth, then the most populous.
+    /// The sites to show: leak suspects by growth, then the most populous. Ranked on the
+    /// figures alone; labels and strings are made for the shown sites only (this runs every
+    /// sample of every process).
     pub fn top(&self, n: usize) -> Vec<SiteSnapshot> {
-        let mut all: Vec<SiteSnapshot> = self
+        let mut points = Vec::new();
+        let mut ranked: Vec<(&Arc<SiteName>, u64, f64, bool)> = self
             .sites
             .iter()
             .filter_map(|(name, series)| {
                 let goroutines = series.last()? as u64;
-                let points: Vec<(f64, f64)> = series.window(self.leak_seconds).collect();
+                points.clear();
+                points.extend(series.window(self.leak_seconds));
                 let growth = slope(&points).map_or(0.0, |s| s * 60.0);
                 let span = points.last()?.0 - points.first()?.0;
                 let net = points.last()?.1 - points.first()?.1;
@@ -296,8 +302,29 @@ impl SiteTracker {
                     && net > 0.0
                     && span >= self.leak_seconds / 2.0
                     && rise > 3.0 * scatter(&points, growth / 60.0);
+                Some((name, goroutines, growth, suspect))
+            })
+            .collect();
+        fn place(s: &SiteName) -> (&str, &str, u32) {
+            (&s.function, &s.file, s.line)
+        }
+        ranked.sort_by(|a, b| {
+            b.3.cmp(&a.3)
+                .then_with(|| {
+                    if a.3 {
+                        b.2.total_cmp(&a.2)
+                    } else {
+                        b.1.cmp(&a.1)
+                    }
+                })
+                .then_with(|| place(a.0).cmp(&place(b.0)))
+        });
+        ranked
+            .into_iter()
+            .take(n)
+            .map(|(name, goroutines, growth, suspect)| {
                 let counted = self.counts.get(name);
-                Some(SiteSnapshot {
+                SiteSnapshot {
                     created_total: counted.map(|c| c.0),
                     exited_total: counted.map(|c| c.1),
                     create_rate_per_s: counted.and_then(|c| c.2.rate(self.rate_seconds)),
@@ -310,23 +337,9 @@ impl SiteTracker {
                     goroutines,
                     growth_per_min: growth,
                     suspect,
-                })
+                }
             })
-            .collect();
-        all.sort_by(|a, b| {
-            b.suspect
-                .cmp(&a.suspect)
-                .then_with(|| {
-                    if a.suspect {
-                        b.growth_per_min.total_cmp(&a.growth_per_min)
-                    } else {
-                        b.goroutines.cmp(&a.goroutines)
-                    }
-                })
-                .then_with(|| a.site.cmp(&b.site))
-        });
-        all.truncate(n);
-        all
+            .collect()
     }
 }
 

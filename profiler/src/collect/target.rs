@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crate::attach::kernel::{AttachScope, ExeKey, Kernel, KernelError};
 use crate::collect::budget::HotLoad;
 use crate::collect::collector::{HotProbes, Identity, ProcessCollector, Reading};
-use crate::collect::sites::{SiteName, Symbolizer};
+use crate::collect::sites::{SiteNames, Symbolizer};
 use crate::config::params::HealthModel;
 use crate::config::params::Windows;
 use crate::inspect::binary::{BinaryError, ExecutableInfo, GoBinary};
@@ -572,7 +572,7 @@ impl Target {
         &self,
         census: &mut Census,
         symbols: &mut Symbolizer,
-        names: &HashMap<CreationSite, Arc<SiteName>>,
+        names: &SiteNames,
     ) -> Vec<Observed> {
         let blocked = std::mem::take(&mut census.blocked);
         let mut at: Vec<Option<u64>> = blocked
@@ -592,7 +592,7 @@ impl Target {
             }
         }
         // One key per group, shared by its goroutines.
-        let mut keys: std::collections::HashSet<Arc<GroupKey>> = Default::default();
+        let mut keys: foldhash::HashSet<Arc<GroupKey>> = Default::default();
         blocked
             .into_iter()
             .zip(at)

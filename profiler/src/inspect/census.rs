@@ -9,7 +9,9 @@
 //! listed one by one, with what tells where and since when they wait: the saved registers to
 //! unwind their stack from, the wait reason, `waitsince`, and `trackingSeq`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 
 use crate::inspect::goruntime::status;
 use crate::inspect::unwind::Start;

@@ -389,22 +389,26 @@ impl ProcMem {
     }
 
     /// Reads `len` bytes at each `(addr, len)` of `parts` into consecutive bytes of `out`, in
-    /// order (one syscall per [`IOV_MAX`] parts); all or an error. Unlike [`ProcMem::read`]
-    /// this reaches whatever program the PID runs now: confirm with
+    /// order (parts on a page the part before reached are read with it); all or an error.
+    /// Unlike [`ProcMem::read`] this reaches whatever program the PID runs now: confirm with
     /// [`ProcMem::still_opened_program`] afterwards.
     pub fn gather(&self, parts: &[(u64, usize)], out: &mut [u8]) -> Result<(), ProcessError> {
-        let mut at = 0;
-        for chunk in parts.chunks(IOV_MAX) {
-            let want: usize = chunk.iter().map(|&(_, n)| n).sum();
-            let result = self
-                .readv(chunk, &mut out[at..])
-                .and_then(|n| match n == want {
-                    true => Ok(()),
-                    false => Err(std::io::Error::new(
-                        ErrorKind::UnexpectedEof,
-                        "part of the memory is unreadable",
-                    )),
-                });
+        let order: Vec<usize> = (0..parts.len()).collect();
+        let offsets = out_offsets(parts);
+        let mut scratch = Vec::new();
+        let mut start = 0;
+        while start < order.len() {
+            let batch = Batch::of(parts, &order[start..]);
+            scratch.resize(batch.bytes(), 0);
+            let result =
+                self.readv(&batch.ranges, &mut scratch)
+                    .and_then(|n| match n == scratch.len() {
+                        true => Ok(()),
+                        false => Err(std::io::Error::new(
+                            ErrorKind::UnexpectedEof,
+                            "part of the memory is unreadable",
+                        )),
+                    });
             if let Err(source) = result {
                 return Err(match source.kind() {
                     ErrorKind::PermissionDenied => permission_error(self.path.clone()),
@@ -414,39 +418,45 @@ impl ProcMem {
                     },
                 });
             }
-            at += want;
+            for (k, &at) in batch.at.iter().enumerate() {
+                let i = order[start + k];
+                let n = parts[i].1;
+                out[offsets[i]..offsets[i] + n].copy_from_slice(&scratch[at..at + n]);
+            }
+            start += batch.at.len();
         }
         Ok(())
     }
 
     /// Reads each `(addr, len)` of `parts` into consecutive bytes of `out`, in as few
-    /// syscalls as the parts allow. Returns, per part, whether it was read whole; an
+    /// syscalls and page pins as the parts allow (they are read in address order, those on
+    /// a page already reached together). Returns, per part, whether it was read whole; an
     /// unreadable one (a g freed under us) does not stop the others.
     fn read_each(&self, parts: &[(u64, usize)], out: &mut [u8]) -> Vec<bool> {
         let mut ok = vec![false; parts.len()];
-        let offsets: Vec<usize> = parts
-            .iter()
-            .scan(0, |at, &(_, n)| {
-                let o = *at;
-                *at += n;
-                Some(o)
-            })
-            .collect();
+        let offsets = out_offsets(parts);
+        let mut order: Vec<usize> = (0..parts.len()).collect();
+        order.sort_by_key(|&i| parts[i].0);
+        let mut scratch = Vec::new();
         let mut start = 0;
-        while start < parts.len() {
-            let end = (start + IOV_MAX).min(parts.len());
-            let mut left = self
-                .readv(&parts[start..end], &mut out[offsets[start]..])
-                .unwrap_or(0);
+        while start < order.len() {
+            let batch = Batch::of(parts, &order[start..]);
+            scratch.resize(batch.bytes(), 0);
+            let read = self.readv(&batch.ranges, &mut scratch).unwrap_or(0);
             // The kernel stops at the first unreadable byte: the parts before it are whole,
             // the one it stopped in is skipped, and reading resumes after it.
-            let mut i = start;
-            while i < end && left >= parts[i].1 {
-                left -= parts[i].1;
+            let mut next = start + batch.at.len();
+            for (k, &at) in batch.at.iter().enumerate() {
+                let i = order[start + k];
+                let n = parts[i].1;
+                if at + n > read {
+                    next = start + k + 1;
+                    break;
+                }
+                out[offsets[i]..offsets[i] + n].copy_from_slice(&scratch[at..at + n]);
                 ok[i] = true;
-                i += 1;
             }
-            start = if i < end { i + 1 } else { end };
+            start = next;
         }
         ok
     }
@@ -487,9 +497,99 @@ impl ProcMem {
 /// iovecs one `process_vm_readv` takes (Linux's UIO_MAXIOV).
 const IOV_MAX: usize = 1024;
 
+/// Merging parts never spans more than this (the smallest page size): a merged range reads
+/// no page that none of its parts asked for.
+const PAGE: u64 = 4096;
+
+/// Where each part's bytes start in `out`, parts laid end to end.
+fn out_offsets(parts: &[(u64, usize)]) -> Vec<usize> {
+    parts
+        .iter()
+        .scan(0, |at, &(_, n)| {
+            let o = *at;
+            *at += n;
+            Some(o)
+        })
+        .collect()
+}
+
+/// Parts as the remote ranges of one `process_vm_readv`. The kernel pins the pages of each
+/// remote iovec on its own (under the target's mmap lock, the bulk of the call's cost), so a
+/// part that starts at or after the end of the range before it, on a page that range reaches
+/// already, joins it. Parts that overlap or go back start a range of their own: the caller
+/// may read a word twice on purpose (before and after another).
+struct Batch {
+    ranges: Vec<(u64, usize)>,
+    /// Per part taken (a prefix of the order given), where its bytes start in the ranges'
+    /// bytes laid end to end.
+    at: Vec<usize>,
+}
+
+impl Batch {
+    /// The parts `order` names (indices into `parts`), from the first, until [`IOV_MAX`]
+    /// ranges are full.
+    fn of(parts: &[(u64, usize)], order: &[usize]) -> Self {
+        let mut b = Batch {
+            ranges: Vec::new(),
+            at: Vec::with_capacity(order.len().min(4 * IOV_MAX)),
+        };
+        let mut bytes = 0;
+        for &i in order {
+            let (addr, n) = parts[i];
+            if let Some((start, len)) = b.ranges.last_mut() {
+                let end = start.wrapping_add(*len as u64);
+                if addr >= end && *len > 0 && addr / PAGE == (end - 1) / PAGE {
+                    let grown = (addr - *start) as usize + n;
+                    b.at.push(bytes - *len + (addr - *start) as usize);
+                    bytes += grown - *len;
+                    *len = grown;
+                    continue;
+                }
+            }
+            if b.ranges.len() == IOV_MAX {
+                break;
+            }
+            b.ranges.push((addr, n));
+            b.at.push(bytes);
+            bytes += n;
+        }
+        b
+    }
+
+    /// Bytes the ranges hold.
+    fn bytes(&self) -> usize {
+        self.ranges.iter().map(|&(_, n)| n).sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_on_a_page_already_reached_share_a_range() {
+        let parts = [
+            (0x1000, 8),  // a range
+            (0x1010, 4),  // same page, after it: joins
+            (0x1ff8, 16), // same page, runs into the next: joins
+            (0x2100, 8),  // starts on the page the range reached last: joins
+            (0x2104, 8),  // overlaps the range: a read of its own
+            (0x3000, 8),  // a page the range never reached: a read of its own
+            (0x2f00, 8),  // goes back: a read of its own
+        ];
+        let b = Batch::of(&parts, &[0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            b.ranges,
+            vec![(0x1000, 0x1108), (0x2104, 8), (0x3000, 8), (0x2f00, 8)]
+        );
+        assert_eq!(b.at, vec![0, 0x10, 0xff8, 0x1100, 0x1108, 0x1110, 0x1118]);
+        assert_eq!(b.bytes(), 0x1120);
+        // No more ranges than one call takes; the parts left wait for the next batch.
+        let many: Vec<(u64, usize)> = (0..3000u64).map(|i| (i * 2 * PAGE, 8)).collect();
+        let order: Vec<usize> = (0..many.len()).collect();
+        let b = Batch::of(&many, &order);
+        assert_eq!((b.ranges.len(), b.at.len()), (IOV_MAX, IOV_MAX));
+    }
 
     #[test]
     fn scattered_reads_cross_batches_and_skip_what_is_unreadable() {

@@ -75,6 +75,15 @@ pub struct RuntimeReader {
     /// `runtime.allgs`, when a candidate held a slice as long as `allglen`.
     allgs: Option<u64>,
     g: GOffsets,
+    /// The Ps as of the last reading.
+    ps: std::sync::Mutex<Option<KnownPs>>,
+}
+
+/// `allp` (array address, length) and its non-nil elements.
+#[derive(Clone, Debug)]
+struct KnownPs {
+    allp: (u64, u64),
+    ps: Vec<u64>,
 }
 
 /// A census reads this many gs at most (a process with more gets none).
@@ -125,6 +134,7 @@ impl RuntimeReader {
             p_goidcache: layout.p_goidcache,
             allgs: None,
             g: GOffsets::of(layout),
+            ps: Default::default(),
         };
         let counts = reader.read()?;
         let allgs = c.allgs.iter().map(|a| a + bias).find(|&a| {
@@ -220,70 +230,114 @@ impl RuntimeReader {
         }
     }
 
-    /// Reads the counts in four gathered reads (the globals, `allp`'s array, then each P's
-    /// free count and ID cache around `goidgen`), and confirms through /proc/PID/mem that they
-    /// came from the program the reader was opened on (an exec in between fails the reading).
+    /// Reads the counts and confirms through /proc/PID/mem that they came from the program
+    /// the reader was opened on (an exec in between fails the reading). Usually one gathered
+    /// read: the globals, then each P's free count and ID cache around `goidgen`, at the Ps
+    /// of the last reading. `allp` changes only when GOMAXPROCS does (its elements are never
+    /// freed or replaced), so when the same reading shows `allp` moved or resized, its array
+    /// is read and the Ps' part again.
     pub fn read(&self) -> Result<RuntimeCounts, StateError> {
-        let mut parts = vec![(self.allglen, 8), (self.allp, 16), (self.ngsys, 4)];
-        parts.extend(self.sched_counts.iter().map(|&a| (a, 4)));
-        let mut buf = vec![0u8; parts.iter().map(|p| p.1).sum()];
-        self.mem.gather(&parts, &mut buf)?;
+        let globals: Vec<(u64, usize)> = [(self.allglen, 8), (self.allp, 16), (self.ngsys, 4)]
+            .into_iter()
+            .chain(self.sched_counts.iter().map(|&a| (a, 4)))
+            .collect();
+        let known = self.ps.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (mut buf, mut ps) = (Vec::new(), Vec::new());
+        if let Some(known) = &known {
+            ps.clone_from(&known.ps);
+            self.read_with_ps(&globals, &ps, &mut buf)?;
+        } else {
+            buf.resize(globals.iter().map(|p| p.1).sum(), 0);
+            self.mem.gather(&globals, &mut buf)?;
+        }
         let mut fields = Fields(&buf);
         let allglen = fields.u64() as i64;
-        let (ptr, len) = (fields.u64(), fields.u64().min(MAX_PROCS));
+        let allp = (fields.u64(), fields.u64().min(MAX_PROCS));
         let ngsys = i64::from(fields.i32());
         let sched_free: i64 = self
             .sched_counts
             .iter()
             .map(|_| i64::from(fields.i32()))
             .sum();
-        let mut array = vec![0u8; 8 * len as usize];
-        self.mem.gather(&[(ptr, array.len())], &mut array)?;
-        let ps: Vec<u64> = Fields(&array)
-            .words(len as usize)
-            .filter(|&p| p != 0)
-            .collect();
-        // Each P's free count and ID cache, `goidgen`, then the caches again, in one read
-        // (the kernel copies the parts in order). Addresses from the target's memory wrap
-        // rather than overflow: a read there fails, it never panics gprof.
-        let caches = ps.iter().map(|&p| (p.wrapping_add(self.p_goidcache), 16));
-        let mut parts: Vec<(u64, usize)> = ps
-            .iter()
-            .flat_map(|&p| {
-                [
-                    (p.wrapping_add(self.p_gfree_count), 4),
-                    (p.wrapping_add(self.p_goidcache), 16),
-                ]
-            })
-            .chain([(self.goidgen, 8)])
-            .chain(caches.clone())
-            .collect();
-        let mut buf = vec![0u8; parts.iter().map(|p| p.1).sum()];
-        self.mem.gather(&parts, &mut buf)?;
-        let mut fields = Fields(&buf);
+        if known.as_ref().is_none_or(|k| k.allp != allp) {
+            let (ptr, len) = allp;
+            let mut array = vec![0u8; 8 * len as usize];
+            self.mem.gather(&[(ptr, array.len())], &mut array)?;
+            ps = Fields(&array)
+                .words(len as usize)
+                .filter(|&p| p != 0)
+                .collect();
+            self.read_with_ps(&[], &ps, &mut buf)?;
+            fields = Fields(&buf);
+        }
         let mut p_free = 0i64;
         let mut before = Vec::with_capacity(ps.len());
         for _ in &ps {
-            p_free += i64::from(fields.i32());
-            before.push((fields.u64(), fields.u64()));
+            if self.p_cache_first() {
+                before.push((fields.u64(), fields.u64()));
+                p_free += i64::from(fields.i32());
+            } else {
+                p_free += i64::from(fields.i32());
+                before.push((fields.u64(), fields.u64()));
+            }
         }
         let first = (fields.u64(), fields.pairs(ps.len()));
         // Further tries read `goidgen` and the caches only.
-        parts.clear();
-        parts.push((self.goidgen, 8));
-        parts.extend(caches);
+        let parts: Vec<(u64, usize)> = [(self.goidgen, 8)]
+            .into_iter()
+            .chain(ps.iter().map(|&p| (p.wrapping_add(self.p_goidcache), 16)))
+            .collect();
         let goids = self.goids(&parts, before, first)?;
         if !self.mem.still_opened_program(self.allglen) {
             return Err(StateError::ProgramChanged);
         }
+        let procs = allp.1 as u32;
+        *self.ps.lock().unwrap_or_else(|p| p.into_inner()) = Some(KnownPs { allp, ps });
         Ok(RuntimeCounts {
             allglen,
             ngsys,
             sched_free,
             p_free,
-            procs: len as u32,
+            procs,
             goids,
         })
+    }
+
+    /// Whether a P's ID cache comes before its free count in the struct: the two are read in
+    /// address order, so that they share a page pin when they share a page.
+    fn p_cache_first(&self) -> bool {
+        self.p_goidcache < self.p_gfree_count
+    }
+
+    /// Reads `first`, then each P's free count and ID cache, `goidgen`, and the caches
+    /// again, in one gathered read (the kernel copies the parts in order) into `buf`.
+    /// Addresses from the target's memory wrap rather than overflow: a read there fails, it
+    /// never panics gprof.
+    fn read_with_ps(
+        &self,
+        first: &[(u64, usize)],
+        ps: &[u64],
+        buf: &mut Vec<u8>,
+    ) -> Result<(), StateError> {
+        let parts: Vec<(u64, usize)> = first
+            .iter()
+            .copied()
+            .chain(ps.iter().flat_map(|&p| {
+                let (free, cache) = (
+                    (p.wrapping_add(self.p_gfree_count), 4),
+                    (p.wrapping_add(self.p_goidcache), 16),
+                );
+                match self.p_cache_first() {
+                    true => [cache, free],
+                    false => [free, cache],
+                }
+            }))
+            .chain([(self.goidgen, 8)])
+            .chain(ps.iter().map(|&p| (p.wrapping_add(self.p_goidcache), 16)))
+            .collect();
+        buf.clear();
+        buf.resize(parts.iter().map(|p| p.1).sum(), 0);
+        Ok(self.mem.gather(&parts, buf)?)
     }
 
     /// IDs handed out = `goidgen` minus what the Ps hold unused. A P refilling its cache while

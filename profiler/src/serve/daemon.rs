@@ -192,6 +192,7 @@ impl Watcher {
             .attach(&inspected, AttachScope::AllProcesses, attribution)
         {
             Ok(watched) => {
+                self.discovery.watching(pid);
                 log::info!(
                     "watching pid={pid} comm={} go={} tenant={tenant}{pod}",
                     watched.target.process.comm,

@@ -5,10 +5,12 @@
 //! A scan lists /proc and reads only the processes it has not seen, or has seen for a short
 //! while (a young process may still exec its program: a container's entrypoint script does);
 //! every [`FULL_SCAN_EVERY`] scans it reads them all, which also catches PIDs reused in
-//! between and old processes that exec. On a node with hundreds of processes this keeps a
-//! scan to one directory listing.
+//! between and old processes that exec. Processes the daemon watches are never read: their
+//! exit or exec ends the watch (the sampler sees it at once), and the daemon hands the PID
+//! back with [`ProcessScanner::forget`]. Kernel threads are read again only by full scans.
+//! On a node with hundreds of processes this keeps a scan to one directory listing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::attach::kernel::ExeKey;
@@ -41,6 +43,10 @@ pub struct ProcessScanner {
     verdicts: HashMap<ExeKey, bool>,
     exclude_comm: Vec<Pattern>,
     own_pid: u32,
+    /// PIDs the daemon watches: not read while it does.
+    watched: HashSet<u32>,
+    /// Kernel threads of the last scan.
+    kernel_threads: HashSet<u32>,
 }
 
 impl ProcessScanner {
@@ -61,6 +67,7 @@ impl ProcessScanner {
         self.scans += 1;
         let now = Instant::now();
         let mut now_seen = HashMap::new();
+        let mut kernel_threads = HashSet::new();
         let mut found = Vec::new();
         for entry in dir.flatten() {
             let Some(pid) = entry
@@ -75,20 +82,23 @@ impl ProcessScanner {
             }
             let before = self.seen.get(&pid).copied();
             if let Some(s) = before
-                && !full
-                && now.duration_since(s.since) >= YOUNG
+                && (self.watched.contains(&pid) || (!full && now.duration_since(s.since) >= YOUNG))
             {
                 now_seen.insert(pid, s);
                 continue;
             }
+            if !full && self.kernel_threads.contains(&pid) {
+                kernel_threads.insert(pid);
+                continue;
+            }
             let process = match Process::open(pid) {
                 Ok(p) => p,
-                // Kernel threads, zombies, vanished or foreign processes: nothing to watch.
-                Err(
-                    ProcessError::KernelThread(_)
-                    | ProcessError::Zombie(_)
-                    | ProcessError::NotFound(_),
-                ) => continue,
+                Err(ProcessError::KernelThread(_)) => {
+                    kernel_threads.insert(pid);
+                    continue;
+                }
+                // Zombies, vanished or foreign processes: nothing to watch.
+                Err(ProcessError::Zombie(_) | ProcessError::NotFound(_)) => continue,
                 Err(e) => {
                     log::debug!("discovery: PID {pid}: {e}");
                     continue;
@@ -122,12 +132,20 @@ impl ProcessScanner {
             }
         }
         self.seen = now_seen;
+        self.kernel_threads = kernel_threads;
+        self.watched.retain(|pid| self.seen.contains_key(pid));
         found
+    }
+
+    /// The daemon watches `pid`: scans leave it alone until [`Self::forget`].
+    pub fn watching(&mut self, pid: u32) {
+        self.watched.insert(pid);
     }
 
     /// Reads `pid` again at the next scan (the daemon stopped watching it: it may have execed).
     pub fn forget(&mut self, pid: u32) {
         self.seen.remove(&pid);
+        self.watched.remove(&pid);
     }
 
     fn is_go(&mut self, p: &Process) -> bool {

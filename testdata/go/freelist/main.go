@@ -5,6 +5,10 @@
 // goroutines. From Go 1.26, runtime/metrics counts the system goroutines too
 // (/sched/goroutines includes them), which gives the pool on its own.
 //
+// With -procs, each round first sets GOMAXPROCS to the next value of the list: the runtime
+// then grows or shrinks allp (and moves the free lists of the Ps it retires), which gprof's
+// readings must follow.
+//
 // Reading runtime.allglen needs -ldflags=-checklinkname=0 from Go 1.23.
 package main
 
@@ -14,6 +18,8 @@ import (
 	"os"
 	"runtime"
 	"runtime/metrics"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 	_ "unsafe" // go:linkname
@@ -27,6 +33,7 @@ var (
 	burst  = flag.Int("burst", 3000, "goroutines started and finished per round")
 	park   = flag.Int("park", 50, "goroutines parked for good per round")
 	quiet  = flag.Duration("quiet", 3*time.Second, "how long each checkpoint stays quiet")
+	procs  = flag.String("procs", "", "GOMAXPROCS for each round, comma-separated (cycled)")
 	never  = make(chan struct{})
 )
 
@@ -41,6 +48,7 @@ type checkpoint struct {
 	System *int64 `json:"system_goroutines,omitempty"`
 	Pool   *int64 `json:"pool,omitempty"`
 	Phase  string `json:"phase"`
+	Procs  int    `json:"gomaxprocs"`
 }
 
 // withSystem reads /sched/goroutines, which counts system goroutines from Go 1.26.
@@ -56,7 +64,16 @@ func withSystem() (uint64, bool) {
 func main() {
 	flag.Parse()
 	enc := json.NewEncoder(os.Stdout)
+	var perRound []int
+	for _, v := range strings.Split(*procs, ",") {
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			perRound = append(perRound, n)
+		}
+	}
 	for r := 1; r <= *rounds; r++ {
+		if len(perRound) > 0 {
+			runtime.GOMAXPROCS(perRound[(r-1)%len(perRound)])
+		}
 		var wg sync.WaitGroup
 		for i := 0; i < *burst; i++ {
 			wg.Add(1)
@@ -79,6 +96,7 @@ func main() {
 			NumGoroutine:   user,
 			PoolPlusSystem: int64(allglen) - int64(user),
 			Phase:          "quiet",
+			Procs:          runtime.GOMAXPROCS(0),
 		}
 		if all, ok := withSystem(); ok && runtime.Version() >= "go1.26" {
 			system := int64(all) - int64(user)
