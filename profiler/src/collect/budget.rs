@@ -41,8 +41,8 @@ const SURGE: f64 = 2.0;
 /// to the worst churn would otherwise lose most of its CPU for an interval).
 const SURGE_CORES: f64 = 0.25;
 
-/// How often a surge is looked for (one 8-byte read of the target's memory, only while the
-/// hot probes are attached under a limit). A process going from idle to the worst churn
+/// How often a surge is looked for (the kernel's creation counts, only while the hot probes
+/// are attached under a limit; the daemon spaces checks out with many processes). A process going from idle to the worst churn
 /// makes about 1.2 M hits/s: each check period lets through about 1 % of a core-second.
 pub const SURGE_CHECK: Duration = Duration::from_millis(20);
 

@@ -41,9 +41,10 @@ pub fn sample_error_reason(e: &TargetError) -> &'static str {
 /// The longest back-off of a failing process, in sampling rounds.
 const MAX_BACKOFF_ROUNDS: u32 = 32;
 
-/// Surge checks read one word per process: with many processes they space out, so that they
-/// cost at most about 250 reads per second (every 20 ms up to 5 processes, every 1.2 s at 300).
-const SURGE_CHECK_PER_PROCESS: Duration = Duration::from_millis(4);
+/// Surge checks read every process's counters from the kernel in one batch, whose work grows
+/// with the processes: they space out by this per process (every 20 ms up to 20 processes,
+/// every 300 ms at 300).
+const SURGE_CHECK_PER_PROCESS: Duration = Duration::from_millis(1);
 
 /// An attached process and what its owner keeps beside it (`T`: the daemon's tenant
 /// attribution; nothing for `top`).
@@ -264,6 +265,7 @@ impl<T> Sampler<T> {
         }
         let mut demand: HashMap<ExeKey, f64> = HashMap::new();
         let mut reads = 0;
+        self.kernel.begin_round();
         for s in self.targets.values_mut() {
             if !self
                 .hot
@@ -273,11 +275,12 @@ impl<T> Sampler<T> {
                 continue;
             }
             reads += 1;
-            if let Some(d) = s.target.creation_demand_now() {
+            if let Some(d) = s.target.creation_demand_now(&self.kernel) {
                 let e = demand.entry(s.target.exe).or_insert(0.0);
                 *e = e.max(d);
             }
         }
+        self.kernel.end_round();
         self.next_surge_check = now + SURGE_CHECK.max(SURGE_CHECK_PER_PROCESS * reads);
         for (key, d) in demand {
             if let Some(control) = self.hot.get_mut(&key) {

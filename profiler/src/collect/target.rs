@@ -361,9 +361,12 @@ impl Target {
     }
 
     /// Between samples: the hot probes' demand (two hits per creation) since the last call,
-    /// from `sched.goidgen` alone; None without the runtime's counts or within 10 ms.
-    pub fn creation_demand_now(&mut self) -> Option<f64> {
-        let generated = self.reader.as_ref()?.goidgen().ok()?;
+    /// from the kernel's count of creations (surges are watched for only while the hot
+    /// probes are attached, so it counts them all; [`Kernel::begin_round`] reads every
+    /// process's at once); None without the runtime's counts or within 10 ms.
+    pub fn creation_demand_now(&mut self, kernel: &Kernel) -> Option<f64> {
+        self.reader.as_ref()?;
+        let generated = kernel.counters(self.slot).ok()?.created;
         let now = monotonic_ns();
         let age = |t: u64| now.saturating_sub(t);
         let rate = match self.surge_mark {
