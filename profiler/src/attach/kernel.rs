@@ -679,7 +679,7 @@ impl Kernel {
                 return;
             }
         };
-        let one = std::mem::size_of::<Counters>().next_multiple_of(8);
+        let one = batch::entry_size::<Counters>(Some(1));
         let slot_counters = |slot: usize| {
             (0..self.nr_cpus)
                 .filter_map(|cpu| batch::read_at::<Counters>(&counters, slot * per_cpu + cpu * one))

@@ -55,6 +55,11 @@ impl SiteName {
         }
     }
 
+    /// Where it is, for ordering ties stably without formatting a label.
+    fn place(&self) -> (&str, &str, u32) {
+        (&self.function, &self.file, self.line)
+    }
+
     /// `function (file:line)`.
     pub fn label(&self) -> String {
         if self.file.is_empty() {
@@ -240,11 +245,7 @@ impl SiteTracker {
             *by_name.entry(name).or_default() += n;
         }
         let mut ranked: Vec<(Arc<SiteName>, u64)> = by_name.into_iter().collect();
-        // Ties in a stable order (without formatting labels in the comparisons).
-        fn place(s: &SiteName) -> (&str, &str, u32) {
-            (&s.function, &s.file, s.line)
-        }
-        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| place(&a.0).cmp(&place(&b.0))));
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.place().cmp(&b.0.place())));
         // Sites followed already keep their place; new ones come in by size.
         let (mut kept, mut rest): (Vec<_>, Vec<_>) = ranked
             .into_iter()
@@ -305,9 +306,6 @@ impl SiteTracker {
                 Some((name, goroutines, growth, suspect))
             })
             .collect();
-        fn place(s: &SiteName) -> (&str, &str, u32) {
-            (&s.function, &s.file, s.line)
-        }
         ranked.sort_by(|a, b| {
             b.3.cmp(&a.3)
                 .then_with(|| {
@@ -317,7 +315,7 @@ impl SiteTracker {
                         b.1.cmp(&a.1)
                     }
                 })
-                .then_with(|| place(a.0).cmp(&place(b.0)))
+                .then_with(|| a.0.place().cmp(&b.0.place()))
         });
         ranked
             .into_iter()

@@ -458,7 +458,7 @@ impl Target {
             goids: r.goids,
             allglen: r.allglen,
             free: r.free_pool(),
-            hits: counters.created + counters.exited + counters.stack_scans + counters.stack_copies,
+            hits: hot_hits(&counters),
             gc_cycles: gc.gc_cycles,
         });
         let stands = self
@@ -649,7 +649,7 @@ impl Target {
         rt: Option<&RuntimeCounts>,
     ) -> bool {
         self.last_hot.is_none_or(|l| {
-            l.hits != c.created + c.exited + c.stack_scans + c.stack_copies
+            l.hits != hot_hits(c)
                 || l.goids != rt.map(|r| r.goids)
                 || l.gc_cycles != gc.gc_cycles
                 || rt.is_none()
@@ -668,7 +668,7 @@ impl Target {
     ) {
         let now = HotMark {
             ns: now_ns,
-            hits: c.created + c.exited + c.stack_scans + c.stack_copies,
+            hits: hot_hits(c),
             goids: rt.map(|r| r.goids),
             gc_cycles: gc.gc_cycles,
             cpu: cpu_seconds
@@ -712,6 +712,11 @@ fn open_reader(
     bias: u64,
 ) -> Result<RuntimeReader, StateError> {
     RuntimeReader::new(process.memory()?, &plan.layout, &plan.globals, bias)
+}
+
+/// Hits of the hot probes the kernel counted: creations, exits, stack scans and moves.
+fn hot_hits(c: &Counters) -> u64 {
+    c.created + c.exited + c.stack_scans + c.stack_copies
 }
 
 /// A census that took `d` runs again after `d` times this, at the earliest.

@@ -394,38 +394,16 @@ impl ProcMem {
     /// [`ProcMem::still_opened_program`] afterwards.
     pub fn gather(&self, parts: &[(u64, usize)], out: &mut [u8]) -> Result<(), ProcessError> {
         let order: Vec<usize> = (0..parts.len()).collect();
-        let offsets = out_offsets(parts);
-        let mut scratch = Vec::new();
-        let mut start = 0;
-        while start < order.len() {
-            let batch = Batch::of(parts, &order[start..]);
-            scratch.resize(batch.bytes(), 0);
-            let result =
-                self.readv(&batch.ranges, &mut scratch)
-                    .and_then(|n| match n == scratch.len() {
-                        true => Ok(()),
-                        false => Err(std::io::Error::new(
-                            ErrorKind::UnexpectedEof,
-                            "part of the memory is unreadable",
-                        )),
-                    });
-            if let Err(source) = result {
-                return Err(match source.kind() {
-                    ErrorKind::PermissionDenied => permission_error(self.path.clone()),
-                    _ => ProcessError::Io {
-                        path: self.path.clone(),
-                        source,
-                    },
-                });
+        match self.read_in_order(parts, &order, out, true) {
+            Ok(_) => Ok(()),
+            Err(source) if source.kind() == ErrorKind::PermissionDenied => {
+                Err(permission_error(self.path.clone()))
             }
-            for (k, &at) in batch.at.iter().enumerate() {
-                let i = order[start + k];
-                let n = parts[i].1;
-                out[offsets[i]..offsets[i] + n].copy_from_slice(&scratch[at..at + n]);
-            }
-            start += batch.at.len();
+            Err(source) => Err(ProcessError::Io {
+                path: self.path.clone(),
+                source,
+            }),
         }
-        Ok(())
     }
 
     /// Reads each `(addr, len)` of `parts` into consecutive bytes of `out`, in as few
@@ -433,23 +411,47 @@ impl ProcMem {
     /// a page already reached together). Returns, per part, whether it was read whole; an
     /// unreadable one (a g freed under us) does not stop the others.
     fn read_each(&self, parts: &[(u64, usize)], out: &mut [u8]) -> Vec<bool> {
-        let mut ok = vec![false; parts.len()];
-        let offsets = out_offsets(parts);
         let mut order: Vec<usize> = (0..parts.len()).collect();
         order.sort_by_key(|&i| parts[i].0);
+        self.read_in_order(parts, &order, out, false)
+            .expect("reading part by part never fails whole")
+    }
+
+    /// Reads the parts `order` names, in that order and [`Batch`] by batch, each into its
+    /// place in `out` (parts laid end to end in their own order). The kernel stops at the
+    /// first unreadable byte: the parts before it are whole; `whole` makes that an error,
+    /// else the part it stopped in is skipped and reading resumes after it. Returns, per
+    /// part, whether it was read.
+    fn read_in_order(
+        &self,
+        parts: &[(u64, usize)],
+        order: &[usize],
+        out: &mut [u8],
+        whole: bool,
+    ) -> std::io::Result<Vec<bool>> {
+        let mut ok = vec![false; parts.len()];
+        let offsets = out_offsets(parts);
         let mut scratch = Vec::new();
         let mut start = 0;
         while start < order.len() {
             let batch = Batch::of(parts, &order[start..]);
             scratch.resize(batch.bytes(), 0);
-            let read = self.readv(&batch.ranges, &mut scratch).unwrap_or(0);
-            // The kernel stops at the first unreadable byte: the parts before it are whole,
-            // the one it stopped in is skipped, and reading resumes after it.
+            let read = match self.readv(&batch.ranges, &mut scratch) {
+                Ok(n) => n,
+                Err(e) if whole => return Err(e),
+                Err(_) => 0,
+            };
             let mut next = start + batch.at.len();
             for (k, &at) in batch.at.iter().enumerate() {
                 let i = order[start + k];
                 let n = parts[i].1;
                 if at + n > read {
+                    if whole {
+                        return Err(std::io::Error::new(
+                            ErrorKind::UnexpectedEof,
+                            "part of the memory is unreadable",
+                        ));
+                    }
                     next = start + k + 1;
                     break;
                 }
@@ -458,7 +460,7 @@ impl ProcMem {
             }
             start = next;
         }
-        ok
+        Ok(ok)
     }
 
     /// Reads each `(addr, len)` of `parts` on its own: None for a part that could not be read

@@ -181,7 +181,8 @@ impl RuntimeReader {
         };
         let mut header = [0u8; 16];
         self.mem.gather(&[(allgs, 16)], &mut header)?;
-        let (ptr, len) = (Fields(&header).u64(), Fields(&header[8..]).u64());
+        let mut fields = Fields(&header);
+        let (ptr, len) = (fields.u64(), fields.u64());
         if ptr == 0 || len > MAX_CENSUS {
             return Ok(false);
         }
@@ -241,15 +242,13 @@ impl RuntimeReader {
             .into_iter()
             .chain(self.sched_counts.iter().map(|&a| (a, 4)))
             .collect();
-        let known = self.ps.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let (mut buf, mut ps) = (Vec::new(), Vec::new());
-        if let Some(known) = &known {
-            ps.clone_from(&known.ps);
-            self.read_with_ps(&globals, &ps, &mut buf)?;
-        } else {
-            buf.resize(globals.iter().map(|p| p.1).sum(), 0);
-            self.mem.gather(&globals, &mut buf)?;
-        }
+        // The Ps of the last reading (none at the first: then they are read as if allp moved).
+        let (known_allp, mut ps) = match self.ps.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(k) => (Some(k.allp), k.ps),
+            None => (None, Vec::new()),
+        };
+        let mut buf = Vec::new();
+        self.read_with_ps(&globals, &ps, &mut buf)?;
         let mut fields = Fields(&buf);
         let allglen = fields.u64() as i64;
         let allp = (fields.u64(), fields.u64().min(MAX_PROCS));
@@ -259,7 +258,7 @@ impl RuntimeReader {
             .iter()
             .map(|_| i64::from(fields.i32()))
             .sum();
-        if known.as_ref().is_none_or(|k| k.allp != allp) {
+        if known_allp != Some(allp) {
             let (ptr, len) = allp;
             let mut array = vec![0u8; 8 * len as usize];
             self.mem.gather(&[(ptr, array.len())], &mut array)?;
@@ -285,7 +284,7 @@ impl RuntimeReader {
         // Further tries read `goidgen` and the caches only.
         let parts: Vec<(u64, usize)> = [(self.goidgen, 8)]
             .into_iter()
-            .chain(ps.iter().map(|&p| (p.wrapping_add(self.p_goidcache), 16)))
+            .chain(ps.iter().map(|&p| self.id_cache(p)))
             .collect();
         let goids = self.goids(&parts, before, first)?;
         if !self.mem.still_opened_program(self.allglen) {
@@ -301,6 +300,12 @@ impl RuntimeReader {
             procs,
             goids,
         })
+    }
+
+    /// P `p`'s ID cache (`goidcache`, `goidcacheend`). Addresses from the target's memory
+    /// wrap rather than overflow: a read there fails, it never panics gprof.
+    fn id_cache(&self, p: u64) -> (u64, usize) {
+        (p.wrapping_add(self.p_goidcache), 16)
     }
 
     /// Whether a P's ID cache comes before its free count in the struct: the two are read in
@@ -323,17 +328,14 @@ impl RuntimeReader {
             .iter()
             .copied()
             .chain(ps.iter().flat_map(|&p| {
-                let (free, cache) = (
-                    (p.wrapping_add(self.p_gfree_count), 4),
-                    (p.wrapping_add(self.p_goidcache), 16),
-                );
+                let (free, cache) = ((p.wrapping_add(self.p_gfree_count), 4), self.id_cache(p));
                 match self.p_cache_first() {
                     true => [cache, free],
                     false => [free, cache],
                 }
             }))
             .chain([(self.goidgen, 8)])
-            .chain(ps.iter().map(|&p| (p.wrapping_add(self.p_goidcache), 16)))
+            .chain(ps.iter().map(|&p| self.id_cache(p)))
             .collect();
         buf.clear();
         buf.resize(parts.iter().map(|p| p.1).sum(), 0);
