@@ -53,6 +53,14 @@ enum Command {
         /// The hot probes' cost budget, in percent of one core ("off": no limit).
         #[arg(long, default_value = "1", value_parser = budget_percent)]
         budget: CpuPercent,
+        /// The goroutine census's CPU budget, in percent of one core (on average; see the
+        /// README's "How it measures").
+        #[arg(long, default_value_t = 3.0, value_parser = census_percent)]
+        census_cpu: f64,
+        /// Memory for following blocked goroutines one by one, in MiB (40 bytes each): past
+        /// it, a sample of them is followed.
+        #[arg(long, default_value_t = 48, value_parser = clap::value_parser!(u64).range(1..=65536))]
+        census_memory_mib: u64,
     },
     /// Watch every Go process on this host: per-tenant health, alerts, Prometheus metrics.
     Daemon {
@@ -93,6 +101,13 @@ fn budget_percent(s: &str) -> Result<CpuPercent, String> {
         _ => Err(format!(
             "{s:?} is not a percentage of a core (0-100] or \"off\""
         )),
+    }
+}
+
+fn census_percent(s: &str) -> Result<f64, String> {
+    match s.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+        _ => Err(format!("{s:?} is not a percentage of a core (0-100]")),
     }
 }
 
@@ -166,6 +181,8 @@ fn main() -> ExitCode {
             rate_window,
             stuck_after,
             budget,
+            census_cpu,
+            census_memory_mib,
         } => profiler::ui::top::run(&profiler::ui::top::TopOptions {
             pid,
             interval: Duration::from_secs_f64(interval),
@@ -180,6 +197,10 @@ fn main() -> ExitCode {
             budget: profiler::config::params::OverheadBudget {
                 process_cpu_share: budget.0,
                 ..Default::default()
+            },
+            census: profiler::config::params::CensusLimits {
+                cpu_share: census_cpu / 100.0,
+                memory_bytes: census_memory_mib << 20,
             },
         }),
         Command::Check { pid, binary } => profiler::ui::check::run(pid, binary.as_deref()),

@@ -16,20 +16,30 @@
 //! leaked (Go 1.26+'s `_Gleaked`, after a goroutineleak profile) form groups of their own,
 //! leaking by definition.
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::HashMap;
 use std::borrow::Cow;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use crate::collect::sites::SiteName;
-use crate::inspect::census::BlockedG;
+use crate::inspect::census::{BlockedG, CreationSite};
 use crate::inspect::goruntime::status;
+use crate::inspect::unwind::Start;
 use crate::model::snapshot::BlockedGroup;
 use crate::model::verdict::{LeakHistory, Verdict};
 
-/// Groups followed per process at most; the rest are summed into one "other" group.
+/// Groups followed per process at most; goroutines of further groups count in one "other"
+/// group.
 pub const MAX_GROUPS: usize = 256;
 /// Groups shown (`blocked_groups`).
 pub const TOP_GROUPS: usize = 20;
+/// `allgs` indices per chunk: a census reads and follows the gs chunk by chunk.
+pub const CHUNK: u64 = 1024;
+/// What the tracker keeps per goroutine it follows between censuses.
+pub const BYTES_PER_TRACKED: usize = std::mem::size_of::<Tracked>();
+/// Raw keys (creation site, return address, wait reason) remembered per process before the
+/// memo is emptied.
+const MAX_RAW_KEYS: usize = 4096;
 
 /// What a group is keyed by.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -51,41 +61,196 @@ impl GroupKey {
             leaked: false,
         }
     }
+
+    fn is_other(&self) -> bool {
+        self.blocked_at.as_ref() == "other" && self.created_at.function == "other"
+    }
 }
 
-/// One blocked goroutine of a census, named.
-#[derive(Clone, Debug)]
-pub struct Observed {
-    pub g: BlockedG,
-    /// Where it waits (a file address); None if its stack could not be walked.
-    pub at: Option<u64>,
-    /// Its group (shared by its members); None for the runtime's own goroutines and those
-    /// not placed.
-    pub key: Option<Arc<GroupKey>>,
+/// Which blocked goroutines are followed one by one: all, or one in `2^k`, picked by a hash
+/// of the g's address (so the same ones from census to census, and the ones of a sparser
+/// sample among those of a denser one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SampleRate {
+    shift: u32,
 }
 
+impl SampleRate {
+    pub const ALL: Self = Self { shift: 0 };
+    const MAX_SHIFT: u32 = 20;
+
+    /// The densest sample of at most `fraction` of the goroutines (at least one in 2^20).
+    pub fn at_most(fraction: f64) -> Self {
+        if !(fraction < 1.0) {
+            return Self::ALL;
+        }
+        let shift = (-fraction.max(1e-9).log2()).ceil() as u32;
+        Self {
+            shift: shift.min(Self::MAX_SHIFT),
+        }
+    }
+
+    /// The share of goroutines followed.
+    pub fn fraction(&self) -> f64 {
+        1.0 / (1u64 << self.shift) as f64
+    }
+
+    pub fn keeps(&self, g: u64) -> bool {
+        self.shift == 0
+            || foldhash::fast::FixedState::with_seed(0x9e37).hash_one(g) >> (64 - self.shift) == 0
+    }
+}
+
+/// A followed goroutine (40 bytes: [`BYTES_PER_TRACKED`]).
 #[derive(Clone, Copy, Debug)]
 struct Tracked {
-    /// The census that saw it last.
-    seen: u64,
     goid: u64,
-    seq: u8,
     waitsince: i64,
+    /// Saved pc and the depth of the saved sp below the stack's top: a stack the GC moved
+    /// keeps its depth, and frames below an unmoved pair are unchanged.
     pc: u64,
-    sp: u64,
-    at: Option<u64>,
-    /// Seconds (collector time) since when it has waited at `at`.
-    since: f64,
+    depth: u32,
+    /// Since when it has waited at its place (deciseconds of collector time).
+    since: u32,
+    /// Its group's index, or [`SYSTEM`] / [`UNPLACED`].
+    group: u32,
+    /// Its index in its chunk.
+    slot: u16,
+    seq: u8,
+    leaked: bool,
+}
+
+/// The runtime's own goroutines: followed (their stacks are not walked again), not grouped.
+const SYSTEM: u32 = u32::MAX;
+/// Goroutines whose stack could not be walked: walked again at the next census.
+const UNPLACED: u32 = u32::MAX - 1;
+
+/// The followed goroutines of one chunk of `allgs`, as the census that read it last saw them.
+#[derive(Debug, Default)]
+struct Chunk {
+    /// When it was read (collector seconds).
+    t: f64,
+    /// By slot.
+    entries: Box<[Tracked]>,
 }
 
 #[derive(Debug)]
 struct Group {
+    key: GroupKey,
     /// Kept once the group had a stuck goroutine.
     history: Option<LeakHistory>,
     goroutines: u64,
     stuck: u64,
     oldest: f64,
     verdict: Verdict,
+}
+
+/// The groups of one process, by index (the goroutines refer to them by it).
+#[derive(Debug, Default)]
+struct Groups {
+    slots: Vec<Option<Group>>,
+    free: Vec<u32>,
+    ids: HashMap<GroupKey, u32>,
+    /// (site, return address, wait reason, status) -> group: a new goroutine at a known
+    /// place costs no name lookup.
+    raw: HashMap<(CreationSite, u64, u8, u32), u32>,
+    other: Option<u32>,
+}
+
+impl Groups {
+    fn live(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn insert(&mut self, key: GroupKey) -> u32 {
+        let group = Group {
+            key: key.clone(),
+            history: None,
+            goroutines: 0,
+            stuck: 0,
+            oldest: 0.0,
+            verdict: Verdict::default(),
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = Some(group);
+                id
+            }
+            None => {
+                self.slots.push(Some(group));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.ids.insert(key, id);
+        id
+    }
+
+    fn other(&mut self) -> u32 {
+        match self.other {
+            Some(id) => id,
+            None => {
+                let id = self.insert(GroupKey::other());
+                self.other = Some(id);
+                id
+            }
+        }
+    }
+
+    /// The group of a goroutine of `site` waiting at `at` (a file address).
+    fn of(
+        &mut self,
+        g: &BlockedG,
+        at: u64,
+        key_of: &mut impl FnMut(&BlockedG, u64) -> Option<GroupKey>,
+    ) -> u32 {
+        let raw = (g.site, at, g.waitreason, g.status);
+        if let Some(&id) = self.raw.get(&raw) {
+            return id;
+        }
+        let id = match key_of(g, at) {
+            None => SYSTEM,
+            Some(key) => match self.ids.get(&key) {
+                Some(&id) => id,
+                // Room is kept for "other".
+                None if self.live() + 1 < MAX_GROUPS => self.insert(key),
+                None => self.other(),
+            },
+        };
+        if self.raw.len() >= MAX_RAW_KEYS {
+            self.raw.clear();
+        }
+        self.raw.insert(raw, id);
+        id
+    }
+
+    fn get_mut(&mut self, id: u32) -> Option<&mut Group> {
+        self.slots.get_mut(id as usize)?.as_mut()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Group> {
+        self.slots.iter().flatten()
+    }
+
+    /// Drops the groups `keep` refuses (no goroutine refers to them any more).
+    fn retain(&mut self, mut keep: impl FnMut(&mut Group) -> bool) {
+        let mut gone = foldhash::HashSet::default();
+        for (id, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(g) = slot
+                && !keep(g)
+            {
+                self.ids.remove(&g.key);
+                if self.other == Some(id as u32) {
+                    self.other = None;
+                }
+                *slot = None;
+                self.free.push(id as u32);
+                gone.insert(id as u32);
+            }
+        }
+        if !gone.is_empty() {
+            self.raw.retain(|_, id| !gone.contains(id));
+        }
+    }
 }
 
 /// The figures of all groups at one census.
@@ -95,16 +260,25 @@ pub struct BlockedSummary {
     pub stuck: u64,
     pub leaking: u64,
     pub confirmed_leak_rate_per_min: f64,
+    /// The share of blocked goroutines followed one by one (1: all; less when the census's
+    /// memory limit made it sample them): below 1, `goroutines` and `stuck` are estimates.
+    pub sample_fraction: f64,
 }
 
 #[derive(Debug)]
 pub struct BlockedTracker {
     stuck_after: f64,
     window: f64,
-    gs: HashMap<u64, Tracked>,
-    groups: HashMap<GroupKey, Group>,
-    /// Censuses recorded.
-    census: u64,
+    chunks: Vec<Chunk>,
+    groups: Groups,
+    /// The sample of the census under way, and of the last one finished.
+    rate: SampleRate,
+    shown_rate: SampleRate,
+    tracked: usize,
+}
+
+fn deciseconds(t: f64) -> u32 {
+    (t * 10.0).clamp(0.0, u32::MAX as f64) as u32
 }
 
 impl BlockedTracker {
@@ -112,95 +286,161 @@ impl BlockedTracker {
         Self {
             stuck_after,
             window,
-            gs: HashMap::new(),
-            groups: HashMap::new(),
-            census: 0,
+            chunks: Vec::new(),
+            groups: Groups::default(),
+            rate: SampleRate::ALL,
+            shown_rate: SampleRate::ALL,
+            tracked: 0,
         }
     }
 
-    /// Where `g` waits, as found at the last census, if it has not moved since (same
-    /// goroutine, not run, same saved registers): its stack need not be walked again.
-    pub fn known_place(&self, g: &BlockedG) -> Option<u64> {
-        let t = self.gs.get(&g.g)?;
-        (t.goid == g.goid && t.seq == g.tracking_seq && t.pc == g.start.pc && t.sp == g.start.sp)
-            .then_some(t.at)
-            .flatten()
+    /// Goroutines followed one by one now.
+    pub fn tracked(&self) -> usize {
+        self.tracked
     }
 
-    /// Takes in one census's blocked goroutines at `t` seconds.
-    pub fn record(&mut self, t: f64, observed: Vec<Observed>) {
-        self.census += 1;
-        let census = self.census;
-        let mut tally: HashMap<Arc<GroupKey>, (u64, u64, f64)> = HashMap::new();
-        for o in observed {
-            let g = &o.g;
-            // Waiting at the same place since the census that first saw it, unless it ran.
-            let since = match self.gs.get(&g.g) {
-                Some(p)
-                    if p.goid == g.goid
-                        && p.seq == g.tracking_seq
-                        && p.at == o.at
-                        && (p.waitsince == 0 || p.waitsince == g.waitsince) =>
-                {
-                    p.since
+    /// A census begins: it follows the goroutines `rate` picks.
+    pub fn begin(&mut self, rate: SampleRate) {
+        self.rate = rate;
+    }
+
+    /// Takes in the blocked goroutines of chunk `c` of `allgs`, read at `t` (as (slot in the
+    /// chunk, goroutine), by slot). Those that have not moved since the last census keep
+    /// their place; `walk` places the others (file addresses; None: not placed), and
+    /// `key_of` names the group of a goroutine waiting at a place (None: the runtime's own).
+    pub fn observe_chunk(
+        &mut self,
+        c: usize,
+        t: f64,
+        gs: &[(u16, BlockedG)],
+        walk: impl FnOnce(&[Start]) -> Vec<Option<u64>>,
+        mut key_of: impl FnMut(&BlockedG, u64) -> Option<GroupKey>,
+    ) {
+        if self.chunks.len() <= c {
+            self.chunks.resize_with(c + 1, Chunk::default);
+        }
+        let old = std::mem::take(&mut self.chunks[c].entries);
+        let rate = self.rate;
+        let kept: Vec<&(u16, BlockedG)> = gs.iter().filter(|(_, g)| rate.keeps(g.g)).collect();
+        // Each goroutine's entry at the last census, if it was the same goroutine then.
+        let mut j = 0;
+        let prior: Vec<Option<Tracked>> = kept
+            .iter()
+            .map(|(slot, g)| {
+                while j < old.len() && old[j].slot < *slot {
+                    j += 1;
                 }
-                _ => t,
-            };
-            self.gs.insert(
-                g.g,
-                Tracked {
-                    seen: census,
-                    goid: g.goid,
-                    seq: g.tracking_seq,
-                    waitsince: g.waitsince,
-                    pc: g.start.pc,
-                    sp: g.start.sp,
-                    at: o.at,
-                    since,
-                },
-            );
-            let Some(key) = o.key else { continue };
-            let age = t - since;
-            let stuck = age >= self.stuck_after || g.status == status::LEAKED;
-            let e = tally.entry(key).or_insert((0, 0, 0.0));
-            e.0 += 1;
-            e.1 += u64::from(stuck);
-            e.2 = e.2.max(age);
-        }
-        // Goroutines not blocked any more are forgotten; the map keeps its room for the next
-        // census unless it is far too big.
-        self.gs.retain(|_, t| t.seen == census);
-        if self.gs.capacity() > 4 * self.gs.len() + 1024 {
-            self.gs.shrink_to_fit();
-        }
-        let mut tally: HashMap<GroupKey, (u64, u64, f64)> = tally
-            .into_iter()
-            .map(|(k, v)| (Arc::unwrap_or_clone(k), v))
+                old.get(j)
+                    .filter(|o| o.slot == *slot && o.goid == g.goid)
+                    .copied()
+            })
             .collect();
-        self.fold_overflow(&mut tally);
-        for group in self.groups.values_mut() {
-            (group.goroutines, group.stuck, group.oldest) = (0, 0, 0.0);
-        }
-        for (key, (goroutines, stuck, oldest)) in tally {
-            let group = self.groups.entry(key).or_insert_with(|| Group {
-                history: None,
-                goroutines: 0,
-                stuck: 0,
-                oldest: 0.0,
-                verdict: Verdict::default(),
+        let depth = |g: &BlockedG| {
+            g.start
+                .stack_hi
+                .wrapping_sub(g.start.sp)
+                .min(u32::MAX as u64) as u32
+        };
+        let unmoved = |o: &Tracked, g: &BlockedG| {
+            o.seq == g.tracking_seq
+                && o.pc == g.start.pc
+                && o.depth == depth(g)
+                && o.group != UNPLACED
+        };
+        let todo: Vec<usize> = (0..kept.len())
+            .filter(|&i| !prior[i].is_some_and(|o| unmoved(&o, &kept[i].1)))
+            .collect();
+        let places = if todo.is_empty() {
+            Vec::new()
+        } else {
+            walk(&todo.iter().map(|&i| kept[i].1.start).collect::<Vec<_>>())
+        };
+        let mut places = todo.iter().copied().zip(places).peekable();
+        let now = deciseconds(t);
+        let mut entries = Vec::with_capacity(kept.len());
+        for (i, &&(slot, g)) in kept.iter().enumerate() {
+            let group = match places.next_if(|(k, _)| *k == i) {
+                Some((_, Some(at))) => self.groups.of(&g, at, &mut key_of),
+                Some((_, None)) => UNPLACED,
+                None => prior[i].map_or(UNPLACED, |o| o.group),
+            };
+            // Waiting at the same place since the census that first saw it, unless it ran.
+            let since = match prior[i] {
+                Some(o)
+                    if o.seq == g.tracking_seq
+                        && o.group == group
+                        && (o.waitsince == 0 || o.waitsince == g.waitsince) =>
+                {
+                    o.since
+                }
+                _ => now,
+            };
+            entries.push(Tracked {
+                goid: g.goid,
+                waitsince: g.waitsince,
+                pc: g.start.pc,
+                depth: depth(&g),
+                since,
+                group,
+                slot,
+                seq: g.tracking_seq,
+                leaked: g.status == status::LEAKED,
             });
-            (group.goroutines, group.stuck, group.oldest) = (goroutines, stuck, oldest);
         }
-        let window = self.window;
-        self.groups.retain(|key, group| {
+        self.tracked = self.tracked + entries.len() - old.len();
+        self.chunks[c] = Chunk {
+            t,
+            entries: entries.into_boxed_slice(),
+        };
+    }
+
+    /// The census ends at `t`, `allgs` holding `len` gs: the goroutines are counted into their
+    /// groups and each group's stuck count goes through the verdict.
+    pub fn end(&mut self, t: f64, len: u64) {
+        let keep = len.div_ceil(CHUNK) as usize;
+        for c in self.chunks.iter().skip(keep) {
+            self.tracked -= c.entries.len();
+        }
+        self.chunks.truncate(keep);
+        self.chunks.shrink_to_fit();
+        self.shown_rate = self.rate;
+        self.tally(t);
+    }
+
+    /// Nothing changed in the process since the last census: its goroutines stand, older by
+    /// the time since.
+    pub fn restate(&mut self, t: f64) {
+        for c in &mut self.chunks {
+            c.t = t;
+        }
+        self.tally(t);
+    }
+
+    fn tally(&mut self, t: f64) {
+        for g in self.groups.slots.iter_mut().flatten() {
+            (g.goroutines, g.stuck, g.oldest) = (0, 0, 0.0);
+        }
+        for chunk in &self.chunks {
+            for e in chunk.entries.iter() {
+                let Some(group) = self.groups.get_mut(e.group) else {
+                    continue;
+                };
+                let age = chunk.t - f64::from(e.since) / 10.0;
+                group.goroutines += 1;
+                group.stuck += u64::from(age >= self.stuck_after || e.leaked);
+                group.oldest = group.oldest.max(age);
+            }
+        }
+        let (window, scale) = (self.window, 1.0 / self.shown_rate.fraction());
+        self.groups.retain(|group| {
             if group.stuck > 0 && group.history.is_none() {
                 group.history = Some(LeakHistory::new(window));
             }
-            let other = key.blocked_at.as_ref() == "other" && key.created_at.function == "other";
+            let (other, leaked) = (group.key.is_other(), group.key.leaked);
             group.verdict = match &mut group.history {
                 Some(h) => {
-                    let mut v = h.push(t, group.stuck as f64);
-                    v.leaking = !other && (v.leaking || (key.leaked && group.stuck > 0));
+                    let mut v = h.push(t, group.stuck as f64 * scale);
+                    v.leaking = !other && (v.leaking || (leaked && group.stuck > 0));
                     v
                 }
                 None => Verdict::default(),
@@ -209,44 +449,15 @@ impl BlockedTracker {
         });
     }
 
-    /// Keeps at most [`MAX_GROUPS`] groups: groups followed already stay, new ones come in by
-    /// size while there is room, the rest are summed into "other".
-    fn fold_overflow(&self, tally: &mut HashMap<GroupKey, (u64, u64, f64)>) {
-        let room = MAX_GROUPS.saturating_sub(1);
-        let known = tally
-            .keys()
-            .filter(|k| self.groups.contains_key(*k))
-            .count();
-        let new: usize = tally.len() - known;
-        if known + new <= room {
-            return;
-        }
-        let mut candidates: Vec<(GroupKey, u64)> = tally
-            .iter()
-            .filter(|(k, _)| !self.groups.contains_key(*k))
-            .map(|(k, v)| (k.clone(), v.0))
-            .collect();
-        candidates.sort_by_key(|c| std::cmp::Reverse(c.1));
-        let other = GroupKey::other();
-        for (key, _) in candidates.into_iter().skip(room.saturating_sub(known)) {
-            if key == other {
-                continue;
-            }
-            if let Some((n, stuck, oldest)) = tally.remove(&key) {
-                let e = tally.entry(other.clone()).or_insert((0, 0, 0.0));
-                e.0 += n;
-                e.1 += stuck;
-                e.2 = e.2.max(oldest);
-            }
-        }
-    }
-
     /// The groups to show (leaking first, then by stuck count) and the totals.
     pub fn summary(&self, n: usize) -> BlockedSummary {
+        let fraction = self.shown_rate.fraction();
+        let estimate = |n: u64| (n as f64 / fraction).round() as u64;
         let mut all: Vec<BlockedGroup> = self
             .groups
             .iter()
-            .filter(|(_, g)| g.goroutines > 0 || g.verdict.leaking)
+            .filter(|g| g.goroutines > 0 || g.verdict.leaking)
+            .map(|g| (&g.key, g))
             .map(|(k, g)| BlockedGroup {
                 created_at: k.created_at.label(),
                 blocked_at: k.blocked_at.to_string(),
@@ -255,8 +466,8 @@ impl BlockedTracker {
                 } else {
                     k.wait_reason.to_string()
                 },
-                goroutines: g.goroutines,
-                stuck: g.stuck,
+                goroutines: estimate(g.goroutines),
+                stuck: estimate(g.stuck),
                 oldest_blocked_seconds: (g.oldest * 10.0).round() / 10.0,
                 stuck_growth_per_min: g.verdict.growth_per_min,
                 leaking: g.verdict.leaking,
@@ -271,6 +482,7 @@ impl BlockedTracker {
                 .map(|g| g.stuck_growth_per_min.max(0.0))
                 .fold(0.0, |a, b| a + b),
             groups: Vec::new(),
+            sample_fraction: fraction,
         };
         all.sort_by(|a, b| {
             b.leaking
@@ -291,8 +503,6 @@ impl BlockedTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inspect::census::CreationSite;
-    use crate::inspect::unwind::Start;
 
     fn site(function: &str) -> Arc<SiteName> {
         Arc::new(SiteName {
@@ -329,17 +539,29 @@ mod tests {
                 pc: 0x4000,
                 sp: 0xc000_0000 + g,
                 stack_lo: 0,
-                stack_hi: u64::MAX,
+                stack_hi: 0xd000_0000,
             },
         }
     }
 
-    fn observe(b: BlockedG, k: &GroupKey) -> Observed {
-        Observed {
-            g: b,
-            at: Some(0x5000),
-            key: Some(Arc::new(k.clone())),
-        }
+    /// One census of chunk 0 at `t`: goroutines placed at `at` (by gopc: 0x1000 -> `k`),
+    /// returning how many stacks were walked.
+    fn census(t: &mut BlockedTracker, secs: f64, gs: &[BlockedG], k: &GroupKey) -> usize {
+        let slotted: Vec<(u16, BlockedG)> = gs.iter().map(|g| (g.g as u16, *g)).collect();
+        let mut walked = 0;
+        t.begin(SampleRate::ALL);
+        t.observe_chunk(
+            0,
+            secs,
+            &slotted,
+            |starts| {
+                walked = starts.len();
+                vec![Some(0x5000); starts.len()]
+            },
+            |_, _| Some(k.clone()),
+        );
+        t.end(secs, CHUNK);
+        walked
     }
 
     #[test]
@@ -348,52 +570,56 @@ mod tests {
         let k = key(&created, "main.worker (/src/app/main.go:20)");
         let mut t = BlockedTracker::new(10.0, 60.0);
         // g 1 stamped by a GC before gprof came: dated from the first census all the same.
-        t.record(
+        let walked = census(
+            &mut t,
             0.0,
-            vec![
-                observe(blocked(1, 11, 5, 123), &k),
-                observe(blocked(2, 12, 5, 0), &k),
-            ],
+            &[blocked(1, 11, 5, 123), blocked(2, 12, 5, 0)],
+            &k,
         );
+        assert_eq!(walked, 2);
         let s = t.summary(10);
         assert_eq!((s.groups[0].goroutines, s.groups[0].stuck), (2, 0));
-        // 12 s later: g 2 is stuck; g 1 ran and blocked again (its seq moved).
-        t.record(
+        // 12 s later: g 2 is stuck; g 1 ran and blocked again (its seq moved): only its
+        // stack is walked again.
+        let walked = census(
+            &mut t,
             12.0,
-            vec![
-                observe(blocked(1, 11, 6, 0), &k),
-                observe(blocked(2, 12, 5, 0), &k),
-            ],
+            &[blocked(1, 11, 6, 0), blocked(2, 12, 5, 0)],
+            &k,
         );
+        assert_eq!(walked, 1);
         let s = t.summary(10);
         assert_eq!(s.groups[0].stuck, 1);
         assert_eq!(s.groups[0].oldest_blocked_seconds, 12.0);
         // A GC stamps g 1 (no run); another goroutine reuses g 2's address: a new wait.
-        t.record(
+        let walked = census(
+            &mut t,
             20.0,
-            vec![
-                observe(blocked(1, 11, 6, 456), &k),
-                observe(blocked(2, 99, 5, 0), &k),
-            ],
+            &[blocked(1, 11, 6, 456), blocked(2, 99, 5, 0)],
+            &k,
         );
+        assert_eq!(walked, 1);
         let s = t.summary(10);
         assert_eq!((s.groups[0].goroutines, s.groups[0].stuck), (2, 0));
         assert_eq!(s.groups[0].oldest_blocked_seconds, 8.0);
-        // The cached place is given only for the unmoved goroutine.
-        assert_eq!(t.known_place(&blocked(1, 11, 6, 456)), Some(0x5000));
-        assert_eq!(t.known_place(&blocked(1, 11, 7, 456)), None);
-        assert_eq!(t.known_place(&blocked(2, 12, 5, 0)), None);
+        // A stack the GC moved (same depth below its top): not walked, and still waiting.
+        let mut moved = blocked(1, 11, 6, 456);
+        moved.start.sp += 0x10_0000;
+        moved.start.stack_hi += 0x10_0000;
+        assert_eq!(census(&mut t, 21.0, &[moved, blocked(2, 99, 5, 0)], &k), 0);
+        assert_eq!(t.summary(10).groups[0].oldest_blocked_seconds, 9.0);
+        assert_eq!(t.tracked(), 2);
     }
 
     #[test]
     fn a_waitsince_reset_means_the_goroutine_ran() {
         let k = key(&site("main.serve"), "main.worker (main.go:20)");
         let mut t = BlockedTracker::new(5.0, 60.0);
-        t.record(0.0, vec![observe(blocked(1, 11, 5, 777), &k)]);
-        t.record(6.0, vec![observe(blocked(1, 11, 5, 777), &k)]);
+        census(&mut t, 0.0, &[blocked(1, 11, 5, 777)], &k);
+        census(&mut t, 6.0, &[blocked(1, 11, 5, 777)], &k);
         assert_eq!(t.summary(1).stuck, 1);
         // Same seq (it wrapped around, say) but waitsince went back to 0: it ran.
-        t.record(7.0, vec![observe(blocked(1, 11, 5, 0), &k)]);
+        census(&mut t, 7.0, &[blocked(1, 11, 5, 0)], &k);
         assert_eq!(t.summary(1).stuck, 0);
     }
 
@@ -403,18 +629,38 @@ mod tests {
         let leak = key(&serve, "main.worker (main.go:20)");
         let conns = key(&site("main.accept"), "main.read (main.go:40)");
         let mut t = BlockedTracker::new(10.0, 60.0);
-        let mut observed_at = |secs: u64| {
-            // One more goroutine stuck at `leak` every second; 300 connections all along.
-            let mut v: Vec<Observed> = (0..secs)
-                .map(|i| observe(blocked(0x10_0000 + i, 1000 + i, 1, 0), &leak))
-                .collect();
-            v.extend((0..300).map(|i| observe(blocked(0x20_0000 + i, 5000 + i, 1, 0), &conns)));
-            t.record(secs as f64, v);
-            t.summary(TOP_GROUPS)
-        };
         let mut found = None;
-        for secs in 0..=90 {
-            let s = observed_at(secs);
+        for secs in 0..=90u64 {
+            // One more goroutine stuck at `leak` every second (chunk 0); 300 connections all
+            // along (chunk 1).
+            let leaking: Vec<(u16, BlockedG)> = (0..secs)
+                .map(|i| (i as u16, blocked(0x10_0000 + i, 1000 + i, 1, 0)))
+                .collect();
+            let steady: Vec<(u16, BlockedG)> = (0..300u64)
+                .map(|i| {
+                    let mut b = blocked(0x20_0000 + i, 5000 + i, 1, 0);
+                    b.site.gopc = 0x3000;
+                    (i as u16, b)
+                })
+                .collect();
+            t.begin(SampleRate::ALL);
+            let at = |n: usize| vec![Some(0x5000); n];
+            t.observe_chunk(
+                0,
+                secs as f64,
+                &leaking,
+                |s| at(s.len()),
+                |_, _| Some(leak.clone()),
+            );
+            t.observe_chunk(
+                1,
+                secs as f64,
+                &steady,
+                |s| at(s.len()),
+                |_, _| Some(conns.clone()),
+            );
+            t.end(secs as f64, 2 * CHUNK);
+            let s = t.summary(TOP_GROUPS);
             let conn = s
                 .groups
                 .iter()
@@ -435,6 +681,10 @@ mod tests {
             }
         }
         assert!(found.is_some_and(|f| f <= 60), "found at {found:?}");
+        // Chunks beyond allgs's length go.
+        t.begin(SampleRate::ALL);
+        t.end(91.0, CHUNK);
+        assert_eq!(t.tracked(), 90);
     }
 
     #[test]
@@ -444,7 +694,7 @@ mod tests {
         let mut t = BlockedTracker::new(300.0, 60.0);
         let mut b = blocked(1, 11, 5, 0);
         b.status = status::LEAKED;
-        t.record(0.0, vec![observe(b, &k)]);
+        census(&mut t, 0.0, &[b], &k);
         let s = t.summary(10);
         assert!(s.groups[0].leaking);
         assert_eq!(s.groups[0].wait_reason, "chan send (leaked)");
@@ -452,21 +702,92 @@ mod tests {
     }
 
     #[test]
-    fn groups_beyond_the_limit_are_summed_into_other() {
+    fn groups_beyond_the_limit_are_counted_in_other() {
         let mut t = BlockedTracker::new(1.0, 60.0);
-        let observed: Vec<Observed> = (0..MAX_GROUPS as u64 + 50)
+        let gs: Vec<(u16, BlockedG)> = (0..MAX_GROUPS as u64 + 50)
             .map(|i| {
-                let k = key(&site("main.f"), &format!("main.g (main.go:{i})"));
-                observe(blocked(i + 1, i + 1, 1, 0), &k)
+                let mut b = blocked(i + 1, i + 1, 1, 0);
+                b.site.gopc = 0x1000 + i;
+                (i as u16, b)
             })
             .collect();
-        t.record(0.0, observed);
-        assert_eq!(t.groups.len(), MAX_GROUPS);
+        t.begin(SampleRate::ALL);
+        t.observe_chunk(
+            0,
+            0.0,
+            &gs,
+            |s| vec![Some(0x5000); s.len()],
+            |g, _| {
+                Some(key(
+                    &site("main.f"),
+                    &format!("main.g (main.go:{})", g.site.gopc),
+                ))
+            },
+        );
+        t.end(0.0, CHUNK);
+        assert_eq!(t.groups.live(), MAX_GROUPS);
         let s = t.summary(usize::MAX);
         let other = s.groups.iter().find(|g| g.blocked_at == "other").unwrap();
         assert_eq!(other.goroutines, 51);
         // Everything gone: the groups go with it (none ever had a stuck goroutine).
-        t.record(2.0, Vec::new());
-        assert!(t.groups.is_empty());
+        t.begin(SampleRate::ALL);
+        t.observe_chunk(0, 2.0, &[], |_| Vec::new(), |_, _| None);
+        t.end(2.0, CHUNK);
+        assert_eq!(t.groups.live(), 0);
+        assert!(t.groups.raw.is_empty());
+    }
+
+    #[test]
+    fn a_sample_follows_the_same_goroutines_and_estimates_the_counts() {
+        let k = key(&site("main.serve"), "main.worker (main.go:20)");
+        let quarter = SampleRate::at_most(0.3);
+        assert_eq!(quarter.fraction(), 0.25);
+        assert_eq!(SampleRate::at_most(1.0), SampleRate::ALL);
+        let gs: Vec<BlockedG> = (0..40_000u64)
+            .map(|i| blocked(0x100_0000 + i * 0x1c8, i + 1, 1, 0))
+            .collect();
+        // The same goroutines at every census; those of a sparser sample among them.
+        let picked = |r: SampleRate| gs.iter().filter(|g| r.keeps(g.g)).count();
+        let n = picked(quarter);
+        assert!((n as f64 / 40_000.0 - 0.25).abs() < 0.01, "{n}");
+        let eighth = SampleRate::at_most(0.125);
+        assert!(
+            gs.iter()
+                .filter(|g| eighth.keeps(g.g))
+                .all(|g| quarter.keeps(g.g))
+        );
+        let mut t = BlockedTracker::new(10.0, 60.0);
+        for secs in [0.0, 11.0] {
+            t.begin(quarter);
+            for (c, part) in gs.chunks(CHUNK as usize).enumerate() {
+                let slotted: Vec<(u16, BlockedG)> = part
+                    .iter()
+                    .enumerate()
+                    .map(|(i, g)| (i as u16, *g))
+                    .collect();
+                t.observe_chunk(
+                    c,
+                    secs,
+                    &slotted,
+                    |s| vec![Some(0x5000); s.len()],
+                    |_, _| Some(k.clone()),
+                );
+            }
+            t.end(secs, 40_000);
+        }
+        assert_eq!(t.tracked(), n);
+        let s = t.summary(1);
+        assert_eq!(s.sample_fraction, 0.25);
+        assert_eq!(s.groups[0].stuck, 4 * n as u64);
+        assert!(
+            s.groups[0].goroutines.abs_diff(40_000) < 400,
+            "{:?}",
+            s.groups[0]
+        );
+    }
+
+    #[test]
+    fn a_followed_goroutine_takes_40_bytes() {
+        assert_eq!(BYTES_PER_TRACKED, 40);
     }
 }

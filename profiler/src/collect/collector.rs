@@ -7,15 +7,16 @@ use std::sync::Arc;
 
 use profiler_common::{Counters, Event, GcState, STACK_BUCKET_SHIFT, event_kind, stw_kind};
 
-use crate::collect::blocked::{BlockedSummary, BlockedTracker, Observed, TOP_GROUPS};
+use crate::collect::blocked::{BlockedSummary, BlockedTracker, TOP_GROUPS};
 use crate::collect::sites::{SiteName, SiteNames, SiteTracker, TOP_SITES};
 use crate::config::params::{HealthModel, Windows};
-use crate::inspect::census::{BlockedG, Census};
+use crate::inspect::census::Census;
 use crate::inspect::runtime_state::RuntimeCounts;
 use crate::model::health::HealthInputs;
 use crate::model::snapshot::buckets;
 use crate::model::snapshot::{
-    CountsSource, GoroutineSource, LeakSignal, ProcessSnapshot, StackSize, StackSnapshot,
+    CensusFigures, CountsSource, GoroutineSource, LeakSignal, ProcessSnapshot, StackSize,
+    StackSnapshot,
 };
 use crate::model::stats::{Series, quantile};
 
@@ -40,6 +41,18 @@ pub struct Reading {
     pub hot: HotProbes,
     /// The hot probes' estimated hits per second were they always attached.
     pub hot_demand: Option<f64>,
+    /// Where the census stands (None without one).
+    pub census: Option<CensusStatus>,
+}
+
+/// Where a process's census stands at a reading.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CensusStatus {
+    /// Collector seconds when the census shown began.
+    pub began: Option<f64>,
+    pub cpu_seconds_total: f64,
+    /// CPU seconds the last census took.
+    pub last_cpu_seconds: Option<f64>,
 }
 
 /// The state of the hot probes (creation, exit, stack scan), which the budget may window.
@@ -60,6 +73,16 @@ impl HotProbes {
         duty: 1.0,
     };
 }
+
+/// Figures estimated from a sample of the blocked goroutines when the census's memory limit
+/// has it follow only some of them one by one.
+pub const BLOCKED_SAMPLE_FIGURES: &[&str] = &[
+    "blocked_groups.goroutines",
+    "blocked_groups.stuck",
+    "stuck_goroutines",
+    "leaking_goroutines",
+    "confirmed_leak_rate_per_min",
+];
 
 /// Figures that come from the hot probes, and so are sampled while those run in windows.
 pub const HOT_PROBE_FIGURES: &[&str] = &[
@@ -141,21 +164,30 @@ impl ProcessCollector {
         self.sites.record_counts(t, counts);
     }
 
-    /// Where a blocked goroutine waits, if it has not moved since the last census.
-    pub fn known_place(&self, g: &BlockedG) -> Option<u64> {
-        self.blocked.known_place(g)
+    /// Goroutines followed one by one.
+    pub fn tracked(&self) -> usize {
+        self.blocked.tracked()
     }
 
-    /// Takes in a goroutine census taken at `t` seconds, its sites named and its blocked
-    /// goroutines placed.
-    pub fn absorb_census(
-        &mut self,
-        t: f64,
-        census: &Census,
-        names: &SiteNames,
-        blocked: Vec<Observed>,
-    ) {
-        self.blocked.record(t, blocked);
+    /// The blocked goroutines followed one by one: a census feeds them in chunk by chunk.
+    pub fn blocked(&mut self) -> &mut BlockedTracker {
+        &mut self.blocked
+    }
+
+    /// A census ends at `t` seconds (`allgs` holding `len` gs): its figures, its sites named.
+    /// Its blocked goroutines went to [`Self::blocked`] chunk by chunk.
+    pub fn absorb_census(&mut self, t: f64, census: &Census, names: &SiteNames, len: u64) {
+        self.blocked.end(t, len);
+        self.record_census(t, census, names);
+    }
+
+    /// Nothing happened in the process since the last census (`census`): it stands at `t`.
+    pub fn restate_census(&mut self, t: f64, census: &Census, names: &SiteNames) {
+        self.blocked.restate(t);
+        self.record_census(t, census, names);
+    }
+
+    fn record_census(&mut self, t: f64, census: &Census, names: &SiteNames) {
         self.blocked_summary = Some(self.blocked.summary(TOP_GROUPS));
         self.sites.record(
             t,
@@ -311,10 +343,16 @@ impl ProcessCollector {
             last_gc_stack_bytes: self.last_cycle.map(|(_, b)| b),
             hot_probes_duty: r.hot.duty,
             hot_probes_attached_seconds_total: (self.hot_attached_ns as f64 / 1e9).min(r.t),
-            sampled: if r.hot.duty < 1.0 {
-                HOT_PROBE_FIGURES.to_vec()
-            } else {
-                Vec::new()
+            sampled: {
+                let mut v = if r.hot.duty < 1.0 {
+                    HOT_PROBE_FIGURES.to_vec()
+                } else {
+                    Vec::new()
+                };
+                if blocked.sample_fraction < 1.0 {
+                    v.extend(BLOCKED_SAMPLE_FIGURES);
+                }
+                v
             },
             probe_hits_total: c.created
                 + c.exited
@@ -329,6 +367,13 @@ impl ProcessCollector {
             leaking_goroutines: blocked.leaking,
             confirmed_leak_rate_per_min: blocked.confirmed_leak_rate_per_min,
             leak_signal,
+            census: r.census.map(|c| CensusFigures {
+                age_seconds: c.began.map(|b| ((r.t - b).max(0.0) * 10.0).round() / 10.0),
+                cpu_seconds_total: c.cpu_seconds_total,
+                last_cpu_seconds: c.last_cpu_seconds,
+                tracked_goroutines: self.blocked.tracked() as u64,
+                sample_fraction: blocked.sample_fraction,
+            }),
             goroutine_stacks: self
                 .stacks
                 .clone()
@@ -393,9 +438,11 @@ mod tests {
                 p_free: 2,
                 procs: 2,
                 goids: created as i64 + 100,
+                allgs_len: None,
             }),
             hot: HotProbes::ALWAYS,
             hot_demand: None,
+            census: None,
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod blocked;
 pub mod budget;
+pub mod census_budget;
 pub mod collector;
 pub mod sampler;
 pub mod sites;

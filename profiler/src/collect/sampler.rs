@@ -7,9 +7,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::attach::kernel::{AttachScope, ExeKey, Kernel};
+use crate::collect::blocked::SampleRate;
 use crate::collect::budget::{HotControl, HotLoad, SURGE_CHECK};
+use crate::collect::census_budget::{CensusBudget, QUANTUM};
 use crate::collect::target::{Inspected, Target, TargetError};
-use crate::config::params::{HealthModel, OverheadBudget, Windows};
+use crate::config::params::{CensusLimits, HealthModel, OverheadBudget, Windows};
 use crate::inspect::clock::monotonic_ns;
 use crate::inspect::process::ProcessError;
 use crate::model::snapshot::ProcessSnapshot;
@@ -21,6 +23,7 @@ pub struct SamplerSettings {
     pub windows: Windows,
     pub health: HealthModel,
     pub budget: OverheadBudget,
+    pub census: CensusLimits,
 }
 
 /// Why a sample failed: the `reason` label of `gprof_sample_errors_total`.
@@ -68,6 +71,9 @@ pub enum Outcome {
         reason: &'static str,
         error: TargetError,
     },
+    /// Its runtime's bookkeeping stopped making sense ([`TargetError::Untrustworthy`]): to be
+    /// removed, and not watched again.
+    Distrusted(TargetError),
 }
 
 pub struct Sampler<T> {
@@ -80,6 +86,7 @@ pub struct Sampler<T> {
     next_surge_check: Instant,
     sample_errors: BTreeMap<String, u64>,
     census_errors: u64,
+    census: CensusBudget,
 }
 
 impl<T> Sampler<T> {
@@ -95,6 +102,7 @@ impl<T> Sampler<T> {
                 .map(|r| (r.to_string(), 0))
                 .collect(),
             census_errors: 0,
+            census: CensusBudget::new(settings.census),
         }
     }
 
@@ -184,8 +192,19 @@ impl<T> Sampler<T> {
         self.census_errors
     }
 
-    /// One round: every target due is sampled. A target that ended stays until
-    /// [`Self::remove`]d (it is sampled again meanwhile, and ends again).
+    /// Goroutines followed one by one, over all targets, and the limit.
+    pub fn tracked(&self) -> (u64, u64) {
+        let n = self
+            .targets
+            .values()
+            .map(|s| s.target.tracked() as u64)
+            .sum();
+        (n, self.census.tracked_limit())
+    }
+
+    /// One round: every target due is sampled, then the round's census work runs (within the
+    /// census budget), then each sampled target's snapshot is made. A target that ended stays
+    /// until [`Self::remove`]d (it is sampled again meanwhile, and ends again).
     pub fn sample(&mut self) -> Vec<(u32, Outcome)> {
         self.kernel.flush_logs();
         let events = self.kernel.drain_events();
@@ -193,7 +212,7 @@ impl<T> Sampler<T> {
         self.kernel.begin_round();
         let interval = self.settings.interval;
         let now = Instant::now();
-        let mut outcomes = Vec::new();
+        let mut results: Vec<(u32, Result<(), TargetError>)> = Vec::new();
         for (&pid, s) in &mut self.targets {
             if s.retry_at.is_some_and(|t| now < t) {
                 continue;
@@ -203,8 +222,17 @@ impl<T> Sampler<T> {
                 .get(&s.target.exe)
                 .map(HotControl::probes)
                 .unwrap_or(crate::collect::collector::HotProbes::ALWAYS);
-            let result = s.target.sample(&self.kernel, &events, &sites, hot);
+            results.push((pid, s.target.sample(&self.kernel, &events, &sites, hot)));
+        }
+        self.kernel.end_round();
+        self.census_round(&mut results);
+        let mut outcomes = Vec::new();
+        for (pid, result) in results {
+            let Some(s) = self.targets.get_mut(&pid) else {
+                continue;
+            };
             self.census_errors += s.target.take_census_errors();
+            let result = result.and_then(|()| s.target.snapshot().ok_or(TargetError::Gone(pid)));
             let outcome = match result {
                 Ok(snapshot) => {
                     if s.failures > 0 {
@@ -218,6 +246,7 @@ impl<T> Sampler<T> {
                     Outcome::Sampled(Box::new(snapshot))
                 }
                 Err(e @ (TargetError::Gone(_) | TargetError::Execed(_))) => Outcome::Ended(e),
+                Err(e @ TargetError::Untrustworthy { .. }) => Outcome::Distrusted(e),
                 Err(error) => {
                     let reason = sample_error_reason(&error);
                     *self.sample_errors.entry(reason.to_string()).or_default() += 1;
@@ -230,9 +259,70 @@ impl<T> Sampler<T> {
             };
             outcomes.push((pid, outcome));
         }
-        self.kernel.end_round();
         self.steer_hot_probes();
         outcomes
+    }
+
+    /// The round's census work (see [`crate::collect::census_budget`]): a slice at a time to
+    /// each sampled target with census work, the oldest census first, while the budget and
+    /// the round's time allow. A census that finds the process's bookkeeping forged, or the
+    /// process gone, turns its sample's result into that error.
+    fn census_round(&mut self, results: &mut [(u32, Result<(), TargetError>)]) {
+        let started = Instant::now();
+        self.census.refill(started);
+        let spacing = self.settings.interval;
+        let deadline = started + self.census.round_time(self.settings.interval);
+        let mut queue: Vec<(usize, f64)> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, (pid, r))| {
+                r.is_ok()
+                    && self
+                        .targets
+                        .get(pid)
+                        .is_some_and(|s| s.target.wants_census(spacing))
+            })
+            .map(|(i, (pid, _))| (i, self.targets[pid].target.census_age()))
+            .collect();
+        if queue.is_empty() {
+            return;
+        }
+        queue.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let rates = self.sample_rates();
+        while !queue.is_empty() && self.census.allows() && Instant::now() < deadline {
+            queue.retain(|&(i, _)| {
+                if !self.census.allows() || Instant::now() >= deadline {
+                    return true;
+                }
+                let pid = results[i].0;
+                let Some(s) = self.targets.get_mut(&pid) else {
+                    return false;
+                };
+                let rate = rates.get(&pid).copied().unwrap_or(SampleRate::ALL);
+                match s.target.census_slice(QUANTUM, rate) {
+                    Ok(slice) => {
+                        self.census.charge(slice.cpu);
+                        slice.more
+                    }
+                    Err(e) => {
+                        results[i].1 = Err(e);
+                        false
+                    }
+                }
+            });
+        }
+    }
+
+    /// The sample of blocked goroutines each target follows, under the census's memory limit:
+    /// by what its last census found blocked (before one, by its live goroutines, which
+    /// bound it).
+    fn sample_rates(&self) -> HashMap<u32, SampleRate> {
+        let (pids, demand): (Vec<u32>, Vec<u64>) = self
+            .targets
+            .iter()
+            .map(|(&pid, s)| (pid, s.target.blocked_demand()))
+            .unzip();
+        pids.into_iter().zip(self.census.rates(&demand)).collect()
     }
 
     /// Sleeps until `deadline`, looking for surges meanwhile (when a budget may cut some

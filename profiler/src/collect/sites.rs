@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::inspect::binary::frames::FrameTable;
 use crate::inspect::census::CreationSite;
+use crate::inspect::unwind::MemoCode;
 use crate::model::snapshot::SiteSnapshot;
 use crate::model::stats::{Series, slope};
 
@@ -75,7 +76,7 @@ impl SiteName {
 /// share it; names come from the executable's frame table (read on demand from the file).
 #[derive(Debug)]
 pub struct Symbolizer {
-    frames: Option<FrameTable>,
+    frames: Option<MemoCode<FrameTable>>,
     names: HashMap<CreationSite, Arc<SiteName>>,
     places: HashMap<u64, Arc<str>>,
 }
@@ -92,7 +93,7 @@ fn unbiased(k: CreationSite, bias: u64) -> CreationSite {
 impl Symbolizer {
     pub fn new(frames: Option<FrameTable>) -> Self {
         Self {
-            frames,
+            frames: frames.map(MemoCode::new),
             names: HashMap::new(),
             places: HashMap::new(),
         }
@@ -100,7 +101,37 @@ impl Symbolizer {
 
     /// The executable's frame table (None when its file could not be kept open).
     pub fn frames(&self) -> Option<&FrameTable> {
+        self.frames.as_ref().map(MemoCode::inner)
+    }
+
+    /// The executable's code as the unwinder asks about it (answers kept per pc).
+    pub fn code(&self) -> Option<&MemoCode<FrameTable>> {
         self.frames.as_ref()
+    }
+
+    /// The name of one site (a runtime address; `bias` is the PIE load bias).
+    pub fn name(&mut self, key: CreationSite, bias: u64) -> Arc<SiteName> {
+        let f = unbiased(key, bias);
+        if let Some(n) = self.names.get(&f) {
+            return n.clone();
+        }
+        if self.names.len() > 8 * MAX_SITES {
+            self.names.clear();
+        }
+        let name = Arc::new(self.lookup(f));
+        self.names.insert(f, name.clone());
+        name
+    }
+
+    fn lookup(&self, f: CreationSite) -> SiteName {
+        if f.gopc == 0 {
+            // Sites beyond a bound (the kernel's map, the census's).
+            SiteName::other()
+        } else {
+            self.frames()
+                .and_then(|frames| name(frames, f))
+                .unwrap_or_else(|| SiteName::unknown(f))
+        }
     }
 
     /// Names every key of `keys` (runtime addresses; `bias` is the PIE load bias).
@@ -113,15 +144,7 @@ impl Symbolizer {
             keys.into_iter().map(|&k| (k, unbiased(k, bias))).collect();
         for &(_, f) in &keys {
             if !self.names.contains_key(&f) {
-                let name = if f.gopc == 0 {
-                    // The kernel's bucket for sites beyond its map's room.
-                    SiteName::other()
-                } else {
-                    self.frames
-                        .as_ref()
-                        .and_then(|frames| name(frames, f))
-                        .unwrap_or_else(|| SiteName::unknown(f))
-                };
+                let name = self.lookup(f);
                 self.names.insert(f, Arc::new(name));
             }
         }
@@ -145,7 +168,7 @@ impl Symbolizer {
         self.places
             .entry(pc)
             .or_insert_with(|| {
-                let calls = self.frames.as_ref().and_then(|f| f.calls(pc));
+                let calls = self.frames.as_ref().and_then(|f| f.inner().calls(pc));
                 let at = calls.as_ref().and_then(|c| {
                     c.iter()
                         .find(|l| !crate::inspect::goruntime::is_wait_machinery(&l.function))

@@ -8,18 +8,20 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use profiler_common::SiteKey as KernelSiteKey;
 use profiler_common::{Counters, Event, GcState, ProcConfig, SiteCounts};
 
-use crate::collect::blocked::{GroupKey, Observed};
+use crate::collect::blocked::{CHUNK, GroupKey, SampleRate};
 use crate::inspect::census::{BlockedG, Census, CreationSite};
-use crate::inspect::clock::monotonic_ns;
+use crate::inspect::clock::{monotonic_ns, thread_cpu};
 use crate::inspect::goruntime::{self, status};
+use crate::inspect::runtime_state::GsBuffers;
+use crate::inspect::selfcheck::GsCheck;
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::attach::kernel::{AttachScope, ExeKey, Kernel, KernelError};
 use crate::collect::budget::HotLoad;
-use crate::collect::collector::{HotProbes, Identity, ProcessCollector, Reading};
-use crate::collect::sites::{SiteNames, Symbolizer};
+use crate::collect::collector::{CensusStatus, HotProbes, Identity, ProcessCollector, Reading};
+use crate::collect::sites::Symbolizer;
 use crate::config::params::HealthModel;
 use crate::config::params::Windows;
 use crate::inspect::binary::{BinaryError, ExecutableInfo, GoBinary};
@@ -58,6 +60,10 @@ pub enum TargetError {
         release: String,
         why: String,
     },
+    #[error(
+        "PID {pid} ({comm}): its runtime's bookkeeping stopped making sense while gprof watched it, so gprof no longer reads it: {why}"
+    )]
+    Untrustworthy { pid: u32, comm: String, why: String },
     #[error("PID {0} exited")]
     Gone(u32),
     #[error("PID {0} replaced its program (exec)")]
@@ -171,29 +177,65 @@ pub struct Target {
     bias: u64,
     /// The executable: names of the creation sites the census finds.
     executable: Arc<Executable>,
-    /// When the next census may run: a census of a huge process takes a while, and gprof
-    /// spends at most a twentieth of its time on one.
-    next_census: Instant,
-    /// Censuses that failed since [`Self::take_census_errors`] last ran.
+    /// Censuses that failed since [`Self::take_census_errors`] last ran, and in a row.
     census_errors: u64,
-    /// The last census, while nothing has happened in the process since (see
-    /// [`LastCensus`]).
-    last_census: Option<LastCensus>,
+    census_failures_in_a_row: u32,
     /// How long a quiet process's last census may stand in for a new one.
     census_refresh: Duration,
+    /// What a census checks the gs against.
+    expect: selfcheck::Expect,
+    /// The census under way (it runs in slices, between samples: see [`Self::census_slice`]).
+    pass: Option<CensusPass>,
+    /// The last census finished.
+    last: Option<Finished>,
+    /// The last census stands in for this round's (nothing happened since).
+    standing: bool,
+    /// CPU time spent on censuses since attach.
+    census_cpu: Duration,
+    buffers: GsBuffers,
+    /// The runtime's counts at the last sample, and when: the next must follow from them.
+    prev_counts: Option<(RuntimeCounts, Instant)>,
+    /// `allglen` when the address space was last checked to hold that many gs.
+    allglen_checked: i64,
+    /// This round's reading, until [`Self::snapshot`] turns it into a snapshot.
+    pending: Option<(Reading, u64)>,
 }
 
-/// A census with its blocked goroutines placed, and what the process's counts were then. In a
-/// process where no goroutine was created or exited and no GC ran since (no stacks scanned or
-/// moved), the next census would find the same goroutines with the same stacks; one may
-/// still have woken and blocked again, which the next real census sees (its trackingSeq
-/// moved) and dates again. So the last one stands in, for at most a tenth of `stuck_after`:
-/// what it shows is at most that old.
-struct LastCensus {
-    taken: Instant,
-    quiet: Quiet,
+/// A census under way: `allgs` read chunk by chunk, each chunk's blocked goroutines followed
+/// as it is read.
+struct CensusPass {
+    began: Instant,
+    /// Collector seconds at the start.
+    t0: f64,
+    quiet: Option<Quiet>,
+    /// The runtime's counts at the start: the census's totals are checked against them.
+    counts0: Option<RuntimeCounts>,
+    next: u64,
     census: Census,
-    observed: Vec<Observed>,
+    check: GsCheck,
+    cpu: Duration,
+}
+
+/// The last census finished. In a process where no goroutine was created or exited and no GC
+/// ran since (no stacks scanned or moved), the next census would find the same goroutines
+/// with the same stacks; one may still have woken and blocked again, which the next real
+/// census sees (its trackingSeq moved) and dates again. So the last one stands in, for at
+/// most a tenth of `stuck_after`: what it shows is at most that old.
+struct Finished {
+    began: Instant,
+    t0: f64,
+    quiet: Option<Quiet>,
+    census: Census,
+    cpu: Duration,
+}
+
+/// What one slice of census work came to.
+#[derive(Clone, Copy, Debug)]
+pub struct Slice {
+    /// CPU time it took.
+    pub cpu: Duration,
+    /// More of the census is left for the next slice.
+    pub more: bool,
 }
 
 /// What changes when goroutines are created, exit, are scanned or moved, or a GC runs.
@@ -342,10 +384,18 @@ impl Target {
             surge_mark: None,
             bias,
             executable: exe.clone(),
-            next_census: Instant::now(),
             census_errors: 0,
-            last_census: None,
+            census_failures_in_a_row: 0,
             census_refresh: Duration::from_secs_f64(windows.stuck_after_seconds / 10.0),
+            expect,
+            pass: None,
+            last: None,
+            standing: false,
+            census_cpu: Duration::ZERO,
+            buffers: GsBuffers::default(),
+            prev_counts: None,
+            allglen_checked: 0,
+            pending: None,
         })
     }
 
@@ -390,16 +440,19 @@ impl Target {
         self.process.pid()
     }
 
-    /// Reads the kernel's counters and the runtime's own counts. `events` are all records
-    /// drained from the kernel since the last round (this target picks its own).
+    /// Reads the kernel's counters and the runtime's own counts, and checks the counts
+    /// against the runtime's invariants. `events` are all records drained from the kernel
+    /// since the last round (this target picks its own). The census work of the round comes
+    /// after every target was sampled ([`Self::census_slice`]), then [`Self::snapshot`].
     pub fn sample(
         &mut self,
         kernel: &Kernel,
         events: &[Event],
         sites: &HashMap<u32, Vec<(KernelSiteKey, SiteCounts)>>,
         hot: HotProbes,
-    ) -> Result<ProcessSnapshot, TargetError> {
+    ) -> Result<(), TargetError> {
         let pid = self.pid();
+        self.pending = None;
         // With the runtime's memory read, an exit or exec shows as a failed reading (see
         // below); /proc/PID/stat is costly (the kernel sums every thread), so it is read for
         // the CPU time only when the hot probes' load may have changed.
@@ -422,6 +475,7 @@ impl Target {
         let runtime = match &self.reader {
             Some(r) => match r.read() {
                 Ok(c) => Some(c),
+                Err(StateError::Implausible(why)) => return Err(self.untrustworthy(why)),
                 Err(source) => {
                     return Err(self
                         .program_changed()
@@ -430,6 +484,9 @@ impl Target {
             },
             None => None,
         };
+        if let Some(c) = &runtime {
+            self.check_counts(c)?;
+        }
         let active = self.active_since_last_sample(&counters, &gc, runtime.as_ref());
         let cpu_seconds = if active {
             match self.process.live_stat() {
@@ -461,80 +518,23 @@ impl Target {
             hits: hot_hits(&counters),
             gc_cycles: gc.gc_cycles,
         });
-        let stands = self
-            .last_census
-            .as_ref()
-            .is_some_and(|l| Some(l.quiet) == quiet && l.taken.elapsed() < self.census_refresh);
-        if stands && let Some(last) = &self.last_census {
-            let (census, observed) = (last.census.clone(), last.observed.clone());
-            let symbols = self.executable.symbols.lock();
-            let names = symbols
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .resolve(census.sites.keys(), self.bias);
-            self.collector.absorb_census(t, &census, &names, observed);
-        }
-        if !stands {
-            self.last_census = None;
-        }
-        // The census is best effort: a reading that races with the program is skipped.
-        let attempt = (!stands && Instant::now() >= self.next_census).then(Instant::now);
-        let census = if let Some(began) = attempt {
-            let census = self.reader.as_ref().and_then(|r| match r.census() {
-                Ok(Some(c)) => Some(c),
-                Ok(None) => {
-                    self.census_errors += 1;
-                    None
-                }
-                Err(e) => {
-                    self.census_errors += 1;
-                    log::debug!("PID {pid}: census failed: {e}");
-                    None
-                }
+        self.standing = self.pass.is_none()
+            && self.last.as_ref().is_some_and(|l| {
+                quiet.is_some() && l.quiet == quiet && l.began.elapsed() < self.census_refresh
             });
-            if let Some(c) = &census {
-                log::debug!(
-                    "PID {pid}: census of {} gs in {:?}: {} live, {} dead, {} unreadable, {} blocked",
-                    c.live + c.dead + c.unreadable,
-                    began.elapsed(),
-                    c.live,
-                    c.dead,
-                    c.unreadable,
-                    c.blocked.len()
-                );
-            }
-            census
-        } else {
-            None
-        };
-        let keys = census
-            .iter()
-            .flat_map(|c| c.sites.keys())
-            .chain(counted.iter().map(|(k, _)| k));
         let executable = self.executable.clone();
         let mut symbols = executable
             .symbols
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let names = symbols.resolve(keys, self.bias);
-        if let Some(mut census) = census {
-            let observed = self.observe_blocked(&mut census, &mut symbols, &names);
-            self.collector
-                .absorb_census(t, &census, &names, observed.clone());
-            if let (Some(quiet), Some(began)) = (quiet, attempt) {
-                self.last_census = Some(LastCensus {
-                    taken: began,
-                    quiet,
-                    census,
-                    observed,
-                });
-            }
+        if self.standing
+            && let Some(last) = &self.last
+        {
+            let names = symbols.resolve(last.census.sites.keys(), self.bias);
+            self.collector.restate_census(t, &last.census, &names);
         }
+        let names = symbols.resolve(counted.iter().map(|(k, _)| k), self.bias);
         drop(symbols);
-        if let Some(began) = attempt {
-            let took = began.elapsed();
-            log::debug!("PID {pid}: census, stacks walked and names, in {took:?}");
-            self.next_census = began + took * CENSUS_SPACING;
-        }
         self.collector.absorb_site_counts(
             t,
             counted
@@ -552,8 +552,289 @@ impl Target {
             runtime,
             hot,
             hot_demand: self.hot_load.demand_per_s,
+            census: None,
         };
-        Ok(self.collector.update(&reading, now_ns))
+        self.pending = Some((reading, now_ns));
+        Ok(())
+    }
+
+    /// The runtime's counts must follow from the last ones, and the address space must be
+    /// able to hold the gs they claim: a process that forged them is not reported.
+    fn check_counts(&mut self, c: &RuntimeCounts) -> Result<(), TargetError> {
+        let prev = self
+            .prev_counts
+            .as_ref()
+            .map(|(p, at)| (p, at.elapsed().as_secs_f64()));
+        if let Err(why) = selfcheck::counts_hold(prev, c) {
+            return Err(self.untrustworthy(why));
+        }
+        if c.allglen > (1 << 16) && c.allglen > 2 * self.allglen_checked {
+            let vsize = self
+                .process
+                .live_stat()
+                .ok_or(TargetError::Gone(self.pid()))?
+                .vsize;
+            if (c.allglen as u64).saturating_mul(selfcheck::MIN_G_BYTES) > vsize {
+                return Err(self.untrustworthy(format!(
+                    "{} gs claimed, more than its address space of {vsize} bytes holds",
+                    c.allglen
+                )));
+            }
+            self.allglen_checked = c.allglen;
+        }
+        self.prev_counts = Some((*c, Instant::now()));
+        Ok(())
+    }
+
+    fn untrustworthy(&self, why: String) -> TargetError {
+        // What a reading found may be a half-finished exit or exec: that is not a lie.
+        if let Some(e) = self.program_changed() {
+            return e;
+        }
+        TargetError::Untrustworthy {
+            pid: self.pid(),
+            comm: self.process.comm.clone(),
+            why,
+        }
+    }
+
+    /// Whether this round has census work for the process: a census under way, or one due
+    /// (the last began `spacing` ago or more, and cannot stand in).
+    pub fn wants_census(&self, spacing: Duration) -> bool {
+        if self.pending.is_none() || !self.reader.as_ref().is_some_and(RuntimeReader::has_census) {
+            return false;
+        }
+        self.pass.is_some()
+            || (!self.standing
+                && self
+                    .last
+                    .as_ref()
+                    .is_none_or(|l| l.began.elapsed() >= spacing))
+    }
+
+    /// Seconds since the census shown began (how stale the blocked goroutines are), or since
+    /// attach before the first.
+    pub fn census_age(&self) -> f64 {
+        self.last
+            .as_ref()
+            .map_or(self.attached.elapsed(), |l| l.began.elapsed())
+            .as_secs_f64()
+    }
+
+    /// Blocked goroutines at the last census: what following every one would take.
+    pub fn blocked_demand(&self) -> u64 {
+        let live = self
+            .prev_counts
+            .map(|(c, _)| (c.goroutines() + c.ngsys).max(0) as u64);
+        match (&self.last, live) {
+            (Some(l), Some(now)) => l.census.blocked + now.saturating_sub(l.census.live),
+            (Some(l), None) => l.census.blocked,
+            (None, Some(now)) => now,
+            (None, None) => 0,
+        }
+    }
+
+    /// Goroutines followed one by one now.
+    pub fn tracked(&self) -> usize {
+        self.collector.tracked()
+    }
+
+    /// Census work for about `quantum` of CPU time: the next chunks of `allgs` read, checked
+    /// and tallied, their blocked goroutines followed (those `rate` picks; a census keeps the
+    /// rate it began with) and their stacks walked where they moved. When the last chunk is
+    /// read the census is checked against the runtime's counts and taken in.
+    pub fn census_slice(
+        &mut self,
+        quantum: Duration,
+        rate: SampleRate,
+    ) -> Result<Slice, TargetError> {
+        let cpu0 = thread_cpu();
+        let result = self.census_chunks(cpu0, quantum, rate);
+        let cpu = thread_cpu().saturating_sub(cpu0);
+        self.census_cpu += cpu;
+        if let Some(p) = &mut self.pass {
+            p.cpu += cpu;
+        }
+        match result {
+            Ok(more) => {
+                if !more {
+                    self.census_failures_in_a_row = 0;
+                }
+                Ok(Slice { cpu, more })
+            }
+            Err(
+                e @ (TargetError::Untrustworthy { .. }
+                | TargetError::Gone(_)
+                | TargetError::Execed(_)),
+            ) => {
+                self.pass = None;
+                Err(e)
+            }
+            // A census that races with the program is given up; the next one starts over.
+            Err(e) => {
+                self.pass = None;
+                self.census_errors += 1;
+                self.census_failures_in_a_row += 1;
+                log::debug!("PID {}: census failed: {e:#}", self.pid());
+                if self.census_failures_in_a_row >= MAX_CENSUS_FAILURES {
+                    return Err(self.untrustworthy(format!(
+                        "{MAX_CENSUS_FAILURES} censuses in a row could not read runtime.allgs ({})",
+                        anyhow::Error::from(e)
+                    )));
+                }
+                Ok(Slice { cpu, more: false })
+            }
+        }
+    }
+
+    fn census_chunks(
+        &mut self,
+        cpu0: Duration,
+        quantum: Duration,
+        rate: SampleRate,
+    ) -> Result<bool, TargetError> {
+        let pid = self.pid();
+        let Some(reader) = &self.reader else {
+            return Ok(false);
+        };
+        let state = |source| TargetError::State { pid, source };
+        let counts = self.pending.as_ref().and_then(|(r, _)| r.runtime);
+        if self.pass.is_none() {
+            let goidgen = reader.goidgen().map_err(state)?;
+            self.collector.blocked().begin(rate);
+            self.pass = Some(CensusPass {
+                began: Instant::now(),
+                t0: self.attached.elapsed().as_secs_f64(),
+                quiet: counts.map(|r| Quiet {
+                    goids: r.goids,
+                    allglen: r.allglen,
+                    free: r.free_pool(),
+                    hits: self.last_hot.map_or(0, |h| h.hits),
+                    gc_cycles: self.last_hot.map_or(0, |h| h.gc_cycles),
+                }),
+                counts0: counts,
+                next: 0,
+                census: Census::default(),
+                check: GsCheck::new(&self.expect, goidgen),
+                cpu: Duration::ZERO,
+            });
+        }
+        let Some(allgs) = reader.allgs().map_err(state)? else {
+            self.pass = None;
+            return Ok(false);
+        };
+        let executable = self.executable.clone();
+        let symbols = std::cell::RefCell::new(
+            executable
+                .symbols
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        let bias = self.bias;
+        let wait_reasons = executable.wait_reasons;
+        let mut fields = Vec::with_capacity(CHUNK as usize);
+        let mut blocked = Vec::new();
+        loop {
+            let pass = self.pass.as_mut().expect("a census under way");
+            if pass.next >= allgs.len {
+                break;
+            }
+            let c = pass.next / CHUNK;
+            let end = ((c + 1) * CHUNK).min(allgs.len);
+            fields.clear();
+            reader
+                .read_gs(allgs, pass.next..end, &mut self.buffers, |i, addr, g| {
+                    fields.push((i, addr, g))
+                })
+                .map_err(state)?;
+            // Every goid read was handed out before this reading.
+            pass.check.raise_goidgen(reader.goidgen().map_err(state)?);
+            blocked.clear();
+            for &(i, addr, g) in &fields {
+                pass.check.add(addr, g);
+                if let Some(b) = pass.census.add(addr, g) {
+                    blocked.push(((i % CHUNK) as u16, b));
+                }
+            }
+            if let Some(why) = pass.check.hopeless() {
+                return Err(self.untrustworthy(format!("census: {why}")));
+            }
+            let t = self.attached.elapsed().as_secs_f64();
+            self.collector.blocked().observe_chunk(
+                c as usize,
+                t,
+                &blocked,
+                |starts| {
+                    let symbols = symbols.borrow();
+                    match symbols.code() {
+                        Some(code) => reader.unwind(starts, bias, code.inner().arch, code),
+                        None => vec![None; starts.len()],
+                    }
+                },
+                |g, at| {
+                    let mut symbols = symbols.borrow_mut();
+                    let site = symbols.name(g.site, bias);
+                    (!site.system).then(|| GroupKey {
+                        created_at: site,
+                        blocked_at: symbols.place(at),
+                        wait_reason: wait_reason(wait_reasons, g),
+                        leaked: g.status == status::LEAKED,
+                    })
+                },
+            );
+            let pass = self.pass.as_mut().expect("a census under way");
+            pass.next = end;
+            if pass.next < allgs.len && thread_cpu().saturating_sub(cpu0) >= quantum {
+                return Ok(true);
+            }
+        }
+        // The whole of allgs is read: the census's totals against the runtime's counts.
+        let pass = self.pass.take().expect("a census under way");
+        let t = self.attached.elapsed().as_secs_f64();
+        if let Some(now) = counts {
+            let alive = |c: &RuntimeCounts| c.goroutines() + c.ngsys;
+            let before = pass.counts0.unwrap_or(now);
+            let churn = (now.goids - before.goids).max(0) + (alive(&now) - alive(&before)).abs();
+            let report = pass.check.finish(&now, 1.0, churn as u64);
+            if !report.passed() {
+                return Err(self.untrustworthy(format!("census {}", report.describe())));
+            }
+        }
+        let names = symbols.borrow_mut().resolve(pass.census.sites.keys(), bias);
+        drop(symbols);
+        self.collector
+            .absorb_census(t, &pass.census, &names, allgs.len);
+        log::debug!(
+            "PID {pid}: census of {} gs in {:?} ({:?} of CPU): {} live, {} dead, {} unreadable, {} blocked, {} followed",
+            allgs.len,
+            pass.began.elapsed(),
+            pass.cpu,
+            pass.census.live,
+            pass.census.dead,
+            pass.census.unreadable,
+            pass.census.blocked,
+            self.collector.tracked(),
+        );
+        self.last = Some(Finished {
+            began: pass.began,
+            t0: pass.t0,
+            quiet: pass.quiet,
+            census: pass.census,
+            cpu: pass.cpu,
+        });
+        Ok(false)
+    }
+
+    /// This round's snapshot (after [`Self::sample`] and the round's census work).
+    pub fn snapshot(&mut self) -> Option<ProcessSnapshot> {
+        let (mut reading, now_ns) = self.pending.take()?;
+        let has_census = self.reader.as_ref().is_some_and(RuntimeReader::has_census);
+        reading.census = has_census.then(|| CensusStatus {
+            began: self.last.as_ref().map(|l| l.t0),
+            cpu_seconds_total: self.census_cpu.as_secs_f64(),
+            last_cpu_seconds: self.last.as_ref().map(|l| l.cpu.as_secs_f64()),
+        });
+        Some(self.collector.update(&reading, now_ns))
     }
 
     /// Gone or Execed, if the process no longer runs the program it was attached to.
@@ -567,77 +848,6 @@ impl Target {
             return Some(TargetError::Gone(pid));
         }
         Some(TargetError::Execed(pid))
-    }
-
-    /// The census's blocked goroutines, placed (their stacks walked, unless they have not
-    /// moved since the last census) and grouped.
-    fn observe_blocked(
-        &self,
-        census: &mut Census,
-        symbols: &mut Symbolizer,
-        names: &SiteNames,
-    ) -> Vec<Observed> {
-        let blocked = std::mem::take(&mut census.blocked);
-        let mut at: Vec<Option<u64>> = blocked
-            .iter()
-            .map(|b| self.collector.known_place(b))
-            .collect();
-        let todo: Vec<usize> = (0..blocked.len()).filter(|&i| at[i].is_none()).collect();
-        if let (Some(reader), Some(frames), false) =
-            (&self.reader, symbols.frames(), todo.is_empty())
-        {
-            let starts: Vec<_> = todo.iter().map(|&i| blocked[i].start).collect();
-            for (i, found) in todo
-                .into_iter()
-                .zip(reader.unwind(&starts, self.bias, frames))
-            {
-                at[i] = found;
-            }
-        }
-        // One key per group, shared by its goroutines.
-        let mut keys: foldhash::HashSet<Arc<GroupKey>> = Default::default();
-        blocked
-            .into_iter()
-            .zip(at)
-            .map(|(g, at)| {
-                let key = match (names.get(&g.site), at) {
-                    (Some(site), Some(at)) if !site.system => {
-                        let key = GroupKey {
-                            created_at: site.clone(),
-                            blocked_at: symbols.place(at),
-                            wait_reason: self.wait_reason(&g),
-                            leaked: g.status == status::LEAKED,
-                        };
-                        Some(match keys.get(&key) {
-                            Some(k) => k.clone(),
-                            None => {
-                                let k = Arc::new(key);
-                                keys.insert(k.clone());
-                                k
-                            }
-                        })
-                    }
-                    _ => None,
-                };
-                Observed { g, at, key }
-            })
-            .collect()
-    }
-
-    /// The wait reason as the runtime's traceback prints it.
-    fn wait_reason(&self, g: &BlockedG) -> Cow<'static, str> {
-        if g.status == status::SYSCALL {
-            return Cow::Borrowed("syscall");
-        }
-        match self
-            .executable
-            .wait_reasons
-            .and_then(|r| r.get(g.waitreason as usize))
-        {
-            Some(&"") => Cow::Borrowed("waiting"),
-            Some(&r) => Cow::Borrowed(r),
-            None => Cow::Owned(format!("wait reason {}", g.waitreason)),
-        }
     }
 
     /// Whether goroutines were created or scanned, or a GC ran, since the last sample (else
@@ -719,8 +929,20 @@ fn hot_hits(c: &Counters) -> u64 {
     c.created + c.exited + c.stack_scans + c.stack_copies
 }
 
-/// A census that took `d` runs again after `d` times this, at the earliest.
-const CENSUS_SPACING: u32 = 20;
+/// Censuses that fail in a row (`allgs` unreadable) before the process is distrusted.
+const MAX_CENSUS_FAILURES: u32 = 3;
+
+/// The wait reason as the runtime's traceback prints it.
+fn wait_reason(reasons: Option<&'static [&'static str]>, g: &BlockedG) -> Cow<'static, str> {
+    if g.status == status::SYSCALL {
+        return Cow::Borrowed("syscall");
+    }
+    match reasons.and_then(|r| r.get(g.waitreason as usize)) {
+        Some(&"") => Cow::Borrowed("waiting"),
+        Some(&r) => Cow::Borrowed(r),
+        None => Cow::Owned(format!("wait reason {}", g.waitreason)),
+    }
+}
 
 /// Where the hot probes' load was last measured from.
 #[derive(Clone, Copy, Debug)]

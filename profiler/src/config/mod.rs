@@ -101,6 +101,86 @@ pub struct Config {
     pub discovery: DiscoverySettings,
     #[serde(default)]
     pub budget: BudgetSettings,
+    #[serde(default)]
+    pub census: CensusSettings,
+}
+
+/// What the goroutine census may cost, for every process together (see
+/// `collect/census_budget.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CensusSettings {
+    /// Percent of one core, on average.
+    #[serde(default = "CensusSettings::default_percent")]
+    pub cpu_percent: f64,
+    /// Memory for following blocked goroutines one by one (`48MiB`, `1GiB`, or bytes).
+    #[serde(default = "CensusSettings::default_memory")]
+    pub memory: Bytes,
+}
+
+impl CensusSettings {
+    fn default_percent() -> f64 {
+        crate::config::params::CensusLimits::default().cpu_share * 100.0
+    }
+    fn default_memory() -> Bytes {
+        Bytes(crate::config::params::CensusLimits::default().memory_bytes)
+    }
+
+    pub fn limits(&self) -> crate::config::params::CensusLimits {
+        crate::config::params::CensusLimits {
+            cpu_share: self.cpu_percent / 100.0,
+            memory_bytes: self.memory.0,
+        }
+    }
+}
+
+impl Default for CensusSettings {
+    fn default() -> Self {
+        Self {
+            cpu_percent: Self::default_percent(),
+            memory: Self::default_memory(),
+        }
+    }
+}
+
+/// A size in bytes, written as `48MiB`, `64MB`, `1GiB`, `512KiB` or a number of bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bytes(pub u64);
+
+/// Parses a size (binary or decimal units, case-insensitive; `M` and `G` alone are binary,
+/// as in Kubernetes' `Mi`/`Gi`).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let bad = || format!("invalid size {s:?} (use e.g. 48MiB, 1GiB, or a number of bytes)");
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "ki" | "kib" => 1 << 10,
+        "kb" => 1_000,
+        "m" | "mi" | "mib" => 1 << 20,
+        "mb" => 1_000_000,
+        "g" | "gi" | "gib" => 1 << 30,
+        "gb" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(scale).ok_or_else(bad)
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Bytes(n)),
+            Raw::S(s) => parse_bytes(&s).map(Bytes).map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// The overhead budget of the hot probes (see `budget.rs`).
@@ -569,6 +649,14 @@ impl Config {
                 "budget.cpu_percent: must be above 0 and at most 100".into(),
             ));
         }
+        if !(config.census.cpu_percent > 0.0 && config.census.cpu_percent <= 100.0) {
+            return Err(invalid(
+                "census.cpu_percent: must be above 0 and at most 100".into(),
+            ));
+        }
+        if config.census.memory.0 < 1 << 20 {
+            return Err(invalid("census.memory: must be at least 1MiB".into()));
+        }
         let tenants = &config.tenants;
         if tenants.from.is_empty() {
             return Err(invalid(
@@ -729,6 +817,25 @@ alerting:
 
     fn err(text: &str) -> String {
         Config::parse("gprof.yaml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn census_limits_with_their_units() {
+        assert_eq!(parse_bytes("48MiB"), Ok(48 << 20));
+        assert_eq!(parse_bytes("1Gi"), Ok(1 << 30));
+        assert_eq!(parse_bytes("64MB"), Ok(64_000_000));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("lots").is_err() && parse_bytes("99999999999GiB").is_err());
+        let c = Config::parse("g.yaml", "census:\n  cpu_percent: 2\n  memory: 96MiB\n").unwrap();
+        assert_eq!(c.census.limits().memory_bytes, 96 << 20);
+        assert_eq!(c.census.limits().cpu_share, 0.02);
+        let d = Config::parse("g.yaml", "{}").unwrap();
+        assert_eq!(
+            d.census.limits(),
+            crate::config::params::CensusLimits::default()
+        );
+        assert!(err("census:\n  memory: 12 parsecs\n").contains("census.memory"));
+        assert!(err("census:\n  cpu_percent: 0\n").contains("census.cpu_percent"));
     }
 
     #[test]

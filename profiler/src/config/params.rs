@@ -88,3 +88,30 @@ impl Default for OverheadBudget {
         }
     }
 }
+
+/// What the goroutine census may cost gprof, for all watched processes together (see
+/// `collect/census_budget.rs`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CensusLimits {
+    /// Share of one core the censuses may take on average (bursts of up to
+    /// [`CensusLimits::BURST_SECONDS`] of it at once).
+    pub cpu_share: f64,
+    /// Memory for following blocked goroutines one by one, in bytes: past it, the processes
+    /// with the most blocked goroutines follow a sample of them.
+    pub memory_bytes: u64,
+}
+
+impl CensusLimits {
+    /// The budget saved up at most, in seconds of its rate: a census can run in a burst.
+    pub const BURST_SECONDS: f64 = 60.0;
+}
+
+impl Default for CensusLimits {
+    fn default() -> Self {
+        Self {
+            cpu_share: 0.03,
+            // About 1.25 million goroutines, in the DaemonSet's 128 MiB limit with the rest.
+            memory_bytes: 48 << 20,
+        }
+    }
+}

@@ -30,6 +30,14 @@ pub struct CreationSite {
     pub startpc: u64,
 }
 
+impl CreationSite {
+    /// Where sites beyond a bound are counted (the kernel's, the census's).
+    pub const OTHER: Self = Self {
+        gopc: 0,
+        startpc: 0,
+    };
+}
+
 /// The fields of one g the census reads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GFields {
@@ -77,14 +85,21 @@ impl GFields {
     }
 }
 
-/// One census.
+/// Distinct creation sites one census tallies at most; the gs of further sites are counted
+/// under the "other" site (`gopc` and `startpc` 0). gopc and startpc are read from the
+/// target's memory, so a process could make every g a site of its own.
+pub const MAX_CENSUS_SITES: usize = 1024;
+
+/// One census: the figures of every g of `allgs`. Bounded whatever the gs hold: sites by
+/// [`MAX_CENSUS_SITES`], stack sizes by powers of two.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Census {
     /// Live goroutines (system ones included) by creation site.
     pub sites: HashMap<CreationSite, u64>,
     pub live: u64,
     pub live_stack_bytes: u64,
-    /// Live goroutines by stack size (bytes; stacks are powers of two).
+    /// Live goroutines by stack size (bytes, rounded up to a power of two: the runtime's
+    /// stacks are powers of two).
     pub stack_sizes: BTreeMap<u64, u64>,
     /// Dead gs: the free pool (plus gs not reused yet); some keep their stack.
     pub dead: u64,
@@ -92,50 +107,66 @@ pub struct Census {
     pub dead_stack_bytes: u64,
     /// gs that could not be read, or held an impossible status.
     pub unreadable: u64,
-    /// The blocked goroutines (system ones included).
-    pub blocked: Vec<BlockedG>,
+    /// Blocked goroutines (waiting, in a system call, or leaked; system ones included).
+    pub blocked: u64,
 }
 
 /// Tallies the gs of one reading: (address, fields; None: unreadable).
-pub fn tally(gs: impl IntoIterator<Item = (u64, Option<GFields>)>) -> Census {
+pub fn tally(gs: impl IntoIterator<Item = (u64, Option<GFields>)>) -> (Census, Vec<BlockedG>) {
     let mut c = Census::default();
-    for (addr, g) in gs {
-        c.add(addr, g);
-    }
-    c
+    let blocked = gs
+        .into_iter()
+        .filter_map(|(addr, g)| c.add(addr, g))
+        .collect();
+    (c, blocked)
 }
 
 impl Census {
-    /// Counts the g at `addr` (None: unreadable).
-    pub fn add(&mut self, addr: u64, g: Option<GFields>) {
+    /// Counts the g at `addr` (None: unreadable); a blocked goroutine comes back, with what
+    /// tells where and since when it waits.
+    pub fn add(&mut self, addr: u64, g: Option<GFields>) -> Option<BlockedG> {
         let Some(g) = g.filter(|g| g.status & !G_SCAN <= MAX_STATUS) else {
             self.unreadable += 1;
-            return;
+            return None;
         };
         let size = g.stack_size();
         if NOT_LIVE.contains(&(g.status & !G_SCAN)) {
             self.dead += 1;
             if size > 0 {
                 self.dead_with_stack += 1;
-                self.dead_stack_bytes += size;
+                self.dead_stack_bytes = self.dead_stack_bytes.saturating_add(size);
             }
-            return;
+            return None;
         }
         self.live += 1;
-        self.live_stack_bytes += size;
-        *self.stack_sizes.entry(size).or_default() += 1;
-        let site = CreationSite {
+        self.live_stack_bytes = self.live_stack_bytes.saturating_add(size);
+        *self
+            .stack_sizes
+            .entry(size.checked_next_power_of_two().unwrap_or(1 << 63))
+            .or_default() += 1;
+        let mut site = CreationSite {
             gopc: g.gopc,
             startpc: g.startpc,
         };
-        *self.sites.entry(site).or_default() += 1;
+        let room = self.sites.len() < MAX_CENSUS_SITES;
+        match self.sites.get_mut(&site) {
+            Some(n) => *n += 1,
+            None if room => {
+                self.sites.insert(site, 1);
+            }
+            None => {
+                site = CreationSite::OTHER;
+                *self.sites.entry(site).or_default() += 1;
+            }
+        }
         let s = g.status & !G_SCAN;
         let (pc, sp) = match s {
             status::WAITING | status::LEAKED => (g.sched_pc, g.sched_sp),
             status::SYSCALL => (g.syscallpc, g.syscallsp),
-            _ => return,
+            _ => return None,
         };
-        self.blocked.push(BlockedG {
+        self.blocked += 1;
+        Some(BlockedG {
             g: addr,
             goid: g.goid,
             status: s,
@@ -149,7 +180,7 @@ impl Census {
                 stack_lo: g.stack_lo,
                 stack_hi: g.stack_hi,
             },
-        });
+        })
     }
 }
 
@@ -251,7 +282,7 @@ mod tests {
 
     #[test]
     fn tallies_sites_stacks_and_the_pool() {
-        let c = tally([
+        let (c, blocked) = tally([
             g(4, 0x1000, 0xc000, 8192),
             g(4, 0x1000, 0xe000, 8192),
             g(2 | G_SCAN, 0x1000, 0x20000, 32768),
@@ -275,8 +306,9 @@ mod tests {
         assert_eq!(c.stack_sizes[&8192], 5);
         // The two waiting, the one in a system call, the leaked one: each with the registers
         // its stack resumes from.
-        let blocked: Vec<(u32, u64, u64)> = c
-            .blocked
+        assert_eq!(c.blocked, 4);
+        let first = blocked[0];
+        let blocked: Vec<(u32, u64, u64)> = blocked
             .iter()
             .map(|b| (b.status, b.start.pc, b.start.sp - b.start.stack_lo))
             .collect();
@@ -289,8 +321,8 @@ mod tests {
                 (10, 0x4_1000, 0x100)
             ]
         );
-        assert_eq!(c.blocked[0].g, 0xc000 + 0x10_0000);
-        assert_eq!(c.blocked[0].goid, 0xc000 / 16);
+        assert_eq!(first.g, 0xc000 + 0x10_0000);
+        assert_eq!(first.goid, 0xc000 / 16);
         assert_eq!(c.stack_sizes[&32768], 1);
         assert_eq!(
             (c.dead, c.dead_with_stack, c.dead_stack_bytes),

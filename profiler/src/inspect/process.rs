@@ -81,6 +81,8 @@ pub struct Stat {
     pub start_time: u64,
     /// CPU time in clock ticks, user plus system (fields 14 and 15).
     pub cpu_ticks: u64,
+    /// The size of its address space in bytes (field 23): what it can hold at most.
+    pub vsize: u64,
 }
 
 impl Stat {
@@ -114,6 +116,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
         flags: u64::from(stat.flags),
         start_time: stat.starttime,
         cpu_ticks: stat.utime.checked_add(stat.stime)?,
+        vsize: stat.vsize,
     })
 }
 

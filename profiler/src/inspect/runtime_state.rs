@@ -11,13 +11,14 @@
 //! The reads race with the running program just as `gcount`'s own reads do; no lock is taken
 //! and the target is never stopped.
 
-use crate::inspect::census::{Census, GFields, GOffsets};
+use crate::inspect::census::{GFields, GOffsets};
 use crate::inspect::globals::Candidates;
 use crate::inspect::goruntime::{Layout, globals};
 use crate::inspect::process::{ProcMem, ProcessError};
 
-/// More Ps than this is not a real `allp`.
-const MAX_PROCS: u64 = 1 << 16;
+/// More Ps than this is not a real `allp`: the runtime's `_MaxGomaxprocs` (every release
+/// since 1.10).
+pub const MAX_PROCS: u64 = 1 << 10;
 /// More gs than this is not a real `allglen`.
 const MAX_GS: u64 = 1 << 32;
 
@@ -29,6 +30,10 @@ pub enum StateError {
     Process(#[from] ProcessError),
     #[error("the process exec'd another program or exited while it was read")]
     ProgramChanged,
+    /// Read fine, but what the runtime's bookkeeping holds is what no runtime would: the
+    /// process rewrote it, or its memory is not what gprof planned for.
+    #[error("the runtime's bookkeeping holds what no Go runtime would: {0}")]
+    Implausible(String),
 }
 
 /// One reading of the runtime's counters.
@@ -47,6 +52,9 @@ pub struct RuntimeCounts {
     /// Goroutine IDs handed out since the process started: goroutines created (plus the few
     /// gs cgo's extra Ms take, and the IDs left in the cache of a P that GOMAXPROCS removed).
     pub goids: i64,
+    /// `len(runtime.allgs)`, read with the others (None without a validated `allgs`): the
+    /// runtime stores it and `allglen` together.
+    pub allgs_len: Option<i64>,
 }
 
 impl RuntimeCounts {
@@ -86,10 +94,20 @@ struct KnownPs {
     ps: Vec<u64>,
 }
 
-/// A census reads this many gs at most (a process with more gets none).
-const MAX_CENSUS: u64 = 1 << 22;
-/// gs read per chunk: bounds gprof's memory whatever the target's size (about 5 MiB).
-const CENSUS_CHUNK: u64 = 1 << 14;
+/// `runtime.allgs`: the array of every g, and its length, as one reading found them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllGs {
+    pub ptr: u64,
+    pub len: u64,
+}
+
+/// Buffers [`RuntimeReader::read_gs`] reuses from one call to the next.
+#[derive(Debug, Default)]
+pub struct GsBuffers {
+    raw: Vec<u8>,
+    bytes: Vec<u8>,
+    addrs: Vec<u64>,
+}
 
 impl RuntimeReader {
     /// Picks the candidates that hold plausible values in the live process. `bias` is the PIE
@@ -166,47 +184,97 @@ impl RuntimeReader {
         self.allgs.is_some()
     }
 
-    /// Reads every g of `runtime.allgs` and tallies them (see [`crate::inspect::census`]).
-    pub fn census(&self) -> Result<Option<Census>, StateError> {
-        let mut census = Census::default();
-        let read = self.each_g(|addr, g| census.add(addr, g))?;
-        Ok(read.then_some(census))
-    }
-
-    /// Reads every g of `runtime.allgs` and hands each to `f` (address; None: unreadable).
-    /// False when the census cannot run (no validated `allgs`, or an implausible length).
-    pub fn each_g(&self, mut f: impl FnMut(u64, Option<GFields>)) -> Result<bool, StateError> {
+    /// `runtime.allgs` as it is now (None when it was not found and validated).
+    pub fn allgs(&self) -> Result<Option<AllGs>, StateError> {
         let Some(allgs) = self.allgs else {
-            return Ok(false);
+            return Ok(None);
         };
         let mut header = [0u8; 16];
         self.mem.gather(&[(allgs, 16)], &mut header)?;
         let mut fields = Fields(&header);
-        let (ptr, len) = (fields.u64(), fields.u64());
-        if ptr == 0 || len > MAX_CENSUS {
-            return Ok(false);
+        Ok(Some(AllGs {
+            ptr: fields.u64(),
+            len: fields.u64(),
+        }))
+    }
+
+    /// Reads the gs at indices `range` of `allgs` (as read by [`Self::allgs`]; the range is
+    /// cut to its length) and hands each to `f` (index, address; None: unreadable).
+    /// `allgs` only grows and keeps its order when it moves, so an index names the same g
+    /// whichever array the runtime holds now. Confirms afterwards that the process still
+    /// runs the program the reader was opened on.
+    pub fn read_gs(
+        &self,
+        allgs: AllGs,
+        range: std::ops::Range<u64>,
+        buffers: &mut GsBuffers,
+        mut f: impl FnMut(u64, u64, Option<GFields>),
+    ) -> Result<(), StateError> {
+        let (start, end) = (range.start.min(allgs.len), range.end.min(allgs.len));
+        if start >= end {
+            return Ok(());
         }
+        let n = (end - start) as usize;
         let span = self.g.span();
-        let (mut raw, mut bytes) = (Vec::new(), Vec::new());
-        for start in (0..len).step_by(CENSUS_CHUNK as usize) {
-            let n = CENSUS_CHUNK.min(len - start) as usize;
-            raw.resize(8 * n, 0);
-            self.mem
-                .gather(&[(ptr.wrapping_add(8 * start), raw.len())], &mut raw)?;
-            let gs: Vec<u64> = raw
-                .chunks_exact(8)
-                .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
-                .collect();
-            bytes.resize(span * n, 0);
-            let ok = self.mem.read_scattered(&gs, span, &mut bytes);
-            for ((b, ok), &addr) in bytes.chunks_exact(span).zip(ok).zip(&gs) {
-                f(addr, ok.then(|| self.g.parse(b)));
-            }
+        let GsBuffers { raw, bytes, addrs } = buffers;
+        raw.resize(8 * n, 0);
+        self.mem.gather(
+            &[(allgs.ptr.wrapping_add(8u64.wrapping_mul(start)), raw.len())],
+            raw,
+        )?;
+        addrs.clear();
+        addrs.extend(
+            raw.chunks_exact(8)
+                .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes"))),
+        );
+        bytes.resize(span * n, 0);
+        let ok = self.mem.read_scattered(addrs, span, bytes);
+        for (i, ((b, ok), &addr)) in bytes
+            .chunks_exact(span)
+            .zip(ok)
+            .zip(addrs.iter())
+            .enumerate()
+        {
+            f(start + i as u64, addr, ok.then(|| self.g.parse(b)));
         }
-        if !self.mem.still_opened_program(allgs) {
+        if !self.mem.still_opened_program(self.allglen) {
             return Err(StateError::ProgramChanged);
         }
-        Ok(true)
+        Ok(())
+    }
+
+    /// Reads the gs of `runtime.allgs` and hands each to `f` (address; None: unreadable):
+    /// every one up to `max`, else `max` of them spread over the array, in runs. Returns
+    /// `allgs`'s length and how many were read (None when the census cannot run: no
+    /// validated `allgs`).
+    pub fn each_g(
+        &self,
+        max: u64,
+        mut f: impl FnMut(u64, Option<GFields>),
+    ) -> Result<Option<(u64, u64)>, StateError> {
+        let Some(allgs) = self.allgs()? else {
+            return Ok(None);
+        };
+        if allgs.ptr == 0 {
+            return Ok(None);
+        }
+        const RUN: u64 = 256;
+        let mut buffers = GsBuffers::default();
+        let runs = max.div_ceil(RUN).max(1);
+        let stride = if allgs.len <= max {
+            RUN
+        } else {
+            (allgs.len / runs).max(RUN)
+        };
+        let mut read = 0;
+        let mut start = 0;
+        while start < allgs.len && read < max.max(RUN) {
+            let end = (start + RUN).min(allgs.len);
+            self.read_gs(allgs, start..end, &mut buffers, |_, addr, g| f(addr, g))?;
+            read += end - start;
+            start += stride;
+        }
+        Ok(Some((allgs.len, read)))
     }
 
     /// One 8-byte word of the process's memory.
@@ -219,11 +287,12 @@ impl RuntimeReader {
         &self,
         starts: &[crate::inspect::unwind::Start],
         bias: u64,
-        frames: &crate::inspect::binary::frames::FrameTable,
+        arch: crate::inspect::binary::Arch,
+        code: &impl crate::inspect::unwind::Code,
     ) -> Vec<Option<u64>> {
         use crate::inspect::unwind::{StackTops, blocked_at};
         let stacks = StackTops::read(starts, &self.mem);
-        let places = blocked_at(starts, bias, frames.arch, frames, &stacks);
+        let places = blocked_at(starts, bias, arch, code, &stacks);
         // Stacks read from another program say nothing.
         match self.allgs.is_none_or(|a| self.mem.still_opened_program(a)) {
             true => places,
@@ -241,6 +310,7 @@ impl RuntimeReader {
         let globals: Vec<(u64, usize)> = [(self.allglen, 8), (self.allp, 16), (self.ngsys, 4)]
             .into_iter()
             .chain(self.sched_counts.iter().map(|&a| (a, 4)))
+            .chain(self.allgs.map(|a| (a + 8, 8)))
             .collect();
         // The Ps of the last reading (none at the first: then they are read as if allp moved).
         let (known_allp, mut ps) = match self.ps.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -251,13 +321,20 @@ impl RuntimeReader {
         self.read_with_ps(&globals, &ps, &mut buf)?;
         let mut fields = Fields(&buf);
         let allglen = fields.u64() as i64;
-        let allp = (fields.u64(), fields.u64().min(MAX_PROCS));
+        let allp = (fields.u64(), fields.u64());
         let ngsys = i64::from(fields.i32());
         let sched_free: i64 = self
             .sched_counts
             .iter()
             .map(|_| i64::from(fields.i32()))
             .sum();
+        let allgs_len = self.allgs.map(|_| fields.u64() as i64);
+        if allp.1 == 0 || allp.1 > MAX_PROCS {
+            return Err(StateError::Implausible(format!(
+                "runtime.allp holds {} Ps (a runtime has 1 to {MAX_PROCS})",
+                allp.1
+            )));
+        }
         if known_allp != Some(allp) {
             let (ptr, len) = allp;
             let mut array = vec![0u8; 8 * len as usize];
@@ -299,6 +376,7 @@ impl RuntimeReader {
             p_free,
             procs,
             goids,
+            allgs_len,
         })
     }
 
@@ -437,6 +515,7 @@ mod tests {
             p_free: 93,
             procs: 2,
             goids: 5000,
+            allgs_len: Some(1200),
         };
         assert_eq!(c.goroutines(), 1001);
         assert_eq!(c.free_pool(), 193);

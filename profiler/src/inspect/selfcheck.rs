@@ -25,6 +25,9 @@ const STATUSES: &[u32] = &[0, 1, 2, 3, 4, 6, 8, 9];
 const STATUSES_126: &[u32] = &[10, 11];
 /// The smallest goroutine stack.
 const MIN_STACK: u64 = 2048;
+/// Bytes a g takes at least, in every supported release (`sizeof(runtime.g)` is 376 to 456):
+/// a process cannot hold more gs than its address space has room for at this size.
+pub const MIN_G_BYTES: u64 = 256;
 
 /// What the self-check is given about the binary.
 #[derive(Clone, Debug)]
@@ -159,21 +162,81 @@ impl SelfCheckReport {
     }
 }
 
+/// gs the check at attach reads at most (spread over `allgs` in a larger process).
+const MAX_CHECKED_GS: u64 = 1 << 16;
+
 /// Runs the checks on the live process behind `reader`.
 pub fn run(reader: &RuntimeReader, expect: &Expect) -> Result<SelfCheckReport, StateError> {
     let counts = reader.read()?;
     let goidgen = reader.goidgen()?;
-    let mut tally = Tally::new(expect, goidgen);
-    if !reader.each_g(|addr, g| tally.add(addr, g))? {
+    let mut tally = GsCheck::new(expect, goidgen);
+    let Some((len, read)) = reader.each_g(MAX_CHECKED_GS, |addr, g| tally.add(addr, g))? else {
         return Err(StateError::Invalid(
             "runtime.allgs could not be read: nothing to check the layout on".into(),
         ));
-    }
-    let mut report = tally.finish(&counts);
+    };
+    let scale = len as f64 / read.max(1) as f64;
+    let mut report = tally.finish(&counts, scale, 0);
     if let Some(c) = &expect.clocks {
         report.checks.push(check_clocks(reader, c)?);
     }
     Ok(report)
+}
+
+/// Goroutines a process may create per second, at most: far beyond any real one (the
+/// runtime creates a few million per second per core at best).
+const MAX_CREATIONS_PER_SECOND: f64 = 1e8;
+
+/// The invariants the runtime's counts keep from one reading to the next (`prev`, read `dt`
+/// seconds before `now`): checked on every sample, so that counts a process forged are never
+/// reported. Cheap: the counts are already read.
+pub fn counts_hold(prev: Option<(&RuntimeCounts, f64)>, now: &RuntimeCounts) -> Result<(), String> {
+    let c = now;
+    // The Ps' ID caches and free lists are read racing the program: a batch of IDs per P.
+    let slack = 16 * i64::from(c.procs) + 64;
+    if !(0..=c.allglen).contains(&c.ngsys) {
+        return Err(format!("{} system goroutines of {} gs", c.ngsys, c.allglen));
+    }
+    if c.sched_free < 0 || c.p_free < 0 || c.free_pool() > c.allglen {
+        return Err(format!(
+            "free lists of {} and {} gs, of {} gs in all",
+            c.sched_free, c.p_free, c.allglen
+        ));
+    }
+    if c.goroutines() < -slack {
+        return Err(format!("{} live goroutines", c.goroutines()));
+    }
+    if let Some(len) = c.allgs_len
+        && (len - c.allglen).abs() > 64
+    {
+        return Err(format!(
+            "allglen is {} but allgs holds {len} gs (the runtime stores them together)",
+            c.allglen
+        ));
+    }
+    // Every g took a goroutine ID when it was made (a few may be between the two).
+    if c.allglen > c.goids.saturating_add(slack) {
+        return Err(format!(
+            "{} gs, but only {} goroutine IDs were ever handed out",
+            c.allglen, c.goids
+        ));
+    }
+    if let Some((p, dt)) = prev {
+        if c.allglen < p.allglen {
+            return Err(format!(
+                "allglen went from {} down to {} (the runtime never frees a g)",
+                p.allglen, c.allglen
+            ));
+        }
+        let most = MAX_CREATIONS_PER_SECOND * dt.max(0.0) + f64::from(1 << 20);
+        if c.goids < p.goids - slack || (c.goids - p.goids) as f64 > most {
+            return Err(format!(
+                "goroutine IDs handed out went from {} to {} in {dt:.1} s",
+                p.goids, c.goids
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Go <= 1.21's pause clocks: readings of the monotonic clock no later than now, and a wall
@@ -202,8 +265,11 @@ fn check_clocks(reader: &RuntimeReader, c: &GcClocks) -> Result<Check, StateErro
     Ok(check)
 }
 
-struct Tally<'a> {
-    expect: &'a Expect,
+/// The checks over gs, fed one g at a time: at attach (the layout self-check) and on every
+/// census (the process's bookkeeping, which it could rewrite at any time).
+#[derive(Debug)]
+pub struct GsCheck {
+    expect: Expect,
     goidgen: u64,
     gs: u64,
     live: u64,
@@ -213,12 +279,41 @@ struct Tally<'a> {
     stacks: Check,
     sites: Check,
     waits: Check,
+    /// A g listed twice in `allgs`, or two live gs with one goid: never in a runtime.
+    repeats: Check,
+    /// g addresses and live goids seen (all up to [`Seen::ALL`], then a hash-picked sample).
+    addrs: Seen,
+    goid_set: Seen,
 }
 
-impl<'a> Tally<'a> {
-    fn new(expect: &'a Expect, goidgen: u64) -> Self {
+/// Values seen, to find repeats: every one until [`Seen::ALL`], then one in 64 (by hash)
+/// until [`Seen::MAX`]: bounded memory, and a value repeated often is found all the same.
+#[derive(Debug, Default)]
+struct Seen(foldhash::HashSet<u64>);
+
+impl Seen {
+    const ALL: usize = 1 << 14;
+    const MAX: usize = 1 << 15;
+
+    /// False when `v` was seen before.
+    fn first(&mut self, v: u64) -> bool {
+        use std::hash::BuildHasher;
+        let n = self.0.len();
+        if n >= Self::MAX
+            || (n >= Self::ALL && foldhash::fast::FixedState::with_seed(7).hash_one(v) % 64 != 0)
+        {
+            return true;
+        }
+        self.0.insert(v)
+    }
+}
+
+impl GsCheck {
+    /// Checks against what `expect` says of the binary, with `sched.goidgen` read before the
+    /// gs.
+    pub fn new(expect: &Expect, goidgen: u64) -> Self {
         Self {
-            expect,
+            expect: expect.clone(),
             goidgen,
             gs: 0,
             live: 0,
@@ -228,12 +323,52 @@ impl<'a> Tally<'a> {
             stacks: Check::new("stack bounds"),
             sites: Check::new("gopc/startpc in the text"),
             waits: Check::new("waiting g's saved registers and wait reason"),
+            repeats: Check::new("gs listed twice, goids shared"),
+            addrs: Seen::default(),
+            goid_set: Seen::default(),
         }
     }
 
-    fn add(&mut self, addr: u64, g: Option<GFields>) {
+    /// A later `sched.goidgen`: goroutines created during a long census have higher goids.
+    pub fn raise_goidgen(&mut self, goidgen: u64) {
+        self.goidgen = self.goidgen.max(goidgen);
+    }
+
+    /// Whether what was read so far cannot come from a runtime, whatever follows: most gs of
+    /// a check fail it (a racing g fails one now and then; a forged `allgs` fails them all).
+    pub fn hopeless(&self) -> Option<String> {
+        let checks = [
+            &self.statuses,
+            &self.goids,
+            &self.stacks,
+            &self.sites,
+            &self.waits,
+            &self.repeats,
+        ];
+        checks
+            .into_iter()
+            .find(|c| c.failed >= 64 && c.failed * 4 >= c.checked)
+            .map(|c| {
+                format!(
+                    "{}: {} of {} wrong{}",
+                    c.name,
+                    c.failed,
+                    c.checked,
+                    c.example
+                        .as_ref()
+                        .map(|e| format!(", e.g. {e}"))
+                        .unwrap_or_default()
+                )
+            })
+    }
+
+    /// Counts the g at `addr` (None: unreadable; not checked).
+    pub fn add(&mut self, addr: u64, g: Option<GFields>) {
         let Some(g) = g else { return };
         self.gs += 1;
+        let fresh = self.addrs.first(addr);
+        self.repeats
+            .record(fresh, || format!("g {addr:#x} is listed twice in allgs"));
         let s = g.status & !status::SCAN;
         let known = STATUSES.contains(&s) || (self.expect.go126 && STATUSES_126.contains(&s));
         self.statuses
@@ -254,6 +389,12 @@ impl<'a> Tally<'a> {
         self.goids.record(g.goid >= 1 && g.goid <= goidgen, || {
             format!("g {addr:#x} has goid {} (goidgen {goidgen})", g.goid)
         });
+        if fresh {
+            let unique = self.goid_set.first(g.goid);
+            self.repeats.record(unique, || {
+                format!("g {addr:#x} has goid {}, as another live g has", g.goid)
+            });
+        }
         if extra_m {
             return;
         }
@@ -285,21 +426,26 @@ impl<'a> Tally<'a> {
         }
     }
 
-    fn finish(self, counts: &RuntimeCounts) -> SelfCheckReport {
+    /// The report, with the runtime's counters read around the gs. `scale`: gs in `allgs`
+    /// per g read (1 when all were); `churn`: goroutines created while the gs were read
+    /// (each may have exited, or been counted in one state and not the other).
+    pub fn finish(self, counts: &RuntimeCounts, scale: f64, churn: u64) -> SelfCheckReport {
         // The runtime's counters, read a moment before the gs: live = allglen - free lists
         // (ngsys included), give or take what changed meanwhile.
         let live_counted = (counts.goroutines() + counts.ngsys).max(0) as u64;
-        let slack = 16u64.max(live_counted / 50);
+        let live = (self.live as f64 * scale).round() as u64;
+        let dead = (self.dead as f64 * scale).round() as u64;
+        let slack = 16u64
+            .max(live_counted / 50)
+            .saturating_add(churn.saturating_mul(2));
         let mut totals = Check::new("live gs against the runtime's counters");
         totals.strict = true;
         totals.record(
-            self.live.abs_diff(live_counted) <= slack
-                && counts.free_pool().max(0) as u64 <= self.dead + slack,
+            live.abs_diff(live_counted) <= slack
+                && counts.free_pool().max(0) as u64 <= dead.saturating_add(slack),
             || {
                 format!(
-                    "{} live and {} dead gs read, the counters say {live_counted} live and a pool of {}",
-                    self.live,
-                    self.dead,
+                    "{live} live and {dead} dead gs read, the counters say {live_counted} live and a pool of {}",
                     counts.free_pool()
                 )
             },
@@ -312,6 +458,7 @@ impl<'a> Tally<'a> {
                 self.stacks,
                 self.sites,
                 self.waits,
+                self.repeats,
                 totals,
             ],
         }
@@ -354,13 +501,14 @@ mod tests {
             p_free: 0,
             procs: 2,
             goids: 1000,
+            allgs_len: Some(live + pool),
         }
     }
 
     #[test]
     fn a_right_layout_passes_despite_a_racing_g() {
         let e = expect();
-        let mut t = Tally::new(&e, 1000);
+        let mut t = GsCheck::new(&e, 1000);
         for goid in 1..=200 {
             t.add(goid * 0x100, Some(live(goid, status::WAITING)));
         }
@@ -372,30 +520,30 @@ mod tests {
                 ..live(3, 4)
             }),
         );
-        for _ in 0..10 {
+        for i in 0..10 {
             t.add(
-                0x2,
+                0x2 + i,
                 Some(GFields {
                     status: 6,
                     ..Default::default()
                 }),
             );
         }
-        let r = t.finish(&counts(196, 10));
+        let r = t.finish(&counts(196, 10), 1.0, 0);
         assert!(r.passed(), "{}", r.describe());
     }
 
     #[test]
     fn a_wrong_layout_fails_and_says_why() {
         let e = expect();
-        let mut t = Tally::new(&e, 1000);
+        let mut t = GsCheck::new(&e, 1000);
         // gopc read from parentGoid: a small number, not a text address.
         for goid in 1..=200 {
             let mut g = live(goid, status::WAITING);
             g.gopc = goid;
             t.add(goid * 0x100, Some(g));
         }
-        let r = t.finish(&counts(196, 0));
+        let r = t.finish(&counts(196, 0), 1.0, 0);
         assert!(!r.passed());
         assert!(
             r.describe()
@@ -404,7 +552,7 @@ mod tests {
             r.describe()
         );
         // Statuses of another release's offsets: garbage.
-        let mut t = Tally::new(&e, 1000);
+        let mut t = GsCheck::new(&e, 1000);
         for i in 0..100u32 {
             t.add(
                 0x100,
@@ -414,37 +562,125 @@ mod tests {
                 }),
             );
         }
-        let r = t.finish(&counts(0, 0));
+        let r = t.finish(&counts(0, 0), 1.0, 0);
         assert!(
             r.describe().contains("status: 100 of 100 wrong"),
             "{}",
             r.describe()
         );
         // Counters that do not match the gs.
-        let mut t = Tally::new(&e, 1000);
+        let mut t = GsCheck::new(&e, 1000);
         for goid in 1..=50 {
             t.add(goid * 0x100, Some(live(goid, status::WAITING)));
         }
-        let r = t.finish(&counts(5000, 0));
+        let r = t.finish(&counts(5000, 0), 1.0, 0);
         assert!(!r.passed(), "{}", r.describe());
         // Nothing read at all.
-        assert!(!Tally::new(&e, 1).finish(&counts(0, 0)).passed());
+        assert!(!GsCheck::new(&e, 1).finish(&counts(0, 0), 1.0, 0).passed());
+    }
+
+    #[test]
+    fn a_forged_allgs_is_found_by_its_repeats_early() {
+        let e = expect();
+        // Every entry points at one real g: the first repeat is the second entry.
+        let mut t = GsCheck::new(&e, 1000);
+        for _ in 0..100 {
+            t.add(0x1000, Some(live(7, status::WAITING)));
+        }
+        assert!(t.hopeless().is_some_and(|w| w.contains("listed twice")));
+        let r = t.finish(&counts(100, 0), 1.0, 0);
+        assert!(!r.passed());
+        // Distinct gs that share goids (copies of one g).
+        let mut t = GsCheck::new(&e, 1000);
+        for i in 0..100 {
+            t.add(0x10_0000 + i * 0x200, Some(live(7, status::WAITING)));
+        }
+        assert!(
+            t.hopeless().is_some_and(|w| w.contains("goid 7")),
+            "{:?}",
+            t.hopeless()
+        );
+        // An honest big census: nothing repeats, whatever its size (beyond what is kept).
+        let mut t = GsCheck::new(&e, 1 << 40);
+        for i in 1..=200_000u64 {
+            let mut g = live(i, status::WAITING);
+            g.stack_lo = 0xc000_0000 + i * 0x2000;
+            g.stack_hi = g.stack_lo + 0x2000;
+            g.sched_sp = g.stack_hi - 0x100;
+            t.add(0x1_0000_0000 + i * 0x1c8, Some(g));
+        }
+        assert_eq!(t.hopeless(), None);
+        assert_eq!(t.repeats.failed, 0);
+        assert!(t.addrs.0.len() <= Seen::MAX);
+    }
+
+    #[test]
+    fn counts_a_process_forged_are_refused() {
+        let honest = counts(500, 20);
+        assert_eq!(counts_hold(None, &honest), Ok(()));
+        let later = RuntimeCounts {
+            goids: 1500,
+            allglen: 600,
+            allgs_len: Some(600),
+            ..honest
+        };
+        assert_eq!(counts_hold(Some((&honest, 2.0)), &later), Ok(()));
+        let forged = [
+            // allglen set far past the array.
+            RuntimeCounts {
+                allglen: 1 << 31,
+                ..honest
+            },
+            // allgs replaced and allglen with it, the IDs left alone.
+            RuntimeCounts {
+                allglen: 4_000_000,
+                allgs_len: Some(4_000_000),
+                ..honest
+            },
+            RuntimeCounts {
+                ngsys: -3,
+                ..honest
+            },
+            RuntimeCounts {
+                p_free: -100,
+                ..honest
+            },
+        ];
+        for f in forged {
+            assert!(counts_hold(Some((&honest, 2.0)), &f).is_err(), "{f:?}");
+        }
+        // The IDs forged too: they cannot jump by billions, nor go back.
+        let jumped = RuntimeCounts {
+            allglen: 1 << 31,
+            allgs_len: Some(1 << 31),
+            goids: 1 << 32,
+            ..honest
+        };
+        assert!(counts_hold(Some((&honest, 2.0)), &jumped).is_err());
+        let back = RuntimeCounts {
+            goids: 10,
+            allglen: 5,
+            allgs_len: Some(5),
+            sched_free: 0,
+            ..honest
+        };
+        assert!(counts_hold(Some((&honest, 2.0)), &back).is_err());
     }
 
     #[test]
     fn leaked_statuses_only_from_1_26() {
         let mut e = expect();
-        let mut t = Tally::new(&e, 1000);
+        let mut t = GsCheck::new(&e, 1000);
         for goid in 1..=10 {
             t.add(goid, Some(live(goid, status::LEAKED)));
         }
-        assert!(!t.finish(&counts(6, 0)).passed());
+        assert!(!t.finish(&counts(6, 0), 1.0, 0).passed());
         e.go126 = true;
-        let mut t = Tally::new(&e, 1000);
+        let mut t = GsCheck::new(&e, 1000);
         for goid in 1..=10 {
             t.add(goid, Some(live(goid, status::LEAKED)));
         }
-        let r = t.finish(&counts(6, 0));
+        let r = t.finish(&counts(6, 0), 1.0, 0);
         assert!(r.passed(), "{}", r.describe());
     }
 }

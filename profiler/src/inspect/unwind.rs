@@ -58,6 +58,44 @@ impl Code for crate::inspect::binary::frames::FrameTable {
     }
 }
 
+/// [`Code`] with each pc's answer kept: a census asks about the same few return addresses
+/// for every goroutine. Bounded: emptied past [`MemoCode::MAX`] pcs.
+#[derive(Debug)]
+pub struct MemoCode<C> {
+    code: C,
+    memo: std::cell::RefCell<foldhash::HashMap<u64, Option<CodeFrame>>>,
+}
+
+impl<C: Code> MemoCode<C> {
+    const MAX: usize = 1 << 16;
+
+    pub fn new(code: C) -> Self {
+        Self {
+            code,
+            memo: Default::default(),
+        }
+    }
+
+    pub fn inner(&self) -> &C {
+        &self.code
+    }
+}
+
+impl<C: Code> Code for MemoCode<C> {
+    fn frame(&self, pc: u64) -> Option<CodeFrame> {
+        if let Some(f) = self.memo.borrow().get(&pc) {
+            return *f;
+        }
+        let f = self.code.frame(pc);
+        let mut memo = self.memo.borrow_mut();
+        if memo.len() >= Self::MAX {
+            memo.clear();
+        }
+        memo.insert(pc, f);
+        f
+    }
+}
+
 /// Reads 8-byte words at many addresses at once (None: unreadable).
 pub trait Words {
     fn words(&self, addrs: &[u64]) -> Vec<Option<u64>>;

@@ -127,9 +127,28 @@ pub struct ProcessSnapshot {
     pub confirmed_leak_rate_per_min: f64,
     /// What `health.leak_penalty` weighs.
     pub leak_signal: LeakSignal,
+    /// The census behind the sites, stacks and blocked groups: how old it is, and what it
+    /// costs (see [`CensusFigures`]); None without a census.
+    pub census: Option<CensusFigures>,
 
     pub health_score: f64,
     pub health: Health,
+}
+
+/// Where a process's goroutine census stands.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct CensusFigures {
+    /// Seconds since the census shown began (the blocked groups, sites and stacks are this
+    /// old); None before the first census finished.
+    pub age_seconds: Option<f64>,
+    /// CPU time gprof spent on this process's censuses since attach, and on the last one.
+    pub cpu_seconds_total: f64,
+    pub last_cpu_seconds: Option<f64>,
+    /// Blocked goroutines followed one by one, and the share of them (1: all; below 1 the
+    /// census's memory limit has it follow a sample, and the blocked groups' `goroutines`
+    /// and `stuck` are estimates).
+    pub tracked_goroutines: u64,
+    pub sample_fraction: f64,
 }
 
 impl ProcessSnapshot {
@@ -405,6 +424,7 @@ pub(crate) fn example() -> ProcessSnapshot {
         leaking_goroutines: 1200,
         confirmed_leak_rate_per_min: 1200.0,
         leak_signal: LeakSignal::StuckGoroutines,
+        census: None,
         health_score: 60.0,
         health: crate::model::health::Health {
             score: 60.0,

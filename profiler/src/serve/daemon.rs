@@ -93,6 +93,7 @@ impl Watcher {
             windows: config.windows(),
             health: config.health,
             budget: config.budget.config(),
+            census: config.census.limits(),
         };
         Self {
             sampler: Sampler::new(kernel, settings),
@@ -141,6 +142,15 @@ impl Watcher {
                 "exited (its PID was reused)"
             };
             self.forget(pid, why);
+        }
+        // Refused already, running the same program (its bookkeeping was forged, say):
+        // nothing more to spend on it.
+        if self
+            .unwatched
+            .get(&process.id)
+            .is_some_and(|(p, _)| p.exe == process.exe)
+        {
+            return;
         }
         let key = ExeKey::of(&process);
         if let Some(&reason) = self.refused.get(&key) {
@@ -230,6 +240,24 @@ impl Watcher {
         }
     }
 
+    /// Stops watching a process whose runtime's bookkeeping stopped making sense (it forged
+    /// it, or its memory is not what the plan said): its series go with it, it is counted
+    /// among the unwatched (`self_check_failed`), logged once, and not taken on again.
+    fn distrust(&mut self, pid: u32, e: TargetError) {
+        let Some(s) = self.sampler.remove(pid) else {
+            return;
+        };
+        log::warn!(
+            "no longer watching {:#} (reason=self_check_failed; said once per process)",
+            anyhow::Error::from(e)
+        );
+        // Discovery reads the PID again (it may be reused); `take_on` refuses this process.
+        self.discovery.forget(pid);
+        let process = s.target.process;
+        self.unwatched
+            .insert(process.id, (process, "self_check_failed"));
+    }
+
     /// Detaches executables idle for longer than [`EXE_GRACE`], or beyond
     /// [`MAX_IDLE_EXECUTABLES`].
     fn expire_idle_executables(&mut self, now: Instant) {
@@ -278,6 +306,7 @@ impl Watcher {
                         "exited"
                     },
                 ),
+                Outcome::Distrusted(e) => self.distrust(pid, e),
                 Outcome::Failed { reason, error } => {
                     let Some(s) = self.sampler.get(pid) else {
                         continue;

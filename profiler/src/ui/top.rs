@@ -10,7 +10,7 @@ use crate::attach::kernel::{AttachScope, Kernel};
 use crate::collect::budget::SURGE_CHECK;
 use crate::collect::sampler::{Outcome, Sampler, SamplerSettings};
 use crate::collect::target::{self, TargetError};
-use crate::config::params::{HealthModel, OverheadBudget, Windows};
+use crate::config::params::{CensusLimits, HealthModel, OverheadBudget, Windows};
 use crate::inspect::process::Process;
 use crate::model::snapshot::ProcessSnapshot;
 use crate::render::{json, tui};
@@ -26,6 +26,7 @@ pub struct TopOptions {
     pub iterations: Option<u64>,
     pub windows: Windows,
     pub budget: OverheadBudget,
+    pub census: CensusLimits,
 }
 
 /// Attaches (all checks happen before the terminal is touched), then runs the chosen view.
@@ -35,6 +36,7 @@ pub fn run(opts: &TopOptions) -> anyhow::Result<()> {
         windows: opts.windows,
         health: HealthModel::default(),
         budget: opts.budget,
+        census: opts.census,
     };
     let mut sampler: Option<Sampler<()>> = None;
     let mut plans = 0;
@@ -85,7 +87,9 @@ impl Session {
         let mut outcomes = self.sampler.sample();
         match outcomes.pop().map(|(_, o)| o) {
             Some(Outcome::Sampled(s)) => Ok(*s),
-            Some(Outcome::Ended(e) | Outcome::Failed { error: e, .. }) => Err(e),
+            Some(Outcome::Ended(e) | Outcome::Failed { error: e, .. } | Outcome::Distrusted(e)) => {
+                Err(e)
+            }
             // Backing off after a failure: none (top stops at the first failure).
             None => Err(TargetError::Gone(self.pid)),
         }

@@ -1,0 +1,3 @@
+module gprof.test/crowd
+
+go 1.19
