@@ -13,8 +13,14 @@ pub const MAX_CPUS: u32 = 256;
 /// Buckets of the STW pause histogram: bucket `i` counts pauses of `[2^i, 2^(i+1))` ns; the
 /// last bucket takes everything longer (2^31 ns is 2.1 s).
 pub const PAUSE_BUCKETS: usize = 32;
-/// Ring buffer size in bytes (a power of two, a multiple of the page size).
-pub const EVENTS_BYTES: u32 = 256 * 1024;
+/// Ring buffer size in bytes (a power of two, a multiple of the page size): about 26,000
+/// records, shared by every watched process.
+pub const EVENTS_BYTES: u32 = 1024 * 1024;
+/// Records one process may stream per second (pauses and GC cycles: three per cycle), and
+/// at once: a process that collects garbage in a loop cannot fill the ring for the others.
+/// Its pause totals and histogram stay exact; only its records beyond these are dropped.
+pub const EVENTS_PER_SECOND: u64 = 200;
+pub const EVENTS_BURST: u64 = 400;
 
 /// Go's register-based calling convention (ABIInternal) as indices into the kernel's saved
 /// registers (`struct pt_regs` read as an array of u64): where a probe finds a Go function's
@@ -58,6 +64,7 @@ pub mod maps {
     pub const GC_STATE: &str = "GC_STATE";
     pub const EVENTS: &str = "EVENTS";
     pub const SITES: &str = "SITES";
+    pub const SITE_ENTRIES: &str = "SITE_ENTRIES";
     pub const LOSSES: &str = "LOSSES";
 }
 
@@ -69,12 +76,20 @@ pub mod loss {
     pub const SITES_FULL: u32 = 1;
     /// Creations or exits not counted per site at all: not even "other" fit in `SITES`.
     pub const SITE_COUNTS_LOST: u32 = 2;
-    pub const KINDS: u32 = 3;
+    /// Records a process streamed beyond [`super::EVENTS_PER_SECOND`], dropped.
+    pub const EVENTS_THROTTLED: u32 = 3;
+    /// Creations or exits counted under a process's "other" site: the process had
+    /// [`super::MAX_SITES_PER_PROC`] sites in `SITES` already.
+    pub const SITES_QUOTA: u32 = 4;
+    pub const KINDS: u32 = 5;
 }
 
 /// Creation sites the kernel counts, over all watched processes; when the map is full, new
 /// sites of a process are counted under its "other" key (`gopc` and `startpc` 0).
 pub const MAX_SITE_ENTRIES: u32 = 16384;
+/// Sites one process may hold in `SITES` (its creation sites come from its own memory, which
+/// it can forge): its further sites are counted under its "other" key.
+pub const MAX_SITES_PER_PROC: u32 = 512;
 
 /// A creation site of one process: the `go` statement's PC and the function started.
 #[repr(C)]
@@ -191,6 +206,8 @@ pub struct Counters {
     pub stack_growths: u64,
     /// Those growths by the size grown to ([`stack_bucket`]).
     pub stack_growth_sizes: [u64; STACK_BUCKETS],
+    /// Creations and exits counted under "other" because the process had its quota of sites.
+    pub sites_refused: u64,
 }
 
 /// GC and stop-the-world state of one slot. Written only around stop-the-world and at the end
@@ -219,6 +236,37 @@ pub struct GcState {
     /// cycle's figures can be reported on their own.
     pub scans_at_last_cycle: u64,
     pub scan_bytes_at_last_cycle: u64,
+    /// The process's record budget (a token bucket of [`EVENTS_BURST`], filled at
+    /// [`EVENTS_PER_SECOND`]): tokens, when it was last filled, and records dropped for want
+    /// of a token.
+    pub event_tokens: u64,
+    pub event_tokens_ns: u64,
+    pub events_throttled: u64,
+}
+
+impl GcState {
+    /// Takes a record token at `now` (monotonic ns); false when the process has streamed
+    /// its share.
+    #[inline(always)]
+    pub fn take_event_token(&mut self, now: u64) -> bool {
+        let elapsed = now.saturating_sub(self.event_tokens_ns);
+        let earned = elapsed / (1_000_000_000 / EVENTS_PER_SECOND);
+        if earned > 0 {
+            let tokens = self.event_tokens.saturating_add(earned);
+            self.event_tokens = if tokens > EVENTS_BURST {
+                EVENTS_BURST
+            } else {
+                tokens
+            };
+            self.event_tokens_ns = now;
+        }
+        if self.event_tokens == 0 {
+            self.events_throttled += 1;
+            return false;
+        }
+        self.event_tokens -= 1;
+        true
+    }
 }
 
 impl Default for GcState {
@@ -236,6 +284,9 @@ impl Default for GcState {
             other_pause_total_ns: 0,
             scans_at_last_cycle: 0,
             scan_bytes_at_last_cycle: 0,
+            event_tokens: 0,
+            event_tokens_ns: 0,
+            events_throttled: 0,
         }
     }
 }
@@ -334,8 +385,27 @@ mod tests {
         assert_eq!(core::mem::size_of::<ProcConfig>(), 4 * 4 + 8 * 2 + 4 * 4);
         assert_eq!(core::mem::size_of::<SiteKey>(), 24);
         assert_eq!(core::mem::size_of::<SiteCounts>(), 16);
-        assert_eq!(core::mem::size_of::<Counters>(), 8 * 6 + 8 * STACK_BUCKETS);
+        assert_eq!(core::mem::size_of::<Counters>(), 8 * 7 + 8 * STACK_BUCKETS);
         assert_eq!(core::mem::size_of::<Event>(), 40);
-        assert_eq!(core::mem::size_of::<GcState>(), 8 * 10 + 8 * PAUSE_BUCKETS);
+        assert_eq!(core::mem::size_of::<GcState>(), 8 * 13 + 8 * PAUSE_BUCKETS);
+    }
+
+    #[test]
+    fn a_process_streams_its_share_of_records_and_no_more() {
+        let mut g = GcState::default();
+        let second = 1_000_000_000u64;
+        let t0 = 1_000 * second;
+        // A burst at first, then the rate.
+        let first: u64 = (0..1000).map(|_| u64::from(g.take_event_token(t0))).sum();
+        assert_eq!(first, EVENTS_BURST);
+        let mut taken = 0;
+        for i in 0..10_000u64 {
+            taken += u64::from(g.take_event_token(t0 + i * second / 1000));
+        }
+        assert!(taken.abs_diff(10 * EVENTS_PER_SECOND) <= 2, "{taken}");
+        assert_eq!(g.events_throttled, 1000 - EVENTS_BURST + 10_000 - taken);
+        // An honest process (a few records a second) never loses one.
+        let mut h = GcState::default();
+        assert!((0..600u64).all(|i| h.take_event_token(t0 + i * second / 3)));
     }
 }

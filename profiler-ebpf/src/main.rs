@@ -22,9 +22,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use profiler_common::{
-    Counters, EVENTS_BYTES, Event, GcState, MAX_CPUS, MAX_PROCS, MAX_SITE_ENTRIES, MAX_SLOTS,
-    ProcConfig, SiteCounts, SiteKey, event_kind, loss, pause_bucket, stack_bucket, stw_kind,
-    stw_reason,
+    Counters, EVENTS_BYTES, Event, GcState, MAX_CPUS, MAX_PROCS, MAX_SITE_ENTRIES,
+    MAX_SITES_PER_PROC, MAX_SLOTS, ProcConfig, SiteCounts, SiteKey, event_kind, loss, pause_bucket,
+    stack_bucket, stw_kind, stw_reason,
 };
 
 /// Watched processes, by host tgid. A process missing here is ignored by every probe.
@@ -44,6 +44,36 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 static SITES: PerCpuHashMap<SiteKey, SiteCounts> =
     PerCpuHashMap::with_max_entries(MAX_SITE_ENTRIES, 0);
 
+/// Entries each slot inserted in `SITES`, per CPU (no atomic add on this target: the CPUs'
+/// counts are summed when a new site comes), for its quota ([`MAX_SITES_PER_PROC`]); user
+/// space zeroes a slot's when it gives the slot out.
+#[map(name = "SITE_ENTRIES")]
+static SITE_ENTRIES: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_SLOTS, 0);
+
+/// A slot's entries in `SITES`, summed over CPUs (only on the way to inserting a new site:
+/// an honest process has a few hundred sites in its life).
+#[inline(always)]
+fn site_entries(slot: u32) -> u32 {
+    let nr_cpus = unsafe { core::ptr::read_volatile(&NR_CPUS) };
+    let map = &SITE_ENTRIES as *const PerCpuArray<u32> as *mut c_void;
+    let mut n = 0u32;
+    for cpu in 0..MAX_CPUS {
+        if cpu >= nr_cpus {
+            break;
+        }
+        // SAFETY: the helper returns a pointer into the map's value for `cpu`, or null.
+        let p =
+            unsafe { bpf_map_lookup_percpu_elem(map, &slot as *const u32 as *const c_void, cpu) };
+        if p.is_null() {
+            return MAX_SITES_PER_PROC;
+        }
+        // SAFETY: a u32 of the map; another CPU may be adding to its own copy (a stale
+        // count lets at most one more entry in per CPU).
+        n = n.saturating_add(unsafe { core::ptr::read_volatile(p as *const u32) });
+    }
+    n
+}
+
 /// What could not be recorded, by [`loss`] kind: user space exports these, so that no loss
 /// goes unseen.
 #[map(name = "LOSSES")]
@@ -57,9 +87,10 @@ fn count_loss(kind: u32) {
     }
 }
 
-/// Counts one creation or exit at a site; a full map counts it under the process's "other".
+/// Counts one creation or exit at a site; a process past its quota of sites, or a full map,
+/// counts it under the process's "other".
 #[inline(always)]
-fn count_site(tgid: u32, gopc: u64, startpc: u64, created: u64, exited: u64) {
+fn count_site(tgid: u32, cfg: &ProcConfig, gopc: u64, startpc: u64, created: u64, exited: u64) {
     let key = SiteKey {
         tgid,
         _pad: 0,
@@ -74,8 +105,25 @@ fn count_site(tgid: u32, gopc: u64, startpc: u64, created: u64, exited: u64) {
         return;
     }
     let value = SiteCounts { created, exited };
-    if SITES.insert(&key, &value, 0).is_err() {
-        count_loss(loss::SITES_FULL);
+    let refused = gopc != 0 && site_entries(cfg.slot) >= MAX_SITES_PER_PROC;
+    if refused {
+        count_loss(loss::SITES_QUOTA);
+        if let Some(c) = counters(cfg.slot) {
+            c.sites_refused += 1;
+        }
+    }
+    let inserted = !refused && SITES.insert(&key, &value, 0).is_ok();
+    if inserted {
+        if let Some(n) = SITE_ENTRIES.get_ptr_mut(cfg.slot) {
+            // SAFETY: per-CPU storage: no other program writes this CPU's copy while we run.
+            unsafe { *n += 1 };
+        }
+        return;
+    }
+    {
+        if !refused {
+            count_loss(loss::SITES_FULL);
+        }
         let other = SiteKey {
             gopc: 0,
             startpc: 0,
@@ -141,7 +189,7 @@ pub fn go_newproc1(ctx: ProbeContext) -> u32 {
         } else {
             arg2
         };
-        count_site(tgid, callerpc, startpc, 1, 0);
+        count_site(tgid, &cfg, callerpc, startpc, 1, 0);
     }
     0
 }
@@ -157,7 +205,7 @@ pub fn go_gfput(ctx: ProbeContext) -> u32 {
         let gp = goabi::arg(&ctx, 1);
         let read = |off: u32| unsafe { bpf_probe_read_user((gp + off as u64) as *const u64) };
         if let (Ok(gopc), Ok(startpc)) = (read(cfg.g_gopc), read(cfg.g_startpc)) {
-            count_site(tgid, gopc, startpc, 0, 1);
+            count_site(tgid, &cfg, gopc, startpc, 0, 1);
         }
     }
     0
@@ -305,6 +353,10 @@ pub fn go_stw_start_ret(ctx: ProbeContext) -> u32 {
         state.other_pauses += 1;
         state.other_pause_total_ns += duration;
     }
+    if !state.take_event_token(now) {
+        count_loss(loss::EVENTS_THROTTLED);
+        return 0;
+    }
     emit(Event {
         kind: event_kind::PAUSE,
         tgid,
@@ -335,10 +387,15 @@ pub fn go_gc_mark_termination(ctx: ProbeContext) -> u32 {
     let cycle_bytes = bytes.wrapping_sub(state.scan_bytes_at_last_cycle);
     state.scans_at_last_cycle = scans;
     state.scan_bytes_at_last_cycle = bytes;
+    let now = unsafe { bpf_ktime_get_ns() };
+    if !state.take_event_token(now) {
+        count_loss(loss::EVENTS_THROTTLED);
+        return 0;
+    }
     emit(Event {
         kind: event_kind::GC_CYCLE,
         tgid,
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns: now,
         a: state.gc_cycles,
         b: cycle_scans,
         c: cycle_bytes,

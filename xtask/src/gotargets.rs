@@ -93,6 +93,15 @@ fn variants_of(program: &str) -> &'static [&'static str] {
     }
 }
 
+/// The releases a program is built with: hostile writes Go 1.27's struct offsets, and crowd
+/// (the census at scale) needs one release only.
+fn releases_of(program: &str) -> &'static [&'static str] {
+    match program {
+        "hostile" | "crowd" => &["1.27.3"],
+        _ => GO_RELEASES,
+    }
+}
+
 /// Extra linker flags a program needs on a release.
 fn program_ldflags(program: &str, release: &str) -> &'static [&'static str] {
     let minor: u32 = release
@@ -100,8 +109,9 @@ fn program_ldflags(program: &str, release: &str) -> &'static [&'static str] {
         .nth(1)
         .and_then(|m| m.parse().ok())
         .unwrap_or(0);
-    // freelist reads runtime.allglen through go:linkname, which Go 1.23+ refuses by default.
-    if program == "freelist" && minor >= 23 {
+    // freelist reads runtime.allglen (hostile writes it) through go:linkname, which Go 1.23+
+    // refuses by default.
+    if matches!(program, "freelist" | "hostile") && minor >= 23 {
         &["-checklinkname=0"]
     } else {
         &[]
@@ -150,7 +160,8 @@ pub fn build_all() -> anyhow::Result<PathBuf> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            GO_RELEASES.iter().flat_map(move |r| {
+            let releases = releases_of(&name);
+            releases.iter().flat_map(move |r| {
                 let wanted = variants_of(&name);
                 VARIANTS
                     .iter()

@@ -211,6 +211,7 @@ pub struct Kernel {
     gc_state: Array<MapData, GcState>,
     events: RingBuf<MapData>,
     sites: PerCpuHashMap<MapData, SiteKey, SiteCounts>,
+    site_entries_map: PerCpuArray<MapData, u32>,
     losses: PerCpuArray<MapData, u64>,
     nr_cpus: usize,
     attachments: HashMap<ExeKey, Attachment>,
@@ -246,6 +247,7 @@ fn sum_counters(mut a: Counters, c: Counters) -> Counters {
     a.stack_scan_bytes += c.stack_scan_bytes;
     a.stack_copies += c.stack_copies;
     a.stack_growths += c.stack_growths;
+    a.sites_refused += c.sites_refused;
     for (sum, n) in a.stack_growth_sizes.iter_mut().zip(c.stack_growth_sizes) {
         *sum += n;
     }
@@ -324,6 +326,8 @@ impl Kernel {
         let gc_state = Array::try_from(gc_state).map_err(map_err(maps::GC_STATE))?;
         let events = RingBuf::try_from(take(maps::EVENTS)?).map_err(map_err(maps::EVENTS))?;
         let sites = PerCpuHashMap::try_from(take(maps::SITES)?).map_err(map_err(maps::SITES))?;
+        let site_entries_map = PerCpuArray::try_from(take(maps::SITE_ENTRIES)?)
+            .map_err(map_err(maps::SITE_ENTRIES))?;
         let losses = PerCpuArray::try_from(take(maps::LOSSES)?).map_err(map_err(maps::LOSSES))?;
         let (reaper, dropped) = std::sync::mpsc::channel::<Vec<UProbeLink>>();
         std::thread::Builder::new()
@@ -348,6 +352,7 @@ impl Kernel {
             gc_state,
             events,
             sites,
+            site_entries_map,
             losses,
             nr_cpus,
             attachments: HashMap::new(),
@@ -573,6 +578,18 @@ impl Kernel {
             .set(slot, zero, 0)
             .map_err(map_err(maps::COUNTERS))
             .and_then(|()| {
+                // Its quota of sites starts empty (the last holder's entries are swept).
+                let zero = PerCpuValues::try_from(vec![0u32; self.nr_cpus]).map_err(|e| {
+                    KernelError::Map {
+                        map: maps::SITE_ENTRIES,
+                        why: e.to_string(),
+                    }
+                })?;
+                self.site_entries_map
+                    .set(slot, zero, 0)
+                    .map_err(map_err(maps::SITE_ENTRIES))
+            })
+            .and_then(|()| {
                 self.gc_state
                     .set(slot, GcState::default(), 0)
                     .map_err(map_err(maps::GC_STATE))
@@ -752,6 +769,8 @@ impl Kernel {
             events_dropped: sum(loss::EVENTS_DROPPED),
             sites_full: sum(loss::SITES_FULL),
             site_counts_lost: sum(loss::SITE_COUNTS_LOST),
+            events_throttled: sum(loss::EVENTS_THROTTLED),
+            sites_over_quota: sum(loss::SITES_QUOTA),
         }
     }
 

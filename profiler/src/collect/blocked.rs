@@ -81,7 +81,7 @@ impl SampleRate {
 
     /// The densest sample of at most `fraction` of the goroutines (at least one in 2^20).
     pub fn at_most(fraction: f64) -> Self {
-        if !(fraction < 1.0) {
+        if fraction.is_nan() || fraction >= 1.0 {
             return Self::ALL;
         }
         let shift = (-fraction.max(1e-9).log2()).ceil() as u32;

@@ -352,6 +352,9 @@ impl ProcessCollector {
                 if blocked.sample_fraction < 1.0 {
                     v.extend(BLOCKED_SAMPLE_FIGURES);
                 }
+                if g.events_throttled > 0 {
+                    v.push("gc_pause_p99_seconds");
+                }
                 v
             },
             probe_hits_total: c.created
@@ -367,6 +370,8 @@ impl ProcessCollector {
             leaking_goroutines: blocked.leaking,
             confirmed_leak_rate_per_min: blocked.confirmed_leak_rate_per_min,
             leak_signal,
+            kernel_records_throttled_total: g.events_throttled,
+            kernel_sites_refused_total: c.sites_refused,
             census: r.census.map(|c| CensusFigures {
                 age_seconds: c.began.map(|b| ((r.t - b).max(0.0) * 10.0).round() / 10.0),
                 cpu_seconds_total: c.cpu_seconds_total,

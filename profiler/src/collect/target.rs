@@ -199,6 +199,8 @@ pub struct Target {
     allglen_checked: i64,
     /// This round's reading, until [`Self::snapshot`] turns it into a snapshot.
     pending: Option<(Reading, u64)>,
+    /// Where the next spot check of a standing census starts in `allgs`.
+    spot: u64,
 }
 
 /// A census under way: `allgs` read chunk by chunk, each chunk's blocked goroutines followed
@@ -396,6 +398,7 @@ impl Target {
             prev_counts: None,
             allglen_checked: 0,
             pending: None,
+            spot: 0,
         })
     }
 
@@ -533,6 +536,14 @@ impl Target {
             let names = symbols.resolve(last.census.sites.keys(), self.bias);
             self.collector.restate_census(t, &last.census, &names);
         }
+        drop(symbols);
+        if self.standing {
+            self.spot_check(runtime.as_ref())?;
+        }
+        let mut symbols = executable
+            .symbols
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let names = symbols.resolve(counted.iter().map(|(k, _)| k), self.bias);
         drop(symbols);
         self.collector.absorb_site_counts(
@@ -583,6 +594,47 @@ impl Target {
             self.allglen_checked = c.allglen;
         }
         self.prev_counts = Some((*c, Instant::now()));
+        Ok(())
+    }
+
+    /// A standing census reads no g, so the gs are checked [`SPOT_CHECK`] at a time each
+    /// round all the same, in turn: a process that rewrites them while its counts hold still
+    /// is found. A reading that fails says nothing (the next census reads them all).
+    fn spot_check(&mut self, counts: Option<&RuntimeCounts>) -> Result<(), TargetError> {
+        let Some(reader) = &self.reader else {
+            return Ok(());
+        };
+        let Ok(Some(allgs)) = reader.allgs() else {
+            return Ok(());
+        };
+        if self.spot >= allgs.len {
+            self.spot = 0;
+        }
+        let (start, end) = (self.spot, (self.spot + SPOT_CHECK).min(allgs.len));
+        let mut fields = Vec::with_capacity((end - start) as usize);
+        let read = reader.read_gs(allgs, start..end, &mut self.buffers, |_, addr, g| {
+            fields.push((addr, g))
+        });
+        let Ok(goidgen) = read.and_then(|()| reader.goidgen()) else {
+            return Ok(());
+        };
+        self.spot = end;
+        let mut check = GsCheck::new(&self.expect, goidgen);
+        for (addr, g) in fields {
+            check.add(addr, g);
+        }
+        if let Some(why) = check.hopeless() {
+            return Err(self.untrustworthy(format!("spot check: {why}")));
+        }
+        if let Some(counts) = counts
+            && start == 0
+            && end == allgs.len
+        {
+            let report = check.finish(counts, 1.0, 0);
+            if !report.passed() {
+                return Err(self.untrustworthy(format!("spot check {}", report.describe())));
+            }
+        }
         Ok(())
     }
 
@@ -700,6 +752,9 @@ impl Target {
         let state = |source| TargetError::State { pid, source };
         let counts = self.pending.as_ref().and_then(|(r, _)| r.runtime);
         if self.pass.is_none() {
+            // The counts the census's totals are held against, read right before its first
+            // chunk (the round's reading may be a while ago in a churning process).
+            let counts0 = reader.read().ok().or(counts);
             let goidgen = reader.goidgen().map_err(state)?;
             self.collector.blocked().begin(rate);
             self.pass = Some(CensusPass {
@@ -712,7 +767,7 @@ impl Target {
                     hits: self.last_hot.map_or(0, |h| h.hits),
                     gc_cycles: self.last_hot.map_or(0, |h| h.gc_cycles),
                 }),
-                counts0: counts,
+                counts0,
                 next: 0,
                 census: Census::default(),
                 check: GsCheck::new(&self.expect, goidgen),
@@ -791,7 +846,8 @@ impl Target {
         // The whole of allgs is read: the census's totals against the runtime's counts.
         let pass = self.pass.take().expect("a census under way");
         let t = self.attached.elapsed().as_secs_f64();
-        if let Some(now) = counts {
+        // ... and right after its last.
+        if let Some(now) = reader.read().ok().or(counts) {
             let alive = |c: &RuntimeCounts| c.goroutines() + c.ngsys;
             let before = pass.counts0.unwrap_or(now);
             let churn = (now.goids - before.goids).max(0) + (alive(&now) - alive(&before)).abs();
@@ -928,6 +984,9 @@ fn open_reader(
 fn hot_hits(c: &Counters) -> u64 {
     c.created + c.exited + c.stack_scans + c.stack_copies
 }
+
+/// gs a standing census checks per round.
+const SPOT_CHECK: u64 = 256;
 
 /// Censuses that fail in a row (`allgs` unreadable) before the process is distrusted.
 const MAX_CENSUS_FAILURES: u32 = 3;

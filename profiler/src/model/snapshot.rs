@@ -127,6 +127,11 @@ pub struct ProcessSnapshot {
     pub confirmed_leak_rate_per_min: f64,
     /// What `health.leak_penalty` weighs.
     pub leak_signal: LeakSignal,
+    /// What the kernel refused this process: records beyond its share per second (its pause
+    /// totals stay exact; the p99 is then over the records kept), and creations and exits
+    /// counted under its "other" site beyond its quota of sites.
+    pub kernel_records_throttled_total: u64,
+    pub kernel_sites_refused_total: u64,
     /// The census behind the sites, stacks and blocked groups: how old it is, and what it
     /// costs (see [`CensusFigures`]); None without a census.
     pub census: Option<CensusFigures>,
@@ -336,8 +341,16 @@ pub struct DaemonStats {
     pub sample_errors_total: std::collections::BTreeMap<String, u64>,
     /// Censuses (reads of every goroutine) that could not run or failed midway.
     pub census_errors_total: u64,
+    /// Blocked goroutines followed one by one over all processes, and the most the census's
+    /// memory limit allows.
+    pub census_tracked_goroutines: u64,
+    pub census_tracked_limit: u64,
     /// What the kernel side could not record.
     pub kernel_losses: crate::model::snapshot::KernelLosses,
+    /// The last sampling round: how long it took (every process sampled, the round's census
+    /// work, the snapshot), and how late it began against the schedule.
+    pub round_seconds: f64,
+    pub round_late_seconds: f64,
 }
 
 /// A realistic snapshot for the renderers' tests: a process leaking 1200 goroutines/min.
@@ -424,6 +437,8 @@ pub(crate) fn example() -> ProcessSnapshot {
         leaking_goroutines: 1200,
         confirmed_leak_rate_per_min: 1200.0,
         leak_signal: LeakSignal::StuckGoroutines,
+        kernel_records_throttled_total: 0,
+        kernel_sites_refused_total: 0,
         census: None,
         health_score: 60.0,
         health: crate::model::health::Health {
@@ -440,6 +455,10 @@ pub struct KernelLosses {
     pub events_dropped: u64,
     pub sites_full: u64,
     pub site_counts_lost: u64,
+    /// Records dropped because their process streamed more than its share per second.
+    pub events_throttled: u64,
+    /// Creations and exits counted under a process's "other" site: it had its quota of sites.
+    pub sites_over_quota: u64,
 }
 
 /// The kernel's log2 histogram as buckets with upper bounds in seconds.

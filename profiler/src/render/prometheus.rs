@@ -231,6 +231,51 @@ pub fn render(snapshot: &DaemonSnapshot, version: &str, usage: SelfUsage) -> Str
             GAUGE,
             per_process(&|r| Some(r.snapshot.health_score), GAUGE),
         ),
+        family(
+            "gprof_census_age_seconds",
+            "Age of the goroutine census behind the blocked groups, sites and stacks (the leak verdict lags by as much).",
+            GAUGE,
+            per_process(&|r| r.snapshot.census.and_then(|c| c.age_seconds), GAUGE),
+        ),
+        family(
+            "gprof_census_cpu_seconds_total",
+            "CPU time gprof spent on the process's goroutine censuses.",
+            COUNTER,
+            per_process(&|r| r.snapshot.census.map(|c| c.cpu_seconds_total), COUNTER),
+        ),
+        family(
+            "gprof_census_tracked_goroutines",
+            "Blocked goroutines of the process followed one by one.",
+            GAUGE,
+            per_process(
+                &|r| r.snapshot.census.map(|c| c.tracked_goroutines as f64),
+                GAUGE,
+            ),
+        ),
+        family(
+            "gprof_census_sample_ratio",
+            "Share of the process's blocked goroutines followed one by one (below 1 under the census memory limit: blocked and stuck counts are then estimates).",
+            GAUGE,
+            per_process(&|r| r.snapshot.census.map(|c| c.sample_fraction), GAUGE),
+        ),
+        family(
+            "gprof_kernel_records_throttled_total",
+            "GC pause and cycle records of the process dropped beyond its share per second (totals stay exact).",
+            COUNTER,
+            per_process(
+                &|r| Some(r.snapshot.kernel_records_throttled_total as f64),
+                COUNTER,
+            ),
+        ),
+        family(
+            "gprof_kernel_sites_refused_total",
+            "Creations and exits of the process counted under its \"other\" site beyond its quota of kernel site entries.",
+            COUNTER,
+            per_process(
+                &|r| Some(r.snapshot.kernel_sites_refused_total as f64),
+                COUNTER,
+            ),
+        ),
     ];
     // Creation sites: the top ones of each process only, so the series stay bounded.
     let per_site = |f: &dyn Fn(&crate::model::snapshot::SiteSnapshot) -> f64| -> Vec<Metric> {
@@ -479,6 +524,36 @@ pub fn render(snapshot: &DaemonSnapshot, version: &str, usage: SelfUsage) -> Str
             "Goroutine censuses that could not run or failed midway (stuck goroutines and leak verdicts wait for the next one).",
             COUNTER,
             vec![counter(vec![], st.census_errors_total as f64)],
+        ),
+        family(
+            "gprof_daemon_round_seconds",
+            "Wall time of the last sampling round (every process sampled, the round's census work).",
+            GAUGE,
+            vec![gauge(vec![], st.round_seconds)],
+        ),
+        family(
+            "gprof_daemon_round_late_seconds",
+            "How late the last sampling round began against its schedule.",
+            GAUGE,
+            vec![gauge(vec![], st.round_late_seconds)],
+        ),
+        family(
+            "gprof_census_tracked_goroutines_limit",
+            "The most blocked goroutines the census memory limit lets gprof follow one by one, over all processes (past it, samples: see gprof_census_sample_ratio).",
+            GAUGE,
+            vec![gauge(vec![], st.census_tracked_limit as f64)],
+        ),
+        family(
+            "gprof_kernel_events_throttled_total",
+            "Kernel records dropped because their process streamed more than its share per second.",
+            COUNTER,
+            vec![counter(vec![], st.kernel_losses.events_throttled as f64)],
+        ),
+        family(
+            "gprof_kernel_site_quota_refused_total",
+            "Goroutine creations and exits counted under a process's \"other\" site because it held its quota of kernel site entries.",
+            COUNTER,
+            vec![counter(vec![], st.kernel_losses.sites_over_quota as f64)],
         ),
         family(
             "gprof_kernel_events_dropped_total",

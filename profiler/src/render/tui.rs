@@ -332,12 +332,27 @@ fn draw_stuck(frame: &mut Frame, area: Rect, s: &ProcessSnapshot) {
         ])
         .style(Style::default().add_modifier(Modifier::BOLD)),
     )
-    .block(
-        Block::default()
-            .borders(Borders::ALL)
-            .title(" Stuck goroutines (blocked at one place past --stuck-after) "),
-    );
+    .block(Block::default().borders(Borders::ALL).title(stuck_title(s)));
     frame.render_widget(table, area);
+}
+
+/// The stuck panel's title: how old the census behind it is, and whether its counts are
+/// estimates from a sample.
+fn stuck_title(s: &ProcessSnapshot) -> String {
+    let census = s.census.map_or(String::new(), |c| {
+        let age = c.age_seconds.map_or("first census under way".into(), |a| {
+            format!("census {a:.0} s old")
+        });
+        if c.sample_fraction < 1.0 {
+            format!(
+                "  ({age}; 1 in {:.0} followed, counts estimated)",
+                1.0 / c.sample_fraction
+            )
+        } else {
+            format!("  ({age})")
+        }
+    });
+    format!(" Stuck goroutines (blocked at one place past --stuck-after){census} ")
 }
 
 /// Goroutines by creation site, and the stack memory they hold.

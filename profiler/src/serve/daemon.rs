@@ -355,6 +355,8 @@ impl Watcher {
                 unwatched_processes: unwatched,
                 sample_errors_total: self.sampler.sample_errors().clone(),
                 census_errors_total: self.sampler.census_errors(),
+                census_tracked_goroutines: self.sampler.tracked().0,
+                census_tracked_limit: self.sampler.tracked().1,
                 kernel_losses: self.sampler.kernel().losses(),
                 ..Default::default()
             },
@@ -453,7 +455,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         if now >= next_sample {
             rounds += 1;
             crate::faults::stall_sample(rounds);
+            let began = Instant::now();
             let mut snapshot = watcher.sample();
+            snapshot.stats.round_seconds = began.elapsed().as_secs_f64();
+            snapshot.stats.round_late_seconds =
+                began.saturating_duration_since(next_sample).as_secs_f64();
             // Holds are measured on the sampling schedule, not on when the thread woke, so
             // that `for: 10s` means five 2 s intervals whatever the wake-up jitter.
             let changes = engine.evaluate(&snapshot, next_sample, SystemTime::now());

@@ -198,6 +198,11 @@ fn measure(workload: &std::path::Path, n: usize, seconds: u64) -> anyhow::Result
     })
 }
 
+/// The daemon's /metrics on loopback `port`.
+pub fn metrics(port: u16) -> Option<String> {
+    http_get(port)
+}
+
 fn http_get(port: u16) -> Option<String> {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;

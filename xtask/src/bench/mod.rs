@@ -8,6 +8,7 @@
 //! measures the daemon's own CPU and memory while it watches many processes.
 //! `docs/performance.md` explains the method and records the results.
 
+mod census;
 mod churn;
 mod daemon;
 mod gprof;
@@ -31,6 +32,8 @@ pub enum Workload {
     Daemon,
     /// The leak verdict on scenario programs that print their own truth.
     Leaks,
+    /// The census of a million parked goroutines: under `gprof top`, then the daemon.
+    Census,
 }
 
 #[derive(clap::Args)]
@@ -69,6 +72,12 @@ pub struct Options {
     /// Leaks: seconds each scenario runs (default: stuck-after + 3 minutes).
     #[arg(long)]
     leak_seconds: Option<u64>,
+    /// Census: parked goroutines.
+    #[arg(long, default_value_t = 1_000_000)]
+    census_goroutines: u64,
+    /// Census: seconds of each part (top, daemon).
+    #[arg(long, default_value_t = 300)]
+    census_seconds: u64,
 }
 
 /// How the workload runs in one measurement.
@@ -192,6 +201,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
             Workload::Idle,
             Workload::Daemon,
             Workload::Leaks,
+            Workload::Census,
         ];
     }
     for w in workloads {
@@ -211,6 +221,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
             Workload::Daemon => {
                 daemon::run(&o.go, o.daemon_processes.unwrap_or(50), o.daemon_seconds)?
             }
+            Workload::Census => census::run(&o.go, o.census_goroutines, o.census_seconds)?,
             Workload::Leaks => leaks::run(
                 &o.go,
                 o.stuck_after,

@@ -1,0 +1,3 @@
+module gprof.test/hostile
+
+go 1.19
