@@ -117,7 +117,9 @@ struct Tracked {
     /// Its index in its chunk.
     slot: u16,
     seq: u8,
-    leaked: bool,
+    /// Its status (waiting, in a system call, or leaked: the runtime's leak profile marks a
+    /// goroutine without running it).
+    status: u8,
 }
 
 /// The runtime's own goroutines: followed (their stacks are not walked again), not grouped.
@@ -345,6 +347,7 @@ impl BlockedTracker {
             o.seq == g.tracking_seq
                 && o.pc == g.start.pc
                 && o.depth == depth(g)
+                && u32::from(o.status) == g.status
                 && o.group != UNPLACED
         };
         let todo: Vec<usize> = (0..kept.len())
@@ -384,7 +387,7 @@ impl BlockedTracker {
                 group,
                 slot,
                 seq: g.tracking_seq,
-                leaked: g.status == status::LEAKED,
+                status: g.status as u8,
             });
         }
         self.tracked = self.tracked + entries.len() - old.len();
@@ -427,7 +430,8 @@ impl BlockedTracker {
                 };
                 let age = chunk.t - f64::from(e.since) / 10.0;
                 group.goroutines += 1;
-                group.stuck += u64::from(age >= self.stuck_after || e.leaked);
+                let leaked = u32::from(e.status) == status::LEAKED;
+                group.stuck += u64::from(age >= self.stuck_after || leaked);
                 group.oldest = group.oldest.max(age);
             }
         }
@@ -689,12 +693,16 @@ mod tests {
 
     #[test]
     fn runtime_leaked_goroutines_are_leaking_at_once() {
-        let mut k = key(&site("main.serve"), "main.worker (main.go:20)");
+        let waiting = key(&site("main.serve"), "main.worker (main.go:20)");
+        let mut k = waiting.clone();
         k.leaked = true;
         let mut t = BlockedTracker::new(300.0, 60.0);
         let mut b = blocked(1, 11, 5, 0);
+        census(&mut t, 0.0, &[b], &waiting);
+        assert!(!t.summary(10).groups[0].leaking);
+        // The runtime's leak profile marks it without running it: its group changes.
         b.status = status::LEAKED;
-        census(&mut t, 0.0, &[b], &k);
+        census(&mut t, 1.0, &[b], &k);
         let s = t.summary(10);
         assert!(s.groups[0].leaking);
         assert_eq!(s.groups[0].wait_reason, "chan send (leaked)");

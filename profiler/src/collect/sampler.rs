@@ -270,7 +270,8 @@ impl<T> Sampler<T> {
     fn census_round(&mut self, results: &mut [(u32, Result<(), TargetError>)]) {
         let started = Instant::now();
         self.census.refill(started);
-        let spacing = self.settings.interval;
+        // One census begins per process per round at most (half an interval: rounds drift).
+        let spacing = self.settings.interval / 2;
         let deadline = started + self.census.round_time(self.settings.interval);
         let mut queue: Vec<(usize, f64)> = results
             .iter()
