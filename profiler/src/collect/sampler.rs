@@ -14,6 +14,7 @@ use crate::collect::target::{Inspected, Target, TargetError};
 use crate::config::params::{CensusLimits, HealthModel, OverheadBudget, Windows};
 use crate::inspect::clock::monotonic_ns;
 use crate::inspect::process::ProcessError;
+use crate::inspect::runtime_state::GsBuffers;
 use crate::model::snapshot::ProcessSnapshot;
 
 /// What every target is sampled with.
@@ -87,6 +88,8 @@ pub struct Sampler<T> {
     sample_errors: BTreeMap<String, u64>,
     census_errors: u64,
     census: CensusBudget,
+    /// The buffers census reads go through, one set for every target (they run in turn).
+    buffers: GsBuffers,
 }
 
 impl<T> Sampler<T> {
@@ -103,6 +106,7 @@ impl<T> Sampler<T> {
                 .collect(),
             census_errors: 0,
             census: CensusBudget::new(settings.census),
+            buffers: GsBuffers::default(),
         }
     }
 
@@ -222,7 +226,10 @@ impl<T> Sampler<T> {
                 .get(&s.target.exe)
                 .map(HotControl::probes)
                 .unwrap_or(crate::collect::collector::HotProbes::ALWAYS);
-            results.push((pid, s.target.sample(&self.kernel, &events, &sites, hot)));
+            let result = s
+                .target
+                .sample(&self.kernel, &events, &sites, hot, &mut self.buffers);
+            results.push((pid, result));
         }
         self.kernel.end_round();
         self.census_round(&mut results);
@@ -300,7 +307,7 @@ impl<T> Sampler<T> {
                     return false;
                 };
                 let rate = rates.get(&pid).copied().unwrap_or(SampleRate::ALL);
-                match s.target.census_slice(QUANTUM, rate) {
+                match s.target.census_slice(QUANTUM, rate, &mut self.buffers) {
                     Ok(slice) => {
                         self.census.charge(slice.cpu);
                         slice.more

@@ -192,7 +192,6 @@ pub struct Target {
     standing: bool,
     /// CPU time spent on censuses since attach.
     census_cpu: Duration,
-    buffers: GsBuffers,
     /// The runtime's counts at the last sample, and when: the next must follow from them.
     prev_counts: Option<(RuntimeCounts, Instant)>,
     /// `allglen` when the address space was last checked to hold that many gs.
@@ -394,7 +393,6 @@ impl Target {
             last: None,
             standing: false,
             census_cpu: Duration::ZERO,
-            buffers: GsBuffers::default(),
             prev_counts: None,
             allglen_checked: 0,
             pending: None,
@@ -453,6 +451,7 @@ impl Target {
         events: &[Event],
         sites: &HashMap<u32, Vec<(KernelSiteKey, SiteCounts)>>,
         hot: HotProbes,
+        buffers: &mut GsBuffers,
     ) -> Result<(), TargetError> {
         let pid = self.pid();
         self.pending = None;
@@ -538,7 +537,7 @@ impl Target {
         }
         drop(symbols);
         if self.standing {
-            self.spot_check(runtime.as_ref())?;
+            self.spot_check(runtime.as_ref(), buffers)?;
         }
         let mut symbols = executable
             .symbols
@@ -600,7 +599,11 @@ impl Target {
     /// A standing census reads no g, so the gs are checked [`SPOT_CHECK`] at a time each
     /// round all the same, in turn: a process that rewrites them while its counts hold still
     /// is found. A reading that fails says nothing (the next census reads them all).
-    fn spot_check(&mut self, counts: Option<&RuntimeCounts>) -> Result<(), TargetError> {
+    fn spot_check(
+        &mut self,
+        counts: Option<&RuntimeCounts>,
+        buffers: &mut GsBuffers,
+    ) -> Result<(), TargetError> {
         let Some(reader) = &self.reader else {
             return Ok(());
         };
@@ -612,7 +615,7 @@ impl Target {
         }
         let (start, end) = (self.spot, (self.spot + SPOT_CHECK).min(allgs.len));
         let mut fields = Vec::with_capacity((end - start) as usize);
-        let read = reader.read_gs(allgs, start..end, &mut self.buffers, |_, addr, g| {
+        let read = reader.read_gs(allgs, start..end, buffers, |_, addr, g| {
             fields.push((addr, g))
         });
         let Ok(goidgen) = read.and_then(|()| reader.goidgen()) else {
@@ -699,9 +702,10 @@ impl Target {
         &mut self,
         quantum: Duration,
         rate: SampleRate,
+        buffers: &mut GsBuffers,
     ) -> Result<Slice, TargetError> {
         let cpu0 = thread_cpu();
-        let result = self.census_chunks(cpu0, quantum, rate);
+        let result = self.census_chunks(cpu0, quantum, rate, buffers);
         let cpu = thread_cpu().saturating_sub(cpu0);
         self.census_cpu += cpu;
         if let Some(p) = &mut self.pass {
@@ -744,6 +748,7 @@ impl Target {
         cpu0: Duration,
         quantum: Duration,
         rate: SampleRate,
+        buffers: &mut GsBuffers,
     ) -> Result<bool, TargetError> {
         let pid = self.pid();
         let Some(reader) = &self.reader else {
@@ -798,7 +803,7 @@ impl Target {
             let end = ((c + 1) * CHUNK).min(allgs.len);
             fields.clear();
             reader
-                .read_gs(allgs, pass.next..end, &mut self.buffers, |i, addr, g| {
+                .read_gs(allgs, pass.next..end, buffers, |i, addr, g| {
                     fields.push((i, addr, g))
                 })
                 .map_err(state)?;

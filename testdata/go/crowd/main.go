@@ -76,7 +76,11 @@ func main() {
 	}
 	out("parked")
 	if *every <= 0 {
-		select {}
+		// A sleeping timer, not select{}: with every goroutine parked the runtime would call
+		// it a deadlock.
+		for {
+			time.Sleep(time.Hour)
+		}
 	}
 	for range time.Tick(*every) {
 		out("idle")

@@ -34,7 +34,7 @@ pub fn run(go: &str, goroutines: u64, seconds: u64) -> anyhow::Result<()> {
         .spawn()?;
     let (lines, _reader) = JsonLines::collect(program.stdout.take().context("crowd stdout")?);
     let deadline = Instant::now() + Duration::from_secs(180);
-    while lines.len() == 0 {
+    while lines.all().is_empty() {
         if Instant::now() > deadline {
             kill(program);
             bail!("crowd did not park {goroutines} goroutines");
@@ -76,6 +76,9 @@ fn top(pid: u32, parked_by: f64, live: f64, seconds: u64) -> anyhow::Result<()> 
     let rss = peak_rss(me).unwrap_or(0);
     kill(child);
     let all = samples.all();
+    if all.is_empty() {
+        bail!("gprof top gave no sample of PID {pid}");
+    }
     let exact = all
         .iter()
         .filter(|s| num(s, "goroutines") == Some(live))
@@ -173,6 +176,9 @@ fn daemon(workload: &std::path::Path, crowd: u32, live: f64, seconds: u64) -> an
         kill(c);
     }
     let _ = std::fs::remove_dir_all(&dir);
+    if seen == 0 {
+        bail!("the daemon never showed PID {crowd}");
+    }
     println!(
         "gprof daemon beside 50 small services, {seconds} s: {:.2} % of a core on average (start included), peak RSS {:.1} MiB; the crowd's live count exact in {exact} of {seen} scrapes; all stuck {} s after the daemon started; census at most {oldest:.0} s old; after the first 20 s, rounds took at most {worst_round:.3} s and began at most {worst_late:.3} s late (interval 2 s)",
         cpu * 100.0,
