@@ -77,6 +77,22 @@ enum Command {
         #[arg(long)]
         alertmanager_url: Option<String>,
     },
+    /// Every goroutine of a Go process with its whole stack, read from outside (the process
+    /// is never stopped), in the runtime's own format (or pprof's, or JSON).
+    Dump {
+        /// The process to read (a host PID).
+        #[arg(long, allow_hyphen_values = true)]
+        pid: i64,
+        #[arg(long, value_enum, default_value = "text")]
+        format: profiler::ui::dump::Format,
+        /// The runtime's goroutines and frames too, with fp, sp and pc, as GOTRACEBACK=system
+        /// (and a SIGQUIT dump) shows them.
+        #[arg(long)]
+        system: bool,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Explain what gprof finds in a Go binary or process, and whether it can attach.
     Check {
         /// A running process.
@@ -202,6 +218,17 @@ fn main() -> ExitCode {
                 cpu_share: census_cpu / 100.0,
                 memory_bytes: census_memory_mib << 20,
             },
+        }),
+        Command::Dump {
+            pid,
+            format,
+            system,
+            output,
+        } => profiler::ui::dump::run(&profiler::ui::dump::DumpOptions {
+            pid,
+            format,
+            system,
+            output,
         }),
         Command::Check { pid, binary } => profiler::ui::check::run(pid, binary.as_deref()),
         Command::Daemon {

@@ -277,6 +277,10 @@ pub struct BlockedTracker {
     rate: SampleRate,
     shown_rate: SampleRate,
     tracked: usize,
+    /// When the groups were last counted, every chunk dated then (by [`Self::restate`]):
+    /// until `next_stuck`, when the first goroutine not yet stuck becomes so, a restatement
+    /// only ages the groups (no pass over the goroutines).
+    counted: Option<(f64, f64)>,
 }
 
 fn deciseconds(t: f64) -> u32 {
@@ -293,6 +297,7 @@ impl BlockedTracker {
             rate: SampleRate::ALL,
             shown_rate: SampleRate::ALL,
             tracked: 0,
+            counted: None,
         }
     }
 
@@ -407,7 +412,9 @@ impl BlockedTracker {
         self.chunks.truncate(keep);
         self.chunks.shrink_to_fit();
         self.shown_rate = self.rate;
-        self.tally(t);
+        self.count();
+        self.counted = None;
+        self.judge(t);
     }
 
     /// Nothing changed in the process since the last census: its goroutines stand, older by
@@ -416,25 +423,53 @@ impl BlockedTracker {
         for c in &mut self.chunks {
             c.t = t;
         }
-        self.tally(t);
+        match self.counted {
+            // Nobody becomes stuck before `next`: the counts stand, the ages grow.
+            Some((at, next)) if t < next && t >= at => {
+                for g in self.groups.slots.iter_mut().flatten() {
+                    if g.goroutines > 0 {
+                        g.oldest += t - at;
+                    }
+                }
+                self.counted = Some((t, next));
+            }
+            _ => {
+                let next = self.count();
+                self.counted = Some((t, next));
+            }
+        }
+        self.judge(t);
     }
 
-    fn tally(&mut self, t: f64) {
+    /// Counts every group's goroutines and stuck ones, each chunk at its date; returns when
+    /// the first one not yet stuck will be (infinity if none).
+    fn count(&mut self) -> f64 {
         for g in self.groups.slots.iter_mut().flatten() {
             (g.goroutines, g.stuck, g.oldest) = (0, 0, 0.0);
         }
+        let mut next = f64::INFINITY;
         for chunk in &self.chunks {
             for e in chunk.entries.iter() {
                 let Some(group) = self.groups.get_mut(e.group) else {
                     continue;
                 };
-                let age = chunk.t - f64::from(e.since) / 10.0;
+                let seen = f64::from(e.since) / 10.0;
+                let age = chunk.t - seen;
                 group.goroutines += 1;
                 let leaked = u32::from(e.status) == status::LEAKED;
-                group.stuck += u64::from(age >= self.stuck_after || leaked);
+                let stuck = age >= self.stuck_after || leaked;
+                group.stuck += u64::from(stuck);
                 group.oldest = group.oldest.max(age);
+                if !stuck {
+                    next = next.min(seen + self.stuck_after);
+                }
             }
         }
+        next
+    }
+
+    /// Each group's stuck count through its verdict.
+    fn judge(&mut self, t: f64) {
         let (window, scale) = (self.window, 1.0 / self.shown_rate.fraction());
         self.groups.retain(|group| {
             if group.stuck > 0 && group.history.is_none() {

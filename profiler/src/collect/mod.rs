@@ -6,6 +6,7 @@ pub mod blocked;
 pub mod budget;
 pub mod census_budget;
 pub mod collector;
+pub mod dump;
 pub mod sampler;
 pub mod sites;
 pub mod target;

@@ -295,29 +295,34 @@ impl<T> Sampler<T> {
         if queue.is_empty() {
             return;
         }
+        // Oldest census first, each to its end before the next: every process's census then
+        // comes round about as often as all of them together fit the budget (a big process is
+        // not starved by many small ones each taking a slice before it).
         queue.sort_by(|a, b| b.1.total_cmp(&a.1));
         let rates = self.sample_rates();
-        while !queue.is_empty() && self.census.allows() && Instant::now() < deadline {
-            queue.retain(|&(i, _)| {
+        for (i, _) in queue {
+            let pid = results[i].0;
+            let rate = rates.get(&pid).copied().unwrap_or(SampleRate::ALL);
+            loop {
                 if !self.census.allows() || Instant::now() >= deadline {
-                    return true;
+                    return;
                 }
-                let pid = results[i].0;
                 let Some(s) = self.targets.get_mut(&pid) else {
-                    return false;
+                    break;
                 };
-                let rate = rates.get(&pid).copied().unwrap_or(SampleRate::ALL);
                 match s.target.census_slice(QUANTUM, rate, &mut self.buffers) {
                     Ok(slice) => {
                         self.census.charge(slice.cpu);
-                        slice.more
+                        if !slice.more {
+                            break;
+                        }
                     }
                     Err(e) => {
                         results[i].1 = Err(e);
-                        false
+                        break;
                     }
                 }
-            });
+            }
         }
     }
 

@@ -54,6 +54,13 @@ pub struct GFields {
     pub waitsince: i64,
     pub waitreason: u8,
     pub tracking_seq: u8,
+    /// `g.m`: the M running it (or, for an extra M's g, its M), else 0.
+    pub m: u64,
+    pub lockedm: u64,
+    /// Go 1.21+: the goroutine that created it (0 before).
+    pub parent_goid: u64,
+    /// `g.sched.lr`: arm64's link register where the goroutine stopped.
+    pub sched_lr: u64,
 }
 
 /// A blocked goroutine, as one census read it.
@@ -196,6 +203,11 @@ pub struct GOffsets {
     pub waitsince: u64,
     pub waitreason: u64,
     pub tracking_seq: u64,
+    pub m: u64,
+    pub lockedm: u64,
+    pub parent_goid: Option<u64>,
+    /// `g.sched.lr`'s offset in the g.
+    pub sched_lr: u64,
 }
 
 impl GOffsets {
@@ -210,6 +222,10 @@ impl GOffsets {
             waitsince: layout.g_waitsince,
             waitreason: layout.g_waitreason,
             tracking_seq: layout.g_tracking_seq,
+            m: layout.g_m,
+            lockedm: layout.g_lockedm,
+            parent_goid: layout.g_parent_goid,
+            sched_lr: layout.g_sched + layout.gobuf_lr,
         }
     }
 
@@ -220,8 +236,11 @@ impl GOffsets {
             self.goid + 8,
             self.gopc + 8,
             self.startpc + 8,
-            self.sched + 16,
+            self.sched_lr + 8,
             self.syscallsp + 16,
+            self.m + 8,
+            self.lockedm + 8,
+            self.parent_goid.map_or(0, |o| o + 8),
             self.waitsince + 8,
             self.waitreason + 1,
             self.tracking_seq + 1,
@@ -253,6 +272,10 @@ impl GOffsets {
             waitsince: u64_at(self.waitsince) as i64,
             waitreason: bytes[self.waitreason as usize],
             tracking_seq: bytes[self.tracking_seq as usize],
+            m: u64_at(self.m),
+            lockedm: u64_at(self.lockedm),
+            parent_goid: self.parent_goid.map_or(0, u64_at),
+            sched_lr: u64_at(self.sched_lr),
         }
     }
 }

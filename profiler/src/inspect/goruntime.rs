@@ -108,6 +108,9 @@ pub struct Layout {
     pub g_startpc: u64,
     /// `g.sched`, a `gobuf` that starts with `sp` then `pc`: where a parked goroutine resumes.
     pub g_sched: u64,
+    /// `gobuf.lr` (arm64's saved link register) within `g.sched`: after sp, pc, g, ctxt and
+    /// (before Go 1.25) ret.
+    pub gobuf_lr: u64,
     /// `g.syscallsp`, followed by `g.syscallpc`: the same for a goroutine in a system call.
     pub g_syscallsp: u64,
     /// `g.waitsince` (int64, nanotime): stamped by the GC on a goroutine it finds blocked,
@@ -117,7 +120,13 @@ pub struct Layout {
     pub g_waitreason: u64,
     /// `g.trackingSeq` (uint8): bumped every time the goroutine stops running.
     pub g_tracking_seq: u64,
+    /// `g.lockedm`: the M a goroutine is locked to (`runtime.LockOSThread`), else 0.
+    pub g_lockedm: u64,
+    /// Go 1.21+: `g.parentGoid`, the goroutine that created it.
+    pub g_parent_goid: Option<u64>,
     pub m_curg: u64,
+    /// `m.id`, as a traceback's header shows it.
+    pub m_id: u64,
     pub m_preemptoff: u64,
     /// `p.gFree`'s count (`n` before 1.25, `size` since).
     pub p_gfree_count: u64,
@@ -174,11 +183,15 @@ pub const LAYOUTS: &[Layout] = &[
         g_gopc: 0x128,
         g_startpc: 0x138,
         g_sched: 0x38,
+        gobuf_lr: 0x28,
         g_syscallsp: 0x70,
         g_waitsince: 0xa8,
         g_waitreason: 0xb0,
         g_tracking_seq: 0xbd,
+        g_lockedm: 0xe8,
+        g_parent_goid: None,
         m_curg: 0xc0,
+        m_id: 0xe8,
         m_preemptoff: 0xf8,
         p_gfree_count: 0xe08,
         sched_ngsys: 0x48,
@@ -206,11 +219,15 @@ pub const LAYOUTS: &[Layout] = &[
         g_gopc: 0x128,
         g_startpc: 0x138,
         g_sched: 0x38,
+        gobuf_lr: 0x28,
         g_syscallsp: 0x70,
         g_waitsince: 0xa8,
         g_waitreason: 0xb0,
         g_tracking_seq: 0xbd,
+        g_lockedm: 0xe8,
+        g_parent_goid: None,
         m_curg: 0xc0,
+        m_id: 0xe8,
         m_preemptoff: 0xf8,
         p_gfree_count: 0x9a8,
         sched_ngsys: 0x48,
@@ -238,11 +255,15 @@ pub const LAYOUTS: &[Layout] = &[
         g_gopc: 0x128,
         g_startpc: 0x138,
         g_sched: 0x38,
+        gobuf_lr: 0x28,
         g_syscallsp: 0x70,
         g_waitsince: 0xa8,
         g_waitreason: 0xb0,
         g_tracking_seq: 0xbd,
+        g_lockedm: 0xe8,
+        g_parent_goid: None,
         m_curg: 0xc0,
+        m_id: 0xe8,
         m_preemptoff: 0xf8,
         p_gfree_count: 0x9a8,
         sched_ngsys: 0x48,
@@ -270,11 +291,15 @@ pub const LAYOUTS: &[Layout] = &[
         g_gopc: 0x128,
         g_startpc: 0x138,
         g_sched: 0x38,
+        gobuf_lr: 0x28,
         g_syscallsp: 0x70,
         g_waitsince: 0xa8,
         g_waitreason: 0xb0,
         g_tracking_seq: 0xbd,
+        g_lockedm: 0xe8,
+        g_parent_goid: None,
         m_curg: 0xc0,
+        m_id: 0xe8,
         m_preemptoff: 0xf8,
         p_gfree_count: 0x9a8,
         sched_ngsys: 0x48,
@@ -302,11 +327,15 @@ pub const LAYOUTS: &[Layout] = &[
         g_gopc: 0x118,
         g_startpc: 0x128,
         g_sched: 0x38,
+        gobuf_lr: 0x28,
         g_syscallsp: 0x70,
         g_waitsince: 0xa8,
         g_waitreason: 0xb0,
         g_tracking_seq: 0xbc,
+        g_lockedm: 0xd0,
+        g_parent_goid: Some(0x110),
         m_curg: 0xc0,
+        m_id: 0xe8,
         m_preemptoff: 0xf8,
         p_gfree_count: 0x9a8,
         sched_ngsys: 0x48,
@@ -334,11 +363,15 @@ pub const LAYOUTS: &[Layout] = &[
         g_gopc: 0x118,
         g_startpc: 0x128,
         g_sched: 0x38,
+        gobuf_lr: 0x28,
         g_syscallsp: 0x70,
         g_waitsince: 0xa8,
         g_waitreason: 0xb0,
         g_tracking_seq: 0xbf,
+        g_lockedm: 0xd0,
+        g_parent_goid: Some(0x110),
         m_curg: 0xc0,
+        m_id: 0xe8,
         m_preemptoff: 0xf8,
         p_gfree_count: 0x9a8,
         sched_ngsys: 0x48,
@@ -361,11 +394,15 @@ pub const LAYOUTS: &[Layout] = &[
         g_gopc: 0x120,
         g_startpc: 0x130,
         g_sched: 0x38,
+        gobuf_lr: 0x28,
         g_syscallsp: 0x70,
         g_waitsince: 0xb0,
         g_waitreason: 0xb8,
         g_tracking_seq: 0xc7,
+        g_lockedm: 0xd8,
+        g_parent_goid: Some(0x118),
         m_curg: 0xc0,
+        m_id: 0xe8,
         m_preemptoff: 0xf8,
         p_gfree_count: 0x9a0,
         sched_ngsys: 0x48,
@@ -388,11 +425,15 @@ pub const LAYOUTS: &[Layout] = &[
         g_gopc: 0x118,
         g_startpc: 0x128,
         g_sched: 0x38,
+        gobuf_lr: 0x20,
         g_syscallsp: 0x68,
         g_waitsince: 0xa8,
         g_waitreason: 0xb0,
         g_tracking_seq: 0xbf,
+        g_lockedm: 0xd0,
+        g_parent_goid: Some(0x110),
         m_curg: 0xb8,
+        m_id: 0xe0,
         m_preemptoff: 0xf0,
         p_gfree_count: 0x9a0,
         sched_ngsys: 0x50,
@@ -414,11 +455,15 @@ pub const LAYOUTS: &[Layout] = &[
         g_gopc: 0x120,
         g_startpc: 0x130,
         g_sched: 0x38,
+        gobuf_lr: 0x20,
         g_syscallsp: 0x68,
         g_waitsince: 0xa8,
         g_waitreason: 0xb0,
         g_tracking_seq: 0xbf,
+        g_lockedm: 0xd0,
+        g_parent_goid: Some(0x118),
         m_curg: 0xb8,
+        m_id: 0xe8,
         m_preemptoff: 0xf8,
         p_gfree_count: 0x9a8,
         sched_ngsys: 0x60,
@@ -495,6 +540,8 @@ const ARM64_PAUSE_CLOCKS: &[(u32, PauseClock)] = &[
 
 /// The layout of a release on an architecture: its table entry, or for a release newer than
 /// the table the newest entry (which the self-check must then accept); or why there is none.
+pub mod traceback;
+
 pub fn layout_for_arch(
     version: &GoVersion,
     arch: crate::inspect::binary::Arch,
@@ -1271,6 +1318,7 @@ pub fn layout_from_dwarf(
             }
             sched
         },
+        gobuf_lr: off(G, &["sched", "lr"])? - off(G, &["sched"])?,
         g_syscallsp: {
             let sp = off(G, &["syscallsp"])?;
             if off(G, &["syscallpc"])? != sp + 8 {
@@ -1281,7 +1329,13 @@ pub fn layout_from_dwarf(
         g_waitsince: off(G, &["waitsince"])?,
         g_waitreason: off(G, &["waitreason"])?,
         g_tracking_seq: off(G, &["trackingSeq"])?,
+        g_lockedm: off(G, &["lockedm"])?,
+        g_parent_goid: types
+            .has(G, &["parentGoid"])
+            .then(|| off(G, &["parentGoid"]))
+            .transpose()?,
         m_curg: off(M, &["curg"])?,
+        m_id: off(M, &["id"])?,
         m_preemptoff: off(M, &["preemptoff"])?,
         p_gfree_count,
         sched_ngsys: off(SCHED, &["ngsys"])?,
@@ -1304,7 +1358,7 @@ impl Layout {
     /// The fields in which two layouts differ, for messages.
     pub fn differences(&self, other: &Layout) -> Vec<String> {
         type Show = fn(&Layout) -> String;
-        let fields: [(&str, Show); 19] = [
+        let fields: [(&str, Show); 23] = [
             ("g.m", |l| format!("{:#x}", l.g_m)),
             ("g.atomicstatus", |l| format!("{:#x}", l.g_atomicstatus)),
             ("g.goid", |l| format!("{:#x}", l.g_goid)),
@@ -1315,7 +1369,11 @@ impl Layout {
             ("g.waitsince", |l| format!("{:#x}", l.g_waitsince)),
             ("g.waitreason", |l| format!("{:#x}", l.g_waitreason)),
             ("g.trackingSeq", |l| format!("{:#x}", l.g_tracking_seq)),
+            ("gobuf.lr", |l| format!("{:#x}", l.gobuf_lr)),
+            ("g.lockedm", |l| format!("{:#x}", l.g_lockedm)),
+            ("g.parentGoid", |l| format!("{:x?}", l.g_parent_goid)),
             ("m.curg", |l| format!("{:#x}", l.m_curg)),
+            ("m.id", |l| format!("{:#x}", l.m_id)),
             ("m.preemptoff", |l| format!("{:#x}", l.m_preemptoff)),
             ("p.gFree count", |l| format!("{:#x}", l.p_gfree_count)),
             ("p.goidcache", |l| format!("{:#x}", l.p_goidcache)),

@@ -12,4 +12,5 @@ pub mod plan;
 pub mod process;
 pub mod runtime_state;
 pub mod selfcheck;
+pub mod stacks;
 pub mod unwind;

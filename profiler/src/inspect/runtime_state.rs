@@ -243,6 +243,24 @@ impl RuntimeReader {
         Ok(())
     }
 
+    /// The fields of the gs at `addrs`, read again (None: unreadable).
+    pub fn read_g_fields(&self, addrs: &[u64], buffers: &mut GsBuffers) -> Vec<Option<GFields>> {
+        let span = self.g.span();
+        let bytes = &mut buffers.bytes;
+        bytes.resize(span * addrs.len(), 0);
+        let ok = self.mem.read_scattered(addrs, span, bytes);
+        bytes
+            .chunks_exact(span)
+            .zip(ok)
+            .map(|(b, ok)| ok.then(|| self.g.parse(b)))
+            .collect()
+    }
+
+    /// The target's memory, for reads beyond the runtime's bookkeeping (stacks).
+    pub fn memory(&self) -> &ProcMem {
+        &self.mem
+    }
+
     /// Reads the gs of `runtime.allgs` and hands each to `f` (address; None: unreadable):
     /// every one up to `max`, else `max` of them spread over the array, in runs. Returns
     /// `allgs`'s length and how many were read (None when the census cannot run: no

@@ -2,6 +2,7 @@
 //! health score, and the statistics behind the leak verdict. Pure data and math, no I/O.
 
 pub mod alert;
+pub mod dump;
 pub mod health;
 pub mod snapshot;
 pub mod stats;

@@ -1,4 +1,5 @@
-//! The interactive commands: `gprof top` and `gprof check`.
+//! The interactive commands: `gprof top`, `gprof dump` and `gprof check`.
 
 pub mod check;
+pub mod dump;
 pub mod top;

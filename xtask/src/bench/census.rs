@@ -19,7 +19,8 @@ fn kill(mut c: Child) {
     let _ = c.wait();
 }
 
-pub fn run(go: &str, goroutines: u64, seconds: u64) -> anyhow::Result<()> {
+pub fn run(go: &str, goroutines: u64, seconds: u64, parts: &str) -> anyhow::Result<()> {
+    let part = |p: &str| parts.split(',').any(|x| x.trim() == p);
     let build = |program: &str| {
         gotargets::build(
             &run::workspace().join("testdata/go").join(program),
@@ -45,8 +46,12 @@ pub fn run(go: &str, goroutines: u64, seconds: u64) -> anyhow::Result<()> {
     let parked_by = num(&parked, "parked_by").context("parked_by")?;
     let live = num(&parked, "num_goroutine").context("num_goroutine")?;
     println!("\n## The census of {goroutines} parked goroutines (Go {go}, stripped)\n");
-    top(program.id(), parked_by, live, seconds)?;
-    daemon(&workload, program.id(), live, seconds)?;
+    if part("top") {
+        top(program.id(), parked_by, live, seconds)?;
+    }
+    if part("daemon") {
+        daemon(&workload, program.id(), live, seconds)?;
+    }
     kill(program);
     Ok(())
 }

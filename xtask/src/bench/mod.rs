@@ -78,6 +78,9 @@ pub struct Options {
     /// Census: seconds of each part (top, daemon).
     #[arg(long, default_value_t = 300)]
     census_seconds: u64,
+    /// Census: the parts to run ("top", "daemon", or both, comma-separated).
+    #[arg(long, default_value = "top,daemon")]
+    census_parts: String,
 }
 
 /// How the workload runs in one measurement.
@@ -221,7 +224,12 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
             Workload::Daemon => {
                 daemon::run(&o.go, o.daemon_processes.unwrap_or(50), o.daemon_seconds)?
             }
-            Workload::Census => census::run(&o.go, o.census_goroutines, o.census_seconds)?,
+            Workload::Census => census::run(
+                &o.go,
+                o.census_goroutines,
+                o.census_seconds,
+                &o.census_parts,
+            )?,
             Workload::Leaks => leaks::run(
                 &o.go,
                 o.stuck_after,

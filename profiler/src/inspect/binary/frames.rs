@@ -19,6 +19,8 @@ const MAX_CACHED: usize = 1 << 16;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FuncInfo {
     pub name: Arc<str>,
+    /// `abi.FuncID` (per release: see `goruntime::traceback`).
+    pub func_id: u8,
     /// Entry address (file address).
     pub entry: u64,
     pub end: u64,
@@ -33,12 +35,25 @@ pub struct Frame {
     pub top: bool,
 }
 
+/// One function in progress at a pc: the function that holds the code or one inlined
+/// into it, as a traceback prints each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogicalFrame {
+    pub function: Arc<str>,
+    pub func_id: u8,
+    pub file: Arc<str>,
+    pub line: u32,
+    /// Inlined into the frame's function (printed without arguments or offset).
+    pub inlined: bool,
+}
+
 #[derive(Debug, Default)]
 struct Cache {
     /// pc -> (function index, frame).
     frames: HashMap<u64, Option<(usize, Frame)>>,
     funcs: HashMap<usize, FuncInfo>,
     calls: HashMap<u64, Option<Arc<[SourceLine]>>>,
+    logical: HashMap<u64, Option<Arc<[LogicalFrame]>>>,
 }
 
 /// Where the file holds a range of virtual addresses: (address, length in the file, offset).
@@ -93,7 +108,7 @@ impl FrameTable {
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if c.frames.len() + c.calls.len() + c.funcs.len() > MAX_CACHED {
+        if c.frames.len() + c.calls.len() + c.funcs.len() + c.logical.len() > MAX_CACHED {
             *c = Cache::default();
         }
         c
@@ -139,6 +154,7 @@ impl FrameTable {
         let f = self.table.func(i).ok()?;
         let info = FuncInfo {
             name: f.name.into(),
+            func_id: self.table.func_record(i).ok()?.func_id,
             entry: self.text + f.entry_off as u64,
             end: self.text + f.end_off as u64,
         };
@@ -153,13 +169,34 @@ impl FrameTable {
         if let Some(c) = self.cache().calls.get(&pc) {
             return c.clone();
         }
-        let calls: Option<Arc<[SourceLine]>> = self.expand(pc).map(Into::into);
+        let calls: Option<Arc<[SourceLine]>> = self.logical(pc.checked_sub(1)?).map(|frames| {
+            frames
+                .iter()
+                .map(|f| SourceLine {
+                    function: f.function.to_string(),
+                    file: f.file.to_string(),
+                    line: f.line,
+                })
+                .collect()
+        });
         self.cache().calls.insert(pc, calls.clone());
         calls
     }
 
-    fn expand(&self, pc: u64) -> Option<Vec<SourceLine>> {
-        let off = self.offset(pc.checked_sub(1)?)?;
+    /// The functions in progress at `pc` (a file address: a call's own pc, the return
+    /// address less one, or a faulting instruction), innermost first, as the runtime's
+    /// traceback expands them.
+    pub fn logical(&self, pc: u64) -> Option<Arc<[LogicalFrame]>> {
+        if let Some(c) = self.cache().logical.get(&pc) {
+            return c.clone();
+        }
+        let frames: Option<Arc<[LogicalFrame]>> = self.expand(pc).map(Into::into);
+        self.cache().logical.insert(pc, frames.clone());
+        frames
+    }
+
+    fn expand(&self, pc: u64) -> Option<Vec<LogicalFrame>> {
+        let off = self.offset(pc)?;
         let i = self.table.func_index(off).ok()??;
         let f = self.table.func_record(i).ok()?;
         let tree = match (self.table.inline_tree(&f).ok()?, self.gofunc) {
@@ -178,18 +215,22 @@ impl FrameTable {
             let record = self.read(tree.checked_add(ix as u64 * size as u64)?, size)?;
             let call = InlinedCall::parse(&format, &record)?;
             let (file, line) = self.table.file_line(i, at).ok()?;
-            out.push(SourceLine {
-                function: self.table.name(call.name_off).ok()?,
-                file,
+            out.push(LogicalFrame {
+                function: self.table.name(call.name_off).ok()?.into(),
+                func_id: call.func_id,
+                file: file.into(),
                 line,
+                inlined: true,
             });
             at = f.entry_off.checked_add(call.parent_pc)?;
         }
         let (file, line) = self.table.file_line(i, at).ok()?;
-        out.push(SourceLine {
-            function: self.table.name(f.name_off).ok()?,
-            file,
+        out.push(LogicalFrame {
+            function: self.table.name(f.name_off).ok()?.into(),
+            func_id: f.func_id,
+            file: file.into(),
             line,
+            inlined: false,
         });
         Some(out)
     }

@@ -230,6 +230,8 @@ pub struct FuncRecord {
     pub entry_off: u32,
     pub end_off: u32,
     pub name_off: i32,
+    /// `abi.FuncID`: what the runtime's unwinder treats specially (per release).
+    pub func_id: u8,
     pub flag: u8,
     npcdata: u32,
     nfuncdata: u8,
@@ -240,6 +242,7 @@ pub struct FuncRecord {
 pub struct InlinedCall {
     /// The inlined function's name (an offset into the function name table).
     pub name_off: i32,
+    pub func_id: u8,
     /// The call's pc, relative to the outer function's entry.
     pub parent_pc: u32,
 }
@@ -249,13 +252,14 @@ impl InlinedCall {
     /// parentPc, 20 bytes; 1.20+: funcID, nameOff, parentPc, startLine, 16 bytes).
     pub fn parse(format: &Format, b: &[u8]) -> Option<Self> {
         let i32_at = |o: usize| Some(i32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?));
-        let (name, parent) = if format.inl_record == 20 {
-            (12, 16)
+        let (name, parent, func_id) = if format.inl_record == 20 {
+            (12, 16, 2)
         } else {
-            (4, 8)
+            (4, 8, 0)
         };
         Some(Self {
             name_off: i32_at(name)?,
+            func_id: *b.get(func_id)?,
             parent_pc: u32::try_from(i32_at(parent)?).ok()?,
         })
     }
@@ -512,6 +516,7 @@ impl<B: TableBytes> Pclntab<B> {
             entry_off,
             end_off,
             name_off: i32::from_le_bytes(fixed[n..n + 4].try_into().expect("4")),
+            func_id: fixed[f.func_id],
             flag: fixed[f.func_id + 1],
             npcdata: u32::from_le_bytes(fixed[p..p + 4].try_into().expect("4")),
             nfuncdata: fixed[f.func_id + 3],

@@ -1,0 +1,3 @@
+module gprof.test/stacks
+
+go 1.19
