@@ -31,6 +31,8 @@ const APT_PACKAGES: &[&str] = &[
     "libcap2-bin",
     // The font of the dashboard picture (tests/dashboard.rs).
     "fonts-dejavu-core",
+    // A reader of goroutine dumps, for gprof dump's (tests/dump.rs).
+    "panicparse",
 ];
 
 /// The other architecture gprof must build for (kernel and user side).

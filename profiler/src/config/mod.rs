@@ -103,6 +103,17 @@ pub struct Config {
     pub budget: BudgetSettings,
     #[serde(default)]
     pub census: CensusSettings,
+    #[serde(default)]
+    pub dumps: DumpSettings,
+}
+
+/// Goroutine dumps served at `/debug/pprof/goroutine?pid=N` (off by default: stacks show the
+/// code's layout to whoever reaches the metrics address).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DumpSettings {
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 /// What the goroutine census may cost, for every process together (see

@@ -127,10 +127,13 @@ fn write_frames(
                     }
                 }
             }
-            for f in visible(style, &frames[..cut], system) {
+            let shown = visible(style, &frames[..cut], system);
+            for f in &shown {
                 write_frame(w, style, f, system)?;
             }
-            if physical >= OLD_MAX_PHYSICAL {
+            // The runtime compares the frames it printed (not the physical ones it walked)
+            // with its limit.
+            if shown.len() == OLD_MAX_PHYSICAL {
                 writeln!(w, "...additional frames elided...")?;
             }
         }

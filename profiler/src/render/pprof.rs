@@ -1,7 +1,8 @@
 //! A dump as pprof's goroutine profile (gzipped `profile.proto`, as `/debug/pprof/goroutine`
 //! serves it): one sample per distinct stack with its count of goroutines; every frame but
-//! `runtime.goexit`, runtime frames included, as the runtime's own profile has them; the calls
-//! inlined at a pc are the lines of one location, innermost first.
+//! `runtime.goexit` and the compiler's wrappers, runtime frames included, as many as the
+//! release's own profile keeps, as the runtime's own profile has them; the calls inlined at a
+//! pc are the lines of one location, innermost first.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -10,10 +11,8 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use prost::Message;
 
+use crate::inspect::goruntime::traceback::{self, Style};
 use crate::model::dump::{DumpInfo, Frame, Goroutine, Stack};
-
-/// Frames kept per stack (the runtime's profile keeps 128 since Go 1.23).
-const MAX_DEPTH: usize = 128;
 
 /// The messages of pprof's `profile.proto` that a goroutine profile uses.
 mod proto {
@@ -109,6 +108,7 @@ mod proto {
 /// Builds the profile goroutine by goroutine: memory grows with distinct stacks and code
 /// locations, not with goroutines.
 pub struct GoroutineProfile {
+    style: Style,
     strings: HashMap<String, i64>,
     profile: proto::Profile,
     functions: HashMap<(i64, i64), u64>,
@@ -120,6 +120,7 @@ pub struct GoroutineProfile {
 impl GoroutineProfile {
     pub fn new(info: &DumpInfo) -> Self {
         let mut p = Self {
+            style: info.style,
             strings: HashMap::new(),
             profile: proto::Profile::default(),
             functions: HashMap::new(),
@@ -208,20 +209,27 @@ impl GoroutineProfile {
         let Stack::Frames { frames } = &g.stack else {
             return;
         };
+        let depth = self.style.profile_depth;
         let mut stack = Vec::new();
         let mut kept = 0;
         let mut i = 0;
-        while i < frames.len() && kept < MAX_DEPTH {
+        let mut callee: &str = "";
+        while i < frames.len() && kept < depth {
             // The logical frames of one physical frame share its pc and sp.
             let mut j = i + 1;
             while j < frames.len() && (frames[j].pc, frames[j].sp) == (frames[i].pc, frames[i].sp) {
                 j += 1;
             }
-            let calls: Vec<&Frame> = frames[i..j]
-                .iter()
-                .filter(|f| &*f.function != "runtime.goexit")
-                .take(MAX_DEPTH - kept)
-                .collect();
+            let mut calls: Vec<&Frame> = Vec::new();
+            for f in &frames[i..j] {
+                if kept + calls.len() < depth
+                    && &*f.function != "runtime.goexit"
+                    && !traceback::elides_wrapper(&self.style, f.func_id, callee)
+                {
+                    calls.push(f);
+                }
+                callee = &f.function;
+            }
             if !calls.is_empty() {
                 kept += calls.len();
                 stack.push(self.location(&calls));

@@ -385,7 +385,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(config.metrics_addr))
         .with_context(|| format!("metrics_addr {}: cannot listen", config.metrics_addr))?;
-    let published: Published = http::Shared::new(config.interval.0);
+    let published: Published = http::Shared::new(config.interval.0, config.dumps.enabled);
     runtime.spawn(http::serve(listener, published.clone()));
 
     let node = std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty());

@@ -1,5 +1,7 @@
-//! The daemon's HTTP endpoint (axum): `GET /metrics` (Prometheus text format) and
-//! `GET /healthz`; HEAD too, other methods get 405, other paths 404.
+//! The daemon's HTTP endpoint (axum): `GET /metrics` (Prometheus text format),
+//! `GET /healthz`, and when enabled `GET /debug/pprof/goroutine?pid=N` (a watched process's
+//! goroutine dump: pprof's format, `&debug=2` the runtime's text); HEAD too, other methods get
+//! 405, other paths 404.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -30,6 +32,10 @@ pub struct Shared {
     last_sample: RwLock<Instant>,
     /// Sampling stalled this long: /healthz fails.
     stall_after: Duration,
+    /// Goroutine dumps are served.
+    dumps: bool,
+    /// PIDs whose dump is under way (one at a time per process).
+    dumping: Mutex<std::collections::HashSet<u32>>,
 }
 
 #[derive(Default)]
@@ -42,12 +48,25 @@ pub type Published = Arc<Shared>;
 
 impl Shared {
     /// `interval`: the sampling interval; /healthz fails after three without a sample.
-    pub fn new(interval: Duration) -> Published {
+    pub fn new(interval: Duration, dumps: bool) -> Published {
         Arc::new(Self {
             latest: Mutex::new(Latest::default()),
             last_sample: RwLock::new(Instant::now()),
             stall_after: interval * 3,
+            dumps,
+            dumping: Mutex::default(),
         })
+    }
+
+    /// The watched process with this PID in the last round (its start time).
+    fn watched(&self, pid: u32) -> Option<u64> {
+        let l = self.latest.lock().ok()?;
+        l.snapshot
+            .as_ref()?
+            .processes
+            .iter()
+            .find(|p| p.snapshot.pid == pid)
+            .map(|p| p.start_time)
     }
 
     /// A sampling round ended with this snapshot.
@@ -113,6 +132,7 @@ pub async fn serve(listener: TcpListener, state: Published) {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/-/ready", get(healthz))
+        .route("/debug/pprof/goroutine", get(goroutine_dump))
         .with_state(state);
     loop {
         let stream = match listener.accept().await {
@@ -164,5 +184,122 @@ async fn healthz(State(state): State<Published>) -> impl IntoResponse {
     match state.stalled() {
         None => (StatusCode::OK, "ok\n".to_string()),
         Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
+/// Dumps written at once over all processes, and the largest answer.
+const MAX_DUMPS: usize = 2;
+const MAX_DUMP_BYTES: usize = 64 << 20;
+static DUMPS_UNDER_WAY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// `GET /debug/pprof/goroutine?pid=N[&debug=2]`: the goroutine dump of a watched process.
+async fn goroutine_dump(
+    State(state): State<Published>,
+    uri: axum::http::Uri,
+) -> axum::response::Response {
+    use crate::ui::dump::Format;
+    let reply = |code: StatusCode, why: String| (code, why + "\n").into_response();
+    if !state.dumps {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "goroutine dumps are off: set `dumps: {enabled: true}` in the configuration".into(),
+        );
+    }
+    let query: std::collections::HashMap<&str, &str> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    let Some(pid) = query.get("pid").and_then(|p| p.parse::<u32>().ok()) else {
+        return reply(StatusCode::BAD_REQUEST, "pid=N is required".into());
+    };
+    let (format, system) = match query.get("debug").copied().unwrap_or("0") {
+        "0" => (Format::Pprof, false),
+        "2" => (Format::Text, false),
+        other => {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                format!("debug={other}: 0 (pprof) and 2 (text) are served"),
+            );
+        }
+    };
+    let Some(start_time) = state.watched(pid) else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            format!("PID {pid} is not a Go process this daemon watches"),
+        );
+    };
+    if !state.dumping.lock().is_ok_and(|mut d| d.insert(pid)) {
+        return reply(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("a dump of PID {pid} is under way"),
+        );
+    }
+    let under_way = DUMPS_UNDER_WAY.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let result = if under_way >= MAX_DUMPS {
+        Err((
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{MAX_DUMPS} dumps are under way"),
+        ))
+    } else {
+        tokio::task::spawn_blocking(move || dump_of(pid, start_time, format, system))
+            .await
+            .unwrap_or_else(|e| Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())))
+    };
+    DUMPS_UNDER_WAY.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    if let Ok(mut d) = state.dumping.lock() {
+        d.remove(&pid);
+    }
+    match result {
+        Ok(body) => {
+            let kind = match format {
+                Format::Pprof => "application/octet-stream",
+                _ => "text/plain; charset=utf-8",
+            };
+            ([(header::CONTENT_TYPE, kind)], body).into_response()
+        }
+        Err((code, why)) => reply(code, why),
+    }
+}
+
+/// One dump of a watched process, read afresh (nothing of the sampler's is shared).
+fn dump_of(
+    pid: u32,
+    start_time: u64,
+    format: crate::ui::dump::Format,
+    system: bool,
+) -> Result<Vec<u8>, (StatusCode, String)> {
+    use crate::collect::dump::Dumper;
+    use crate::inspect::process::Process;
+    let gone = |why: String| (StatusCode::NOT_FOUND, why);
+    let process = Process::open(pid).map_err(|e| gone(e.to_string()))?;
+    if process.id.start_time != start_time {
+        return Err(gone(format!("PID {pid} is another process now")));
+    }
+    let mut dumper =
+        Dumper::open(process).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+    let mut body = Capped(Vec::new());
+    crate::ui::dump::write(&mut dumper, format, system, &mut body)
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+    Ok(body.0)
+}
+
+/// A buffer that refuses to grow past [`MAX_DUMP_BYTES`].
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_DUMP_BYTES {
+            return Err(std::io::Error::other(format!(
+                "the dump is larger than {} MiB",
+                MAX_DUMP_BYTES >> 20
+            )));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

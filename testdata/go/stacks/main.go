@@ -2,16 +2,41 @@
 // WaitGroup, sleep, a system call, inlined calls, a generic function, a method value, a
 // goroutine locked to its thread, one deep in recursion (past the traceback's elision), and
 // goroutines started by goroutines. It prints "ready" when they all wait, then sits idle
-// (for `gprof dump` and then the runtime's own SIGQUIT dump of the same state).
+// (for `gprof dump` and then the runtime's own SIGQUIT dump of the same state). With -out
+// DIR, SIGUSR1 writes the runtime's own dumps of the moment there: DIR/stack.txt
+// (runtime.Stack of all goroutines, as debug=2 serves it) and DIR/goroutine.pb.gz (the
+// goroutine profile), then DIR/done.
 package main
 
 import (
+	"flag"
 	"fmt"
 	"os"
+	"os/signal"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sync"
+	"syscall"
 	"time"
 )
+
+// dumpOnSignal writes the runtime's dumps into dir at each SIGUSR1.
+func dumpOnSignal(dir string) {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGUSR1)
+	for range c {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		os.WriteFile(filepath.Join(dir, "stack.txt"), buf, 0o644)
+		f, err := os.Create(filepath.Join(dir, "goroutine.pb.gz"))
+		if err == nil {
+			pprof.Lookup("goroutine").WriteTo(f, 0)
+			f.Close()
+		}
+		os.WriteFile(filepath.Join(dir, "done"), nil, 0o644)
+	}
+}
 
 var (
 	never = make(chan int)
@@ -76,6 +101,13 @@ type waiter struct{ name string }
 func (w waiter) wait() { <-never }
 
 func main() {
+	out := flag.String("out", "", "where SIGUSR1 writes the runtime's own dumps")
+	flag.Parse()
+	extra := 0
+	if *out != "" {
+		go dumpOnSignal(*out)
+		extra = 2 // it and os/signal's loop
+	}
 	mu.Lock()
 	wg.Add(1)
 	ticker := time.NewTicker(time.Hour)
@@ -114,7 +146,7 @@ func main() {
 	}
 	// Let every goroutine reach its wait.
 	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() < len(starts)+2 && time.Now().Before(deadline) {
+	for runtime.NumGoroutine() < len(starts)+2+extra && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond)

@@ -20,6 +20,8 @@ pub struct Style {
     pub shows_finalizer_frames: bool,
     /// Go 1.26+: `_Gleaked` (10) and `_Gdeadextra` (11) statuses exist.
     pub leaked_status: bool,
+    /// Frames a goroutine profile keeps per stack (32 before Go 1.23's `profstackdepth`).
+    pub profile_depth: usize,
 }
 
 /// Where a long stack is cut.
@@ -71,6 +73,7 @@ pub fn style(version: &GoVersion) -> Style {
         },
         shows_finalizer_frames: minor >= 25,
         leaked_status: minor >= 26,
+        profile_depth: if minor >= 23 { 128 } else { 32 },
     }
 }
 
@@ -165,7 +168,7 @@ pub fn print_name<'a>(style: &Style, name: &'a str) -> std::borrow::Cow<'a, str>
 /// Whether a frame of `name` is printed below the system level (`showfuncinfo`): not the
 /// compiler's wrappers (unless they called a panic), not the runtime's unexported functions.
 pub fn shows_frame(style: &Style, name: &str, func_id: u8, first: bool, callee: &str) -> bool {
-    if func_id == style.wrapper_func_id && !called_panic(callee) {
+    if elides_wrapper(style, func_id, callee) {
         return false;
     }
     if style.shows_finalizer_frames
@@ -179,7 +182,12 @@ pub fn shows_frame(style: &Style, name: &str, func_id: u8, first: bool, callee: 
     name.contains('.') && (!name.starts_with("runtime.") || is_exported_runtime(name))
 }
 
-/// The compiler's wrappers that called a panic rather than the wrapped function stay.
+/// A frame of the compiler's wrappers, left out of tracebacks and profiles alike, unless it
+/// called a panic rather than the function it wraps (`callee`: the frame it called).
+pub fn elides_wrapper(style: &Style, func_id: u8, callee: &str) -> bool {
+    func_id == style.wrapper_func_id && !called_panic(callee)
+}
+
 fn called_panic(callee: &str) -> bool {
     matches!(
         callee,
