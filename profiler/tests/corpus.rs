@@ -204,6 +204,7 @@ fn real_programs_of_every_release_are_read_exactly() {
     };
     let c = corpus();
     let mut table = Vec::new();
+    let mut dump_failures = Vec::new();
     for entry in entries(&c) {
         let id = entry["id"].as_str().unwrap();
         let bin = dir
@@ -253,17 +254,39 @@ fn real_programs_of_every_release_are_read_exactly() {
             "{id}: code not restored after gprof left"
         );
         let got = f(last, "goroutines") as usize;
+        // gprof's dump at the system level, then the runtime's (SIGQUIT) of the same state.
+        let ours = Command::new(gprof())
+            .args(["dump", "--system", "--pid", &pid.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            ours.status.success(),
+            "{id}: gprof dump failed: {}",
+            String::from_utf8_lossy(&ours.stderr)
+        );
+        let ours = String::from_utf8(ours.stdout).unwrap();
         let dump = idle.dump();
+        let (compared, diffs) = common::dumps::differences(&ours, &dump, |_| false);
+        dump_failures.extend(diffs.iter().map(|d| format!("{id}: {d}")));
         assert!(
             dump.contains("goroutine 1 "),
             "{id}: no goroutine dump: {}",
             &dump[..dump.len().min(400)]
         );
         let want = user_goroutines(&dump);
+        let all = common::dumps::parse(&dump).len();
         drop(idle);
         assert_eq!(
             got, want,
             "{id}: gprof counts {got} goroutines, the dump {want}"
+        );
+        // System goroutines as the dump shows them (cgo's idle extra-M gs are not).
+        let system = f(last, "system_goroutines") as usize;
+        assert_eq!(
+            system,
+            all - want,
+            "{id}: gprof counts {system} system goroutines, the dump {}",
+            all - want
         );
         let variant = [
             (entry["buildinfo"] == false, "no buildinfo"),
@@ -276,16 +299,18 @@ fn real_programs_of_every_release_are_read_exactly() {
         .collect::<Vec<_>>()
         .join(", ");
         table.push(format!(
-            "| {} | {} | {} | {variant} | {got} | {want} |",
+            "| {} | {} | {} | {variant} | {got} | {want} | {compared} | {} |",
             entry["program"].as_str().unwrap(),
             entry["package"].as_str().unwrap().to_string()
                 + "@"
                 + entry["version"].as_str().unwrap(),
             entry["go_release"].as_str().unwrap(),
+            diffs.len(),
         ));
     }
     eprintln!(
-        "{test}:\n| program | package | Go | build | gprof | dump |\n|---|---|---|---|---|---|\n{}",
+        "{test}:\n| program | package | Go | build | gprof | dump | goroutines in both dumps | differences |\n|---|---|---|---|---|---|---|---|\n{}",
         table.join("\n")
     );
+    assert!(dump_failures.is_empty(), "{}", dump_failures.join("\n"));
 }

@@ -10,54 +10,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::dumps::{Block, differences, parse};
 use common::{all_targets, gprof, require_root};
-
-/// One goroutine of a dump: its header after the ID, and its lines with arguments removed.
-#[derive(Debug, PartialEq, Eq)]
-struct Block {
-    header: String,
-    lines: Vec<String>,
-}
-
-/// The goroutines of a text dump by ID (goroutine 0, a thread's g0, left out).
-fn parse(text: &str) -> BTreeMap<u64, Block> {
-    let mut out = BTreeMap::new();
-    let text = format!("\n{text}");
-    for block in text.split("\ngoroutine ").skip(1) {
-        let mut lines = block.lines();
-        let Some(first) = lines.next() else { continue };
-        let Some((id, header)) = first.split_once(' ') else {
-            continue;
-        };
-        let Ok(id) = id.parse::<u64>() else { continue };
-        if id == 0 {
-            continue;
-        }
-        let lines = lines
-            .take_while(|l| !l.is_empty())
-            .map(|l| {
-                if !l.starts_with('\t') && l.ends_with(')') && !l.starts_with("created by") {
-                    // "name(args)": the arguments go.
-                    l[..l.rfind('(').unwrap_or(l.len())].to_string()
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect();
-        out.insert(
-            id,
-            Block {
-                header: header.to_string(),
-                lines,
-            },
-        );
-    }
-    out
-}
-
-fn running(b: &Block) -> bool {
-    b.header.contains("[running")
-}
 
 /// A `stacks` program, its goroutines parked; `dir` gets the runtime's own dumps on SIGUSR1.
 struct Stacks {
@@ -126,6 +80,14 @@ impl Drop for Stacks {
     }
 }
 
+/// The goroutines that the signal behind the runtime's own dumps woke (its handler and
+/// os/signal's loop): not in the same state in both dumps.
+fn woken(b: &Block) -> bool {
+    b.lines
+        .iter()
+        .any(|l| l.starts_with("main.dumpOnSignal") || l.starts_with("os/signal."))
+}
+
 fn dump(pid: u32, args: &[&str]) -> String {
     let out = Command::new(gprof())
         .args(["dump", "--pid", &pid.to_string()])
@@ -138,42 +100,6 @@ fn dump(pid: u32, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// The goroutines that the signal behind the runtime's own dumps woke (its handler and
-/// os/signal's loop): not in the same state in both dumps.
-fn woken(b: &Block) -> bool {
-    b.lines
-        .iter()
-        .any(|l| l.starts_with("main.dumpOnSignal") || l.starts_with("os/signal."))
-}
-
-/// Every difference between gprof's dump and the runtime's, by goroutine.
-fn differences(ours: &str, theirs: &str) -> (usize, Vec<String>) {
-    let (ours, theirs) = (parse(ours), parse(theirs));
-    let mut diffs = Vec::new();
-    let mut compared = 0;
-    for (id, want) in &theirs {
-        let Some(got) = ours.get(id) else {
-            if !running(want) {
-                diffs.push(format!("goroutine {id} missing: {want:?}"));
-            }
-            continue;
-        };
-        if running(want) || running(got) || woken(want) || woken(got) {
-            continue;
-        }
-        compared += 1;
-        if got != want {
-            diffs.push(format!(
-                "goroutine {id}:\n  gprof:   {got:?}\n  runtime: {want:?}"
-            ));
-        }
-    }
-    for id in ours.keys().filter(|id| !theirs.contains_key(id)) {
-        diffs.push(format!("goroutine {id} is not in the runtime's dump"));
-    }
-    (compared, diffs)
 }
 
 /// `go tool pprof -traces` of a goroutine profile: each stack (function names, innermost
@@ -289,8 +215,8 @@ fn dumps_equal_the_runtimes_own_in_every_release_and_variant() {
         let system = dump(pid, &["--system"]);
         let sigquit = p.sigquit();
 
-        let (compared, diffs) = differences(&text, &own_text);
-        let (compared_system, diffs_system) = differences(&system, &sigquit);
+        let (compared, diffs) = differences(&text, &own_text, woken);
+        let (compared_system, diffs_system) = differences(&system, &sigquit, woken);
         let go = go_of(release);
         let (ours_traces, own_traces) = (traces(&go, &ours_pb), traces(&go, &own_pb));
         let json_goroutines = json
@@ -343,4 +269,109 @@ fn dumps_equal_the_runtimes_own_in_every_release_and_variant() {
         table.join("\n")
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The daemon serves the same dumps for the processes it watches, only when enabled, and
+/// says why it does not for the others.
+#[test]
+fn the_daemon_serves_dumps_of_the_processes_it_watches() {
+    use common::daemon::{Daemon, pid_label, series};
+    use common::{go_target, http_get, wait_for};
+    let test = "the_daemon_serves_dumps_of_the_processes_it_watches";
+    if !require_root(test) {
+        return;
+    }
+    let Some(path) = go_target(test, "stacks", "1.27.3", "stripped") else {
+        return;
+    };
+    let daemon = Daemon::start("interval: 1s\ndumps:\n  enabled: true\n", &[]);
+    let p = Stacks::start(&path, "daemon");
+    let pid = p.child.id();
+    assert!(
+        wait_for(Duration::from_secs(20), || series(
+            &daemon.metrics(),
+            "gprof_goroutines",
+            &pid_label(pid)
+        )
+        .is_some()),
+        "{test}: the daemon does not watch PID {pid}: {}",
+        daemon.log_text()
+    );
+    // The text, as the command line writes it.
+    let (code, served) = http_get(
+        daemon.port,
+        &format!("/debug/pprof/goroutine?pid={pid}&debug=2"),
+    )
+    .expect("an answer");
+    assert_eq!(code, 200, "{served}");
+    let (compared, diffs) = differences(&served, &dump(pid, &[]), |_| false);
+    assert!(
+        compared >= 14 && diffs.is_empty(),
+        "{test}: {compared} compared: {diffs:?}"
+    );
+    // pprof, read by go tool pprof straight from the daemon.
+    let go = go_of("1.27.3");
+    let url = format!(
+        "http://127.0.0.1:{}/debug/pprof/goroutine?pid={pid}",
+        daemon.port
+    );
+    let ours_pb = p.dir.join("cli.pb.gz");
+    dump(pid, &["--format", "pprof", "-o", ours_pb.to_str().unwrap()]);
+    let from_daemon = traces(&go, std::path::Path::new(&url));
+    assert!(!from_daemon.is_empty());
+    assert_eq!(from_daemon, traces(&go, &ours_pb), "{test}");
+    // Not a watched Go process, no PID, a debug level not served.
+    let (code, why) = http_get(daemon.port, "/debug/pprof/goroutine?pid=1").unwrap();
+    assert_eq!(code, 404);
+    assert!(
+        why.contains("not a Go process this daemon watches"),
+        "{why}"
+    );
+    assert_eq!(
+        http_get(daemon.port, "/debug/pprof/goroutine").unwrap().0,
+        400
+    );
+    assert_eq!(
+        http_get(
+            daemon.port,
+            &format!("/debug/pprof/goroutine?pid={pid}&debug=1")
+        )
+        .unwrap()
+        .0,
+        400
+    );
+    drop(daemon);
+    // Off by default.
+    let off = Daemon::start("interval: 1s\n", &[]);
+    let (code, why) = http_get(off.port, &format!("/debug/pprof/goroutine?pid={pid}")).unwrap();
+    assert_eq!(code, 404);
+    assert!(why.contains("dumps are off"), "{why}");
+}
+
+/// Bad input gets one clear line and a failure, never a panic.
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let run = |args: &[&str]| {
+        let out = Command::new(gprof())
+            .arg("dump")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        err
+    };
+    assert!(run(&["--pid", "0"]).contains("PID"), "an invalid PID");
+    let gone = run(&["--pid", "4194000"]);
+    assert!(gone.contains("4194000"), "{gone}");
+    // This test's own process is not a Go program.
+    let me = std::process::id().to_string();
+    let not_go = run(&["--pid", &me]);
+    assert!(not_go.contains("Go"), "{not_go}");
+    let format = run(&["--pid", &me, "--format", "svg"]);
+    assert!(
+        format.contains("--format") && format.contains("pprof"),
+        "{format}"
+    );
 }

@@ -142,13 +142,13 @@ mod tests {
             cpu_share: 0.02,
             memory_bytes: 1 << 20,
         });
-        assert!((b.tokens - 0.4).abs() < 1e-9);
-        b.charge(Duration::from_secs(1));
+        assert!((b.tokens - 1.2).abs() < 1e-9);
+        b.charge(Duration::from_secs(2));
         assert!(!b.allows());
-        let later = b.refilled + Duration::from_secs(40);
+        let later = b.refilled + Duration::from_secs(50);
         b.refill(later);
         assert!((b.tokens - 0.2).abs() < 1e-6 && b.allows());
         b.refill(later + Duration::from_secs(1000));
-        assert!((b.tokens - 0.4).abs() < 1e-9);
+        assert!((b.tokens - 1.2).abs() < 1e-9);
     }
 }

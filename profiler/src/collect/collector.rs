@@ -128,6 +128,8 @@ pub struct ProcessCollector {
     blocked: BlockedTracker,
     /// The groups as of the last census (None before one).
     blocked_summary: Option<BlockedSummary>,
+    /// cgo's idle extra-M gs at the last census: in `sched.ngsys`, not system goroutines.
+    extra_m: i64,
 }
 
 impl ProcessCollector {
@@ -152,6 +154,7 @@ impl ProcessCollector {
             stacks: None,
             blocked: BlockedTracker::new(windows.stuck_after_seconds, windows.leak_seconds),
             blocked_summary: None,
+            extra_m: 0,
         }
     }
 
@@ -188,6 +191,7 @@ impl ProcessCollector {
     }
 
     fn record_census(&mut self, t: f64, census: &Census, names: &SiteNames) {
+        self.extra_m = census.extra_m as i64;
         self.blocked_summary = Some(self.blocked.summary(TOP_GROUPS));
         self.sites.record(
             t,
@@ -317,7 +321,8 @@ impl ProcessCollector {
             attached_seconds: r.t,
             goroutines,
             goroutines_source: source,
-            system_goroutines: r.runtime.map(|rt| rt.ngsys),
+            // As the runtime's dumps count them: without cgo's idle extra-M gs.
+            system_goroutines: r.runtime.map(|rt| (rt.ngsys - self.extra_m).max(0)),
             goroutines_created_total: created,
             goroutines_exited_total: exited,
             counts_source,

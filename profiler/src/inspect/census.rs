@@ -116,6 +116,10 @@ pub struct Census {
     pub unreadable: u64,
     /// Blocked goroutines (waiting, in a system call, or leaked; system ones included).
     pub blocked: u64,
+    /// The gs of cgo's extra Ms waiting for a C thread to call into Go (dead, with their M;
+    /// Go 1.26+'s `_Gdeadextra`): the runtime counts them in `sched.ngsys` but no dump shows
+    /// them.
+    pub extra_m: u64,
 }
 
 /// Tallies the gs of one reading: (address, fields; None: unreadable).
@@ -138,6 +142,12 @@ impl Census {
         };
         let size = g.stack_size();
         if NOT_LIVE.contains(&(g.status & !G_SCAN)) {
+            let status = g.status & !G_SCAN;
+            if status == crate::inspect::goruntime::traceback::status::DEAD_EXTRA
+                || (status == crate::inspect::goruntime::traceback::status::DEAD && g.m != 0)
+            {
+                self.extra_m += 1;
+            }
             self.dead += 1;
             if size > 0 {
                 self.dead_with_stack += 1;

@@ -6,6 +6,7 @@
 pub mod accuracy;
 pub mod container;
 pub mod daemon;
+pub mod dumps;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

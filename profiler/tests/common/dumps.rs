@@ -1,0 +1,84 @@
+//! Goroutine dumps in the runtime's text format, compared goroutine by goroutine (gprof's
+//! against the runtime's own).
+
+use std::collections::BTreeMap;
+
+/// One goroutine of a dump: its header after the ID, and its lines with arguments removed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Block {
+    pub header: String,
+    pub lines: Vec<String>,
+}
+
+/// The goroutines of a text dump by ID (goroutine 0, a thread's g0, left out).
+pub fn parse(text: &str) -> BTreeMap<u64, Block> {
+    let mut out = BTreeMap::new();
+    let text = format!("\n{text}");
+    for block in text.split("\ngoroutine ").skip(1) {
+        let mut lines = block.lines();
+        let Some(first) = lines.next() else { continue };
+        let Some((id, header)) = first.split_once(' ') else {
+            continue;
+        };
+        let Ok(id) = id.parse::<u64>() else { continue };
+        if id == 0 {
+            continue;
+        }
+        let lines = lines
+            .take_while(|l| !l.is_empty())
+            .map(|l| {
+                if !l.starts_with('\t') && l.ends_with(')') && !l.starts_with("created by") {
+                    // "name(args)": the arguments go.
+                    l[..l.rfind('(').unwrap_or(l.len())].to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        out.insert(
+            id,
+            Block {
+                header: header.to_string(),
+                lines,
+            },
+        );
+    }
+    out
+}
+
+pub fn running(b: &Block) -> bool {
+    b.header.contains("[running")
+}
+
+/// Every difference between gprof's dump and the runtime's, by goroutine (those `woken`
+/// says the runtime's dump itself disturbed left out), and how many were compared.
+pub fn differences(
+    ours: &str,
+    theirs: &str,
+    woken: impl Fn(&Block) -> bool,
+) -> (usize, Vec<String>) {
+    let (ours, theirs) = (parse(ours), parse(theirs));
+    let mut diffs = Vec::new();
+    let mut compared = 0;
+    for (id, want) in &theirs {
+        let Some(got) = ours.get(id) else {
+            if !running(want) {
+                diffs.push(format!("goroutine {id} missing: {want:?}"));
+            }
+            continue;
+        };
+        if running(want) || running(got) || woken(want) || woken(got) {
+            continue;
+        }
+        compared += 1;
+        if got != want {
+            diffs.push(format!(
+                "goroutine {id}:\n  gprof:   {got:?}\n  runtime: {want:?}"
+            ));
+        }
+    }
+    for id in ours.keys().filter(|id| !theirs.contains_key(id)) {
+        diffs.push(format!("goroutine {id} is not in the runtime's dump"));
+    }
+    (compared, diffs)
+}
