@@ -215,8 +215,8 @@ fn dumps_equal_the_runtimes_own_in_every_release_and_variant() {
         let system = dump(pid, &["--system"]);
         let sigquit = p.sigquit();
 
-        let (compared, diffs) = differences(&text, &own_text, woken);
-        let (compared_system, diffs_system) = differences(&system, &sigquit, woken);
+        let (compared, diffs) = differences(&text, &own_text, |_, b| woken(b));
+        let (compared_system, diffs_system) = differences(&system, &sigquit, |_, b| woken(b));
         let go = go_of(release);
         let (ours_traces, own_traces) = (traces(&go, &ours_pb), traces(&go, &own_pb));
         let json_goroutines = json
@@ -304,7 +304,7 @@ fn the_daemon_serves_dumps_of_the_processes_it_watches() {
     )
     .expect("an answer");
     assert_eq!(code, 200, "{served}");
-    let (compared, diffs) = differences(&served, &dump(pid, &[]), |_| false);
+    let (compared, diffs) = differences(&served, &dump(pid, &[]), |_, _| false);
     assert!(
         compared >= 14 && diffs.is_empty(),
         "{test}: {compared} compared: {diffs:?}"
@@ -373,5 +373,72 @@ fn bad_input_gets_a_clear_error() {
     assert!(
         format.contains("--format") && format.contains("pprof"),
         "{format}"
+    );
+}
+
+/// `gprof top`: the selected stuck group shows the whole stack of one of its goroutines (the
+/// demo's leaking group, in a real terminal: tmux).
+#[test]
+fn top_shows_the_whole_stack_of_a_stuck_group() {
+    use common::{go_target, wait_for, which};
+    let test = "top_shows_the_whole_stack_of_a_stuck_group";
+    if !require_root(test) {
+        return;
+    }
+    let Some(path) = go_target(test, "workload", "1.27.3", "stripped") else {
+        return;
+    };
+    assert!(which("tmux").is_some(), "{test}: tmux is missing");
+    let mut program = Command::new(&path)
+        .args(["-leak-rate", "20", "-churn-rate", "200", "-report", "0"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let session = format!("gprof-top-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let command = format!("{} top --pid {} --stuck-after 2", gprof(), program.id());
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "160",
+        "-y",
+        "60",
+        &command,
+    ]);
+    let screen = || tmux(&["capture-pane", "-p", "-t", &session]);
+    let stuck_row = |s: &str| {
+        s.lines()
+            .skip_while(|l| !l.contains("Stuck goroutines"))
+            .nth(2)
+            .is_some_and(|l| l.contains("main.leak"))
+    };
+    let listed = wait_for(Duration::from_secs(40), || stuck_row(&screen()));
+    let before = screen();
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    let shown = wait_for(Duration::from_secs(10), || {
+        let s = screen();
+        s.contains("One goroutine of the selected group") && s.contains("main.leak(...)")
+    });
+    let after = screen();
+    tmux(&["kill-session", "-t", &session]);
+    let _ = program.kill();
+    let _ = program.wait();
+    assert!(
+        listed,
+        "{test}: the leaking group was not listed first:\n{before}"
+    );
+    assert!(shown, "{test}: no stack shown:\n{after}");
+    assert!(
+        after.contains("[chan receive") && after.contains("created by main."),
+        "{test}: {after}"
     );
 }

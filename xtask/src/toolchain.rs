@@ -33,6 +33,8 @@ const APT_PACKAGES: &[&str] = &[
     "fonts-dejavu-core",
     // A reader of goroutine dumps, for gprof dump's (tests/dump.rs).
     "panicparse",
+    // A real terminal for gprof top's screen (tests/dump.rs).
+    "tmux",
 ];
 
 /// The other architecture gprof must build for (kernel and user side).

@@ -145,6 +145,8 @@ struct Group {
     stuck: u64,
     oldest: f64,
     verdict: Verdict,
+    /// One of its goroutines, for a reader to look at: (index in `allgs`, goid).
+    example: Option<(u64, u64)>,
 }
 
 /// The groups of one process, by index (the goroutines refer to them by it).
@@ -172,6 +174,7 @@ impl Groups {
             stuck: 0,
             oldest: 0.0,
             verdict: Verdict::default(),
+            example: None,
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -445,14 +448,17 @@ impl BlockedTracker {
     /// the first one not yet stuck will be (infinity if none).
     fn count(&mut self) -> f64 {
         for g in self.groups.slots.iter_mut().flatten() {
-            (g.goroutines, g.stuck, g.oldest) = (0, 0, 0.0);
+            (g.goroutines, g.stuck, g.oldest, g.example) = (0, 0, 0.0, None);
         }
         let mut next = f64::INFINITY;
-        for chunk in &self.chunks {
+        for (c, chunk) in self.chunks.iter().enumerate() {
             for e in chunk.entries.iter() {
                 let Some(group) = self.groups.get_mut(e.group) else {
                     continue;
                 };
+                if group.example.is_none() {
+                    group.example = Some((c as u64 * CHUNK + u64::from(e.slot), e.goid));
+                }
                 let seen = f64::from(e.since) / 10.0;
                 let age = chunk.t - seen;
                 group.goroutines += 1;
@@ -510,6 +516,8 @@ impl BlockedTracker {
                 oldest_blocked_seconds: (g.oldest * 10.0).round() / 10.0,
                 stuck_growth_per_min: g.verdict.growth_per_min,
                 leaking: g.verdict.leaking,
+                example_goroutine: g.example.map(|e| e.1),
+                example_index: g.example.map(|e| e.0),
             })
             .collect();
         let summary = BlockedSummary {

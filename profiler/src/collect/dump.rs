@@ -188,6 +188,41 @@ impl Dumper {
     }
 }
 
+impl Dumper {
+    /// The goroutine at `index` of `allgs`, if it is still `goid` (None: it is not).
+    pub fn goroutine_at(&mut self, index: u64, goid: u64) -> Result<Option<Goroutine>, DumpError> {
+        let pid = self.pid;
+        let unreadable = |e: crate::inspect::runtime_state::StateError| DumpError::Unreadable {
+            pid,
+            why: e.to_string(),
+        };
+        let symbols = self.exe.symbols.lock().unwrap_or_else(|p| p.into_inner());
+        let frames = symbols.frames().ok_or(DumpError::NoFrames { pid })?;
+        let Some(allgs) = self.reader.allgs().map_err(unreadable)? else {
+            return Ok(None);
+        };
+        let mut buffers = GsBuffers::default();
+        let mut found = None;
+        self.reader
+            .read_gs(allgs, index..index + 1, &mut buffers, |_, addr, g| {
+                found = g.filter(|g| g.goid == goid).map(|g| (addr, g));
+            })
+            .map_err(unreadable)?;
+        let Some(g) = found else { return Ok(None) };
+        let ctx = Context {
+            frames,
+            mem: self.reader.memory(),
+            bias: self.bias,
+            arch: frames.arch,
+            style: self.info.style,
+            wait_reasons: self.exe.wait_reasons,
+            m_id: self.exe.plan.layout.m_id,
+            now: monotonic_ns() as i64,
+        };
+        Ok(ctx.read_chunk(&[g]).pop().flatten())
+    }
+}
+
 /// The g did not run between the two reads.
 fn same_run(a: &GFields, b: &GFields) -> bool {
     a.status == b.status

@@ -210,6 +210,11 @@ pub struct BlockedGroup {
     pub stuck_growth_per_min: f64,
     /// The stuck count grows persistently (see the README's "Leak verdict").
     pub leaking: bool,
+    /// The ID of one of its goroutines (`gprof dump` shows its whole stack).
+    pub example_goroutine: Option<u64>,
+    /// Where that goroutine's g is in `runtime.allgs` (for `top`'s stack view).
+    #[serde(skip)]
+    pub example_index: Option<u64>,
 }
 
 /// Stack memory, from the census of every g (exact as of the reading) and the stack growth
@@ -432,6 +437,8 @@ pub(crate) fn example() -> ProcessSnapshot {
             oldest_blocked_seconds: 75.0,
             stuck_growth_per_min: 1200.0,
             leaking: true,
+            example_goroutine: Some(4711),
+            example_index: Some(120),
         }],
         stuck_goroutines: 1200,
         leaking_goroutines: 1200,

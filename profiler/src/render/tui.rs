@@ -35,6 +35,11 @@ pub struct TopView {
     pub status: Option<String>,
     /// How the leak-sites panel is sorted (`s` cycles).
     pub site_order: SiteOrder,
+    /// The stuck group selected (arrow keys).
+    pub selected: usize,
+    /// The whole stack of one goroutine of the selected group, as `gprof dump` prints it,
+    /// shown in place of the sites (Enter toggles).
+    pub stack: Option<Vec<String>>,
 }
 
 /// Orders of the leak-sites panel.
@@ -279,13 +284,28 @@ pub fn draw(frame: &mut Frame, view: &TopView) {
             .label(format!("{:.0} / 100", s.health_score)),
         health,
     );
-    draw_stuck(frame, stuck, s);
-    draw_sites(frame, sites, s, view.site_order);
-    draw_sparks(frame, sparks, view);
-    let footer_text = view
-        .status
-        .clone()
-        .unwrap_or_else(|| " q: quit   s: sort leak sites".into());
+    draw_stuck(frame, stuck, s, view.selected);
+    match &view.stack {
+        Some(lines) => {
+            let text: Vec<Line> = lines.iter().map(|l| Line::from(l.as_str())).collect();
+            let [stack_area] = Layout::vertical([Constraint::Min(0)]).areas(sites.union(sparks));
+            frame.render_widget(
+                Paragraph::new(text).block(
+                    Block::default()
+                        .borders(Borders::ALL)
+                        .title(" One goroutine of the selected group (Enter: back) "),
+                ),
+                stack_area,
+            );
+        }
+        None => {
+            draw_sites(frame, sites, s, view.site_order);
+            draw_sparks(frame, sparks, view);
+        }
+    }
+    let footer_text = view.status.clone().unwrap_or_else(|| {
+        " q: quit   s: sort leak sites   up/down: select a stuck group   Enter: its stack".into()
+    });
     frame.render_widget(
         Paragraph::new(footer_text).style(Style::default().fg(Color::Gray)),
         footer,
@@ -293,9 +313,11 @@ pub fn draw(frame: &mut Frame, view: &TopView) {
 }
 
 /// Blocked goroutines by creation site, place and wait reason: leaking groups first.
-fn draw_stuck(frame: &mut Frame, area: Rect, s: &ProcessSnapshot) {
-    let rows = s.blocked_groups.iter().map(|g| {
-        let style = if g.leaking {
+fn draw_stuck(frame: &mut Frame, area: Rect, s: &ProcessSnapshot, selected: usize) {
+    let rows = s.blocked_groups.iter().enumerate().map(|(i, g)| {
+        let style = if i == selected {
+            Style::default().add_modifier(Modifier::REVERSED)
+        } else if g.leaking {
             Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)
         } else {
             Style::default()
@@ -552,6 +574,34 @@ mod tests {
         ] {
             assert!(screen.contains(needle), "missing {needle:?} in\n{screen}");
         }
+    }
+
+    #[test]
+    fn the_selected_groups_stack_takes_the_sites_place() {
+        let mut view = TopView::new(1.0);
+        view.update(snapshot());
+        view.stack = Some(vec![
+            "goroutine 77 [chan send, 2 minutes]:".into(),
+            "main.serve.func1(...)".into(),
+            "    /src/app/main.go:47 +0x2c".into(),
+        ]);
+        let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+        terminal.draw(|f| draw(f, &view)).unwrap();
+        let screen: String = terminal
+            .backend()
+            .buffer()
+            .content()
+            .iter()
+            .map(|c| c.symbol())
+            .collect();
+        for needle in [
+            "One goroutine of the selected group",
+            "goroutine 77 [chan send, 2 minutes]:",
+            "/src/app/main.go:47 +0x2c",
+        ] {
+            assert!(screen.contains(needle), "missing {needle:?} in\n{screen}");
+        }
+        assert!(!screen.contains("Leak sites"), "{screen}");
     }
 
     #[test]

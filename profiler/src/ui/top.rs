@@ -8,12 +8,13 @@ use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind,
 
 use crate::attach::kernel::{AttachScope, Kernel};
 use crate::collect::budget::SURGE_CHECK;
+use crate::collect::dump::Dumper;
 use crate::collect::sampler::{Outcome, Sampler, SamplerSettings};
 use crate::collect::target::{self, TargetError};
 use crate::config::params::{CensusLimits, HealthModel, OverheadBudget, Windows};
 use crate::inspect::process::Process;
 use crate::model::snapshot::ProcessSnapshot;
-use crate::render::{json, tui};
+use crate::render::{dump_text, json, tui};
 
 /// Plans made at most for a process that keeps replacing its program.
 const MAX_PLANS: u32 = 3;
@@ -149,6 +150,48 @@ fn batch(session: &mut Session, opts: &TopOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The whole stack of the selected group's example goroutine, as `gprof dump` prints it (or
+/// why there is none).
+fn stack_of_selected(dumper: &mut Option<Dumper>, pid: u32, view: &tui::TopView) -> Vec<String> {
+    let Some(group) = view
+        .latest
+        .as_ref()
+        .and_then(|s| s.blocked_groups.get(view.selected))
+    else {
+        return vec!["no stuck group selected".into()];
+    };
+    let (Some(index), Some(goid)) = (group.example_index, group.example_goroutine) else {
+        return vec!["the census has no goroutine of this group yet".into()];
+    };
+    if dumper.is_none() {
+        match Process::open(pid)
+            .map_err(anyhow::Error::from)
+            .and_then(|p| Ok(Dumper::open(p)?))
+        {
+            Ok(d) => *dumper = Some(d),
+            Err(e) => return vec![format!("cannot read stacks: {e:#}")],
+        }
+    }
+    let Some(d) = dumper.as_mut() else {
+        return Vec::new();
+    };
+    let style = d.info().style;
+    match d.goroutine_at(index, goid) {
+        Ok(Some(g)) => {
+            let mut out = Vec::new();
+            let _ = dump_text::write(&mut out, &style, &g, false);
+            String::from_utf8_lossy(&out)
+                .lines()
+                .map(|l| l.replace('\t', "    "))
+                .collect()
+        }
+        Ok(None) => vec![format!(
+            "goroutine {goid} has gone; the next census picks another"
+        )],
+        Err(e) => vec![format!("cannot read goroutine {goid}: {e:#}")],
+    }
+}
+
 fn interactive(session: &mut Session, opts: &TopOptions) -> anyhow::Result<()> {
     let mut view = tui::TopView::new(opts.interval.as_secs_f64());
     crate::logging::hold();
@@ -156,6 +199,8 @@ fn interactive(session: &mut Session, opts: &TopOptions) -> anyhow::Result<()> {
         let mut guard = tui::TerminalGuard::enter().context("setting up the terminal")?;
         let mut ticker = Ticker::new(opts.interval);
         let mut ticks = 0u64;
+        // Opened at the first Enter: reads one goroutine's whole stack.
+        let mut dumper: Option<Dumper> = None;
         loop {
             guard.terminal.draw(|f| tui::draw(f, &view))?;
             if event::poll(ticker.remaining().min(SURGE_CHECK))? {
@@ -168,6 +213,17 @@ fn interactive(session: &mut Session, opts: &TopOptions) -> anyhow::Result<()> {
                             return Ok(None);
                         }
                         KeyCode::Char('s') => view.site_order = view.site_order.next(),
+                        KeyCode::Up => view.selected = view.selected.saturating_sub(1),
+                        KeyCode::Down => {
+                            let groups = view.latest.as_ref().map_or(0, |s| s.blocked_groups.len());
+                            view.selected = (view.selected + 1).min(groups.saturating_sub(1));
+                        }
+                        KeyCode::Enter => {
+                            view.stack = match view.stack {
+                                Some(_) => None,
+                                None => Some(stack_of_selected(&mut dumper, session.pid, &view)),
+                            };
+                        }
                         _ => {}
                     }
                 }
@@ -179,7 +235,12 @@ fn interactive(session: &mut Session, opts: &TopOptions) -> anyhow::Result<()> {
             }
             ticker.advance();
             match session.sample() {
-                Ok(s) => view.update(s),
+                Ok(s) => {
+                    view.update(s);
+                    if view.stack.is_some() {
+                        view.stack = Some(stack_of_selected(&mut dumper, session.pid, &view));
+                    }
+                }
                 Err(e @ (TargetError::Gone(_) | TargetError::Execed(_))) => {
                     return Ok(Some(format!("gprof: {e}")));
                 }

@@ -55,19 +55,19 @@ pub fn running(b: &Block) -> bool {
 pub fn differences(
     ours: &str,
     theirs: &str,
-    woken: impl Fn(&Block) -> bool,
+    woken: impl Fn(u64, &Block) -> bool,
 ) -> (usize, Vec<String>) {
     let (ours, theirs) = (parse(ours), parse(theirs));
     let mut diffs = Vec::new();
     let mut compared = 0;
     for (id, want) in &theirs {
         let Some(got) = ours.get(id) else {
-            if !running(want) {
+            if !running(want) && !woken(*id, want) {
                 diffs.push(format!("goroutine {id} missing: {want:?}"));
             }
             continue;
         };
-        if running(want) || running(got) || woken(want) || woken(got) {
+        if running(want) || running(got) || woken(*id, want) || woken(*id, got) {
             continue;
         }
         compared += 1;
@@ -77,8 +77,10 @@ pub fn differences(
             ));
         }
     }
-    for id in ours.keys().filter(|id| !theirs.contains_key(id)) {
-        diffs.push(format!("goroutine {id} is not in the runtime's dump"));
+    for (id, got) in ours.iter().filter(|(id, _)| !theirs.contains_key(id)) {
+        if !woken(*id, got) {
+            diffs.push(format!("goroutine {id} is not in the runtime's dump"));
+        }
     }
     (compared, diffs)
 }

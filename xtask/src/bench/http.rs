@@ -223,3 +223,61 @@ impl Http {
         Ok(result)
     }
 }
+
+/// `gprof dump` of a loaded HTTP server, ten times back to back while wrk loads it and its
+/// undumped twin: requests per CPU-second of the dumped copy over the other's, per round
+/// (rounds alternate which copy is dumped), and how long the dumps took.
+pub fn dumped(go: &str, seconds: u64, rounds: usize) -> anyhow::Result<Vec<(f64, f64)>> {
+    let copies = super::pair("bench/httpserver", go)?;
+    let gprof = run::workspace().join("target/release/gprof");
+    let mut out = Vec::new();
+    for round in 0..rounds {
+        let first = Server::start(&copies[0])?;
+        let second = Server::start(&copies[1])?;
+        let (a, b) = if round % 2 == 1 {
+            (&second, &first)
+        } else {
+            (&first, &second)
+        };
+        std::thread::scope(|s| {
+            let warm = s.spawn(|| b.load(1));
+            a.load(1)?;
+            warm.join().expect("wrk thread")
+        })?;
+        let cpu = |s: &Server| gprof::threads_cpu_ns(s.child.id()).context("server CPU time");
+        let (cpu_a, cpu_b) = (cpu(a)?, cpu(b)?);
+        let pid = a.child.id().to_string();
+        let (rates, dumps) = std::thread::scope(|s| {
+            let other = s.spawn(|| b.load(seconds));
+            let mine = s.spawn(|| a.load(seconds));
+            // The dumps start a second into the load and run back to back.
+            std::thread::sleep(Duration::from_secs(1));
+            let t0 = std::time::Instant::now();
+            let mut ok = true;
+            for _ in 0..10 {
+                ok &= Command::new(&gprof)
+                    .args(["dump", "--pid", &pid, "-o", "/dev/null"])
+                    .status()
+                    .is_ok_and(|s| s.success());
+            }
+            let took = t0.elapsed().as_secs_f64();
+            (
+                (
+                    mine.join().expect("wrk thread"),
+                    other.join().expect("wrk thread"),
+                ),
+                ok.then_some(took),
+            )
+        });
+        let (rate_a, rate_b) = (rates.0?, rates.1?);
+        let took = dumps.context("gprof dump failed")?;
+        let per_cpu = |rate: f64, s: &Server, before: u64| -> anyhow::Result<f64> {
+            Ok(rate / (cpu(s)?.saturating_sub(before) as f64 / 1e9))
+        };
+        out.push((
+            per_cpu(rate_a, a, cpu_a)? / per_cpu(rate_b, b, cpu_b)?,
+            took,
+        ));
+    }
+    Ok(out)
+}

@@ -11,6 +11,7 @@
 mod census;
 mod churn;
 mod daemon;
+mod dump;
 mod gprof;
 mod http;
 mod idle;
@@ -34,6 +35,8 @@ pub enum Workload {
     Leaks,
     /// The census of a million parked goroutines: under `gprof top`, then the daemon.
     Census,
+    /// `gprof dump`: 100,000 parked goroutines, and a loaded HTTP server dumped ten times.
+    Dump,
 }
 
 #[derive(clap::Args)]
@@ -205,6 +208,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
             Workload::Daemon,
             Workload::Leaks,
             Workload::Census,
+            Workload::Dump,
         ];
     }
     for w in workloads {
@@ -224,6 +228,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
             Workload::Daemon => {
                 daemon::run(&o.go, o.daemon_processes.unwrap_or(50), o.daemon_seconds)?
             }
+            Workload::Dump => dump::run(&o.go, 100_000, o.http_seconds, o.rounds)?,
             Workload::Census => census::run(
                 &o.go,
                 o.census_goroutines,

@@ -54,6 +54,8 @@ struct Cache {
     funcs: HashMap<usize, FuncInfo>,
     calls: HashMap<u64, Option<Arc<[SourceLine]>>>,
     logical: HashMap<u64, Option<Arc<[LogicalFrame]>>>,
+    /// pc -> function index (a lookup is a binary search of reads from the file).
+    func_at: HashMap<u64, Option<usize>>,
 }
 
 /// Where the file holds a range of virtual addresses: (address, length in the file, offset).
@@ -108,7 +110,9 @@ impl FrameTable {
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if c.frames.len() + c.calls.len() + c.funcs.len() + c.logical.len() > MAX_CACHED {
+        if c.frames.len() + c.calls.len() + c.funcs.len() + c.logical.len() + c.func_at.len()
+            > MAX_CACHED
+        {
             *c = Cache::default();
         }
         c
@@ -142,8 +146,18 @@ impl FrameTable {
 
     /// The function containing `pc` (a file address).
     pub fn function(&self, pc: u64) -> Option<FuncInfo> {
-        let i = self.table.func_index(self.offset(pc)?).ok()??;
-        self.func_info(&mut self.cache(), i)
+        let mut cache = self.cache();
+        let i = match cache.func_at.get(&pc) {
+            Some(i) => *i,
+            None => {
+                let i = self
+                    .offset(pc)
+                    .and_then(|off| self.table.func_index(off).ok().flatten());
+                cache.func_at.insert(pc, i);
+                i
+            }
+        };
+        self.func_info(&mut cache, i?)
     }
 
     /// Function `i`, from the cache or the table.
