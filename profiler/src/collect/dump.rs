@@ -91,6 +91,20 @@ impl Dumper {
         &self.info
     }
 
+    /// What reading goroutines of this process takes, now.
+    fn context<'a>(&'a self, frames: &'a FrameTable) -> Context<'a> {
+        Context {
+            frames,
+            mem: self.reader.memory(),
+            bias: self.bias,
+            arch: frames.arch,
+            style: self.info.style,
+            wait_reasons: self.exe.wait_reasons,
+            m_id: self.exe.plan.layout.m_id,
+            now: monotonic_ns() as i64,
+        }
+    }
+
     /// Reads every goroutine (dead ones left out, as the runtime leaves them out) and hands
     /// each to `out`, in `allgs` order.
     pub fn dump(&mut self, mut out: impl FnMut(Goroutine)) -> Result<DumpTotals, DumpError> {
@@ -112,16 +126,7 @@ impl Dumper {
                     pid,
                     why: "runtime.allgs is not readable".into(),
                 })?;
-        let ctx = Context {
-            frames,
-            mem: self.reader.memory(),
-            bias: self.bias,
-            arch: frames.arch,
-            style: self.info.style,
-            wait_reasons: self.exe.wait_reasons,
-            m_id: self.exe.plan.layout.m_id,
-            now: monotonic_ns() as i64,
-        };
+        let ctx = self.context(frames);
         let mut totals = DumpTotals::default();
         let mut buffers = GsBuffers::default();
         let mut start = 0;
@@ -209,16 +214,7 @@ impl Dumper {
             })
             .map_err(unreadable)?;
         let Some(g) = found else { return Ok(None) };
-        let ctx = Context {
-            frames,
-            mem: self.reader.memory(),
-            bias: self.bias,
-            arch: frames.arch,
-            style: self.info.style,
-            wait_reasons: self.exe.wait_reasons,
-            m_id: self.exe.plan.layout.m_id,
-            now: monotonic_ns() as i64,
-        };
+        let ctx = self.context(frames);
         Ok(ctx.read_chunk(&[g]).pop().flatten())
     }
 }

@@ -533,19 +533,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn screen_shows_the_figures() {
-        let mut view = TopView::new(1.0);
-        view.update(snapshot());
+    /// The view drawn on a 120x40 screen, as text.
+    fn screen(view: &TopView) -> String {
         let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
-        terminal.draw(|f| draw(f, &view)).unwrap();
-        let screen: String = terminal
+        terminal.draw(|f| draw(f, view)).unwrap();
+        terminal
             .backend()
             .buffer()
             .content()
             .iter()
             .map(|c| c.symbol())
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn screen_shows_the_figures() {
+        let mut view = TopView::new(1.0);
+        view.update(snapshot());
+        let screen = screen(&view);
         for needle in [
             "PID 4242 (leaky)",
             "go1.27.3",
@@ -585,15 +590,7 @@ mod tests {
             "main.serve.func1(...)".into(),
             "    /src/app/main.go:47 +0x2c".into(),
         ]);
-        let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
-        terminal.draw(|f| draw(f, &view)).unwrap();
-        let screen: String = terminal
-            .backend()
-            .buffer()
-            .content()
-            .iter()
-            .map(|c| c.symbol())
-            .collect();
+        let screen = screen(&view);
         for needle in [
             "One goroutine of the selected group",
             "goroutine 77 [chan send, 2 minutes]:",
