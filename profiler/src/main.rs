@@ -84,7 +84,7 @@ enum Command {
         #[arg(long, allow_hyphen_values = true)]
         pid: i64,
         #[arg(long, value_enum, default_value = "text")]
-        format: profiler::ui::dump::Format,
+        format: profiler::render::dump::Format,
         /// The runtime's goroutines and frames too, with fp, sp and pc, as GOTRACEBACK=system
         /// (and a SIGQUIT dump) shows them.
         #[arg(long)]

@@ -40,6 +40,8 @@ pub struct Dumper {
     exe: Arc<crate::collect::target::Executable>,
     bias: u64,
     info: DumpInfo,
+    /// How this release's traceback prints.
+    style: Style,
 }
 
 impl Dumper {
@@ -75,20 +77,26 @@ impl Dumper {
             pid,
             executable: exe.info.path.display().to_string(),
             go_version: exe.info.version.to_string(),
-            style: traceback::style(&exe.info.version),
             taken_at: 0.0,
         };
+        let style = traceback::style(&exe.info.version);
         Ok(Self {
             pid,
             reader,
             exe,
             bias,
             info,
+            style,
         })
     }
 
     pub fn info(&self) -> &DumpInfo {
         &self.info
+    }
+
+    /// How the process's release prints tracebacks (what the renderers follow).
+    pub fn style(&self) -> Style {
+        self.style
     }
 
     /// What reading goroutines of this process takes, now.
@@ -98,7 +106,7 @@ impl Dumper {
             mem: self.reader.memory(),
             bias: self.bias,
             arch: frames.arch,
-            style: self.info.style,
+            style: self.style,
             wait_reasons: self.exe.wait_reasons,
             m_id: self.exe.plan.layout.m_id,
             now: monotonic_ns() as i64,

@@ -5,17 +5,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::inspect::goruntime::traceback::Style;
-
 /// What a dump was taken of.
 #[derive(Clone, Debug, Serialize)]
 pub struct DumpInfo {
     pub pid: u32,
     pub executable: String,
     pub go_version: String,
-    /// How this release's traceback prints (not serialized: the renderers' business).
-    #[serde(skip)]
-    pub style: Style,
     /// Unix time (seconds) of the read.
     pub taken_at: f64,
 }

@@ -118,9 +118,9 @@ pub struct GoroutineProfile {
 }
 
 impl GoroutineProfile {
-    pub fn new(info: &DumpInfo) -> Self {
+    pub fn new(info: &DumpInfo, style: Style) -> Self {
         let mut p = Self {
-            style: info.style,
+            style,
             strings: HashMap::new(),
             profile: proto::Profile::default(),
             functions: HashMap::new(),

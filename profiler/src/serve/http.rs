@@ -197,7 +197,7 @@ async fn goroutine_dump(
     State(state): State<Published>,
     uri: axum::http::Uri,
 ) -> axum::response::Response {
-    use crate::ui::dump::Format;
+    use crate::render::dump::Format;
     let reply = |code: StatusCode, why: String| (code, why + "\n").into_response();
     if !state.dumps {
         return reply(
@@ -267,7 +267,7 @@ async fn goroutine_dump(
 fn dump_of(
     pid: u32,
     start_time: u64,
-    format: crate::ui::dump::Format,
+    format: crate::render::dump::Format,
     system: bool,
 ) -> Result<Vec<u8>, (StatusCode, String)> {
     use crate::collect::dump::Dumper;
@@ -280,7 +280,7 @@ fn dump_of(
     let mut dumper =
         Dumper::open(process).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
     let mut body = Capped(Vec::new());
-    crate::ui::dump::write(&mut dumper, format, system, &mut body)
+    crate::render::dump::write(&mut dumper, format, system, &mut body)
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
     Ok(body.0)
 }

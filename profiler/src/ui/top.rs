@@ -175,7 +175,7 @@ fn stack_of_selected(dumper: &mut Option<Dumper>, pid: u32, view: &tui::TopView)
     let Some(d) = dumper.as_mut() else {
         return Vec::new();
     };
-    let style = d.info().style;
+    let style = d.style();
     match d.goroutine_at(index, goid) {
         Ok(Some(g)) => {
             let mut out = Vec::new();
