@@ -55,7 +55,7 @@ enum Command {
         budget: CpuPercent,
         /// The goroutine census's CPU budget, in percent of one core (on average; see the
         /// README's "How it measures").
-        #[arg(long, default_value_t = 2.5, value_parser = census_percent)]
+        #[arg(long, default_value_t = 2.0, value_parser = census_percent)]
         census_cpu: f64,
         /// Memory for following blocked goroutines one by one, in MiB (40 bytes each): past
         /// it, a sample of them is followed.

@@ -413,7 +413,7 @@ impl ProcMem {
     /// syscalls and page pins as the parts allow (they are read in address order, those on
     /// a page already reached together). Returns, per part, whether it was read whole; an
     /// unreadable one (a g freed under us) does not stop the others.
-    fn read_each(&self, parts: &[(u64, usize)], out: &mut [u8]) -> Vec<bool> {
+    pub fn read_each(&self, parts: &[(u64, usize)], out: &mut [u8]) -> Vec<bool> {
         let mut order: Vec<usize> = (0..parts.len()).collect();
         order.sort_by_key(|&i| parts[i].0);
         self.read_in_order(parts, &order, out, false)

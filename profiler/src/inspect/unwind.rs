@@ -126,8 +126,10 @@ struct Walk {
 /// needs one read per goroutine instead of one per frame. Words beyond it are read from the
 /// process.
 pub struct StackTops<'a, M: Words> {
-    /// (start address, bytes), sorted by start.
-    tops: Vec<(u64, Vec<u8>)>,
+    /// (start address, where its bytes start in `bytes`, length), sorted by start.
+    tops: Vec<(u64, usize, usize)>,
+    /// Every top's bytes, end to end (one buffer: a census reads a million tops).
+    bytes: Vec<u8>,
     mem: &'a M,
 }
 
@@ -141,23 +143,31 @@ impl<'a> StackTops<'a, crate::inspect::process::ProcMem> {
             .filter(|s| s.stack_lo <= s.sp && s.sp < s.stack_hi)
             .map(|s| (s.sp, (s.stack_hi - s.sp).min(STACK_TOP) as usize))
             .collect();
-        let mut tops: Vec<(u64, Vec<u8>)> = parts
-            .iter()
-            .zip(mem.read_parts(&parts))
-            .filter_map(|(&(a, _), b)| Some((a, b?)))
-            .collect();
+        let mut bytes = vec![0u8; parts.iter().map(|p| p.1).sum()];
+        let ok = mem.read_each(&parts, &mut bytes);
+        let mut at = 0;
+        let mut tops = Vec::with_capacity(parts.len());
+        for (&(addr, n), ok) in parts.iter().zip(ok) {
+            if ok {
+                tops.push((addr, at, n));
+            }
+            at += n;
+        }
         tops.sort_unstable_by_key(|t| t.0);
-        Self { tops, mem }
+        Self { tops, bytes, mem }
     }
 }
 
 impl<M: Words> StackTops<'_, M> {
     fn word(&self, addr: u64) -> Option<u64> {
         let i = self.tops.partition_point(|t| t.0 <= addr).checked_sub(1)?;
-        let (start, bytes) = &self.tops[i];
+        let (start, offset, len) = self.tops[i];
         let at = usize::try_from(addr - start).ok()?;
+        if at.checked_add(8)? > len {
+            return None;
+        }
         Some(u64::from_le_bytes(
-            bytes.get(at..at.checked_add(8)?)?.try_into().ok()?,
+            self.bytes[offset + at..offset + at + 8].try_into().ok()?,
         ))
     }
 }
@@ -289,8 +299,11 @@ mod tests {
         let mem = FakeMem(HashMap::from([(0x9000, 42), (0x1ff8, 7)]));
         let mut top = vec![0u8; 24];
         top[8..16].copy_from_slice(&0x1234u64.to_le_bytes());
+        let mut bytes = vec![0u8; 8];
+        bytes.extend(top);
         let tops = StackTops {
-            tops: vec![(0x1000, vec![0u8; 8]), (0x2000, top)],
+            tops: vec![(0x1000, 0, 8), (0x2000, 8, 24)],
+            bytes,
             mem: &mem,
         };
         // In a top, past its end (read from the process), before every top, misaligned.
