@@ -21,11 +21,16 @@ struct Stacks {
 
 impl Stacks {
     fn start(path: &std::path::Path, name: &str) -> Self {
+        Self::start_with(path, name, &[])
+    }
+
+    fn start_with(path: &std::path::Path, name: &str, args: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!("gprof-dump-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut child = Command::new(path)
             .args(["-out", dir.to_str().unwrap()])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.join("stderr.txt")).unwrap())
             .spawn()
@@ -266,6 +271,144 @@ fn dumps_equal_the_runtimes_own_in_every_release_and_variant() {
     }
     eprintln!(
         "{test}:\n| Go | build | goroutines compared | differences | at the system level | differences | pprof goroutines |\n|---|---|---|---|---|---|---|\n{}",
+        table.join("\n")
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A busy program (`workload`: short-lived goroutines churning, a GC every 2 s, goroutines
+/// leaking and parked beside them), its stderr kept for its SIGQUIT dump.
+struct Busy {
+    child: std::process::Child,
+    stderr: std::path::PathBuf,
+}
+
+impl Busy {
+    const PARKED: usize = 20;
+
+    fn start(path: &std::path::Path, name: &str) -> Self {
+        let stderr =
+            std::env::temp_dir().join(format!("gprof-busy-{}-{name}.txt", std::process::id()));
+        let parked = Self::PARKED.to_string();
+        let child = Command::new(path)
+            .args(["-leak-rate", "2", "-churn-rate", "300", "-gc-every", "2s"])
+            .args(["-parked", &parked, "-report", "0"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        Self { child, stderr }
+    }
+
+    fn sigquit(&mut self) -> String {
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGQUIT) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stderr);
+    }
+}
+
+/// Goroutines blocked for over a minute: their header shows `N minutes` as the runtime
+/// computes it (from the wait a GC dated), in `gprof dump` as in the runtime's SIGQUIT dump
+/// (`stacks -gc`). And busy programs: beside churn and GCs, the goroutines that stood still
+/// across two of gprof's dumps equal the runtime's SIGQUIT dump taken right after, the
+/// long-blocked ones (parked, leaked) all among them. Every release at once, one wait of a
+/// minute and a quarter (the middle of the minute: both dumps read the same whole minutes).
+#[test]
+fn long_waits_and_busy_programs_equal_the_runtimes_dump() {
+    let test = "long_waits_and_busy_programs_equal_the_runtimes_dump";
+    if !require_root(test) {
+        return;
+    }
+    let stacks: Vec<_> = all_targets("stacks")
+        .into_iter()
+        .filter(|(_, v, _)| v == "plain")
+        .collect();
+    let busy: BTreeMap<String, std::path::PathBuf> = all_targets("workload")
+        .into_iter()
+        .filter(|(_, v, _)| v == "stripped")
+        .map(|(r, _, p)| (r, p))
+        .collect();
+    assert!(
+        stacks.len() >= 8 && stacks.iter().all(|(r, _, _)| busy.contains_key(r)),
+        "{test}: stacks and workload targets of every release: run `cargo xtask test`"
+    );
+    let started = Instant::now();
+    let mut programs: Vec<(String, Stacks, Busy)> = stacks
+        .iter()
+        .map(|(release, _, path)| {
+            let name = format!("{release}-long");
+            (
+                release.clone(),
+                Stacks::start_with(path, &name, &["-gc"]),
+                Busy::start(&busy[release], &name),
+            )
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(75).saturating_sub(started.elapsed()));
+    let mut failures = Vec::new();
+    let mut table = Vec::new();
+    for (release, stacks, busy) in &mut programs {
+        let system = dump(stacks.child.id(), &["--system"]);
+        let sigquit = stacks.sigquit();
+        let (compared, diffs) = differences(&system, &sigquit, |_, b| woken(b));
+        let minutes = |text: &str| {
+            parse(text)
+                .values()
+                .filter(|b| b.header.contains(", 1 minutes"))
+                .count()
+        };
+        let (ours_minutes, theirs_minutes) = (minutes(&system), minutes(&sigquit));
+        if ours_minutes < 14 || ours_minutes != theirs_minutes {
+            failures.push(format!(
+                "{release}: {ours_minutes} goroutines of gprof's dump show \"1 minutes\", {theirs_minutes} of the runtime's"
+            ));
+        }
+        failures.extend(diffs.iter().map(|d| format!("{release} (stacks): {d}")));
+
+        let pid = busy.child.id();
+        let first = dump(pid, &["--system"]);
+        std::thread::sleep(Duration::from_millis(300));
+        let second = dump(pid, &["--system"]);
+        let theirs = busy.sigquit();
+        let (before, after) = (parse(&first), parse(&second));
+        let moved = |g: u64| !after.contains_key(&g) || before.get(&g) != after.get(&g);
+        let (busy_compared, busy_diffs) = differences(&second, &theirs, |g, _| moved(g));
+        // Parked and leaked goroutines wait in main.leak for the whole run: every one that
+        // gprof saw stand still is in the runtime's dump, and compared.
+        let theirs_parsed = parse(&theirs);
+        let long = after
+            .iter()
+            .filter(|(g, b)| !moved(**g) && b.lines.iter().any(|l| l == "main.leak"))
+            .filter(|(g, _)| theirs_parsed.contains_key(g))
+            .count();
+        let at_least = Busy::PARKED + 2 * 70;
+        if long < at_least {
+            failures.push(format!(
+                "{release} (busy): {long} goroutines blocked in main.leak compared, at least {at_least} expected"
+            ));
+        }
+        failures.extend(busy_diffs.iter().map(|d| format!("{release} (busy): {d}")));
+        table.push(format!(
+            "| {release} | {compared} | {ours_minutes} | {} | {busy_compared} | {} | {} |",
+            diffs.len(),
+            after.len(),
+            busy_diffs.len()
+        ));
+    }
+    eprintln!(
+        "{test}:\n| Go | stacks: compared | with \"1 minutes\" | differences | busy: compared | goroutines | differences |\n|---|---|---|---|---|---|---|\n{}",
         table.join("\n")
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -32,6 +32,9 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Prepare what the tests need (toolchain, Go test programs, the corpus) without running
+    /// them, and print the environment to run one test file by hand with `cargo test`.
+    Targets,
     /// Start a Go program that leaks goroutines and open `gprof top` on it.
     Demo,
     /// Regenerate the files derived from others (PrometheusRule, config checksum).
@@ -66,6 +69,13 @@ fn run_command() -> anyhow::Result<()> {
         }
         Command::Build => build(),
         Command::Test { args } => test(&args),
+        Command::Targets => {
+            let env = TestEnv::prepare()?;
+            for (name, value) in env.vars() {
+                println!("export {name}={:?}", value.to_string_lossy());
+            }
+            Ok(())
+        }
         Command::Demo => demo::run(),
         Command::Bench(o) => bench::run(&o),
         Command::Generate { check } => generate::run(check),

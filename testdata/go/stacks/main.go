@@ -5,7 +5,8 @@
 // (for `gprof dump` and then the runtime's own SIGQUIT dump of the same state). With -out
 // DIR, SIGUSR1 writes the runtime's own dumps of the moment there: DIR/stack.txt
 // (runtime.Stack of all goroutines, as debug=2 serves it) and DIR/goroutine.pb.gz (the
-// goroutine profile), then DIR/done.
+// goroutine profile), then DIR/done. With -gc, two GCs run before "ready": they stamp every
+// waiting goroutine's waitsince, which dumps show as "N minutes" once a minute has passed.
 package main
 
 import (
@@ -102,6 +103,7 @@ func (w waiter) wait() { <-never }
 
 func main() {
 	out := flag.String("out", "", "where SIGUSR1 writes the runtime's own dumps")
+	gc := flag.Bool("gc", false, "run two GCs once every goroutine waits (it dates their waits: a dump a minute later shows \"1 minutes\")")
 	flag.Parse()
 	extra := 0
 	if *out != "" {
@@ -150,6 +152,12 @@ func main() {
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond)
+	if *gc {
+		// Each GC stamps the waits it finds with the previous cycle's start (0 before the
+		// first cycle ends): two stamp them.
+		runtime.GC()
+		runtime.GC()
+	}
 	fmt.Println("ready", runtime.NumGoroutine())
 	for {
 		time.Sleep(time.Hour)
