@@ -142,13 +142,18 @@ mod tests {
             cpu_share: 0.02,
             memory_bytes: 1 << 20,
         });
-        assert!((b.tokens - 1.2).abs() < 1e-9);
-        b.charge(Duration::from_secs(2));
+        // 2 % saved up for 150 s: 3 s of CPU.
+        let full = 0.02 * CensusLimits::BURST_SECONDS;
+        assert!((b.tokens - full).abs() < 1e-9);
+        b.charge(Duration::from_secs_f64(full + 1.0));
         assert!(!b.allows());
-        let later = b.refilled + Duration::from_secs(50);
+        // One second overdrawn: 45 s at 2 % leave it 0.1 s short, 60 s leave 0.2 s.
+        let later = b.refilled + Duration::from_secs(45);
         b.refill(later);
+        assert!(!b.allows());
+        b.refill(later + Duration::from_secs(15));
         assert!((b.tokens - 0.2).abs() < 1e-6 && b.allows());
         b.refill(later + Duration::from_secs(1000));
-        assert!((b.tokens - 1.2).abs() < 1e-9);
+        assert!((b.tokens - full).abs() < 1e-9);
     }
 }

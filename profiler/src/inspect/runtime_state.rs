@@ -261,14 +261,15 @@ impl RuntimeReader {
         &self.mem
     }
 
-    /// Reads the gs of `runtime.allgs` and hands each to `f` (address; None: unreadable):
-    /// every one up to `max`, else `max` of them spread over the array, in runs. Returns
+    /// Reads the gs of `runtime.allgs` and hands them to `f` a run at a time (address; None:
+    /// unreadable), right after the run is read: every one up to `max`, else `max` of them
+    /// spread over the array. Returns
     /// `allgs`'s length and how many were read (None when the census cannot run: no
     /// validated `allgs`).
     pub fn each_g(
         &self,
         max: u64,
-        mut f: impl FnMut(u64, Option<GFields>),
+        mut f: impl FnMut(&[(u64, Option<GFields>)]),
     ) -> Result<Option<(u64, u64)>, StateError> {
         let Some(allgs) = self.allgs()? else {
             return Ok(None);
@@ -286,9 +287,12 @@ impl RuntimeReader {
         };
         let mut read = 0;
         let mut start = 0;
+        let mut run = Vec::with_capacity(RUN as usize);
         while start < allgs.len && read < max.max(RUN) {
             let end = (start + RUN).min(allgs.len);
-            self.read_gs(allgs, start..end, &mut buffers, |_, addr, g| f(addr, g))?;
+            run.clear();
+            self.read_gs(allgs, start..end, &mut buffers, |_, addr, g| run.push((addr, g)))?;
+            f(&run);
             read += end - start;
             start += stride;
         }

@@ -170,11 +170,26 @@ pub fn run(reader: &RuntimeReader, expect: &Expect) -> Result<SelfCheckReport, S
     let counts = reader.read()?;
     let goidgen = reader.goidgen()?;
     let mut tally = GsCheck::new(expect, goidgen);
-    let Some((len, read)) = reader.each_g(MAX_CHECKED_GS, |addr, g| tally.add(addr, g))? else {
+    // A busy process creates goroutines while its gs are read: their goids are checked
+    // against `goidgen` read after them.
+    let mut goidgen_error = None;
+    let Some((len, read)) = reader.each_g(MAX_CHECKED_GS, |run| {
+        match reader.goidgen() {
+            Ok(goidgen) => tally.raise_goidgen(goidgen),
+            Err(e) => goidgen_error = Some(e),
+        }
+        for &(addr, g) in run {
+            tally.add(addr, g);
+        }
+    })?
+    else {
         return Err(StateError::Invalid(
             "runtime.allgs could not be read: nothing to check the layout on".into(),
         ));
     };
+    if let Some(e) = goidgen_error {
+        return Err(e);
+    }
     let scale = len as f64 / read.max(1) as f64;
     // The counts again: goroutines created or ended while the gs were read widen the
     // tolerance (a churning process).

@@ -1,6 +1,7 @@
 //! `gprof dump`: how fast a dump of many parked goroutines is (wall time and gprof's peak
-//! memory, `testdata/go/crowd` with 100,000 goroutines), and what ten back-to-back dumps cost
-//! a loaded HTTP server, as requests per CPU-second against its undumped twin.
+//! memory, `testdata/go/crowd` with 100,000 goroutines), and what dumps back to back cost a
+//! loaded HTTP server: its requests per CPU-second against its undumped twin's, beside the
+//! same pair with no dump (the bench's noise).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -75,20 +76,38 @@ pub fn run(go: &str, goroutines: u64, http_seconds: u64, rounds: usize) -> anyho
     if live.is_none() {
         bail!("crowd did not report");
     }
-    println!("\n## Ten back-to-back dumps of a loaded HTTP server, paired against its twin\n");
+    println!(
+        "\n## A loaded HTTP server dumped back to back for {http_seconds} s, paired against its twin\n"
+    );
+    println!(
+        "| round | no dump: throughput A/B | per CPU-second A/B | A dumped: throughput A/B | per CPU-second A/B | dumps | each |\n|---|---|---|---|---|---|---|"
+    );
     let runs = super::http::dumped(go, http_seconds, rounds)?;
-    let mut ratios: Vec<f64> = runs.iter().map(|r| r.0).collect();
-    for (i, (ratio, took)) in runs.iter().enumerate() {
+    for (i, r) in runs.iter().enumerate() {
         println!(
-            "round {}: requests per CPU-second, dumped/undumped {ratio:.3}; ten dumps took {took:.2} s",
-            i + 1
+            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {:.0} ms |",
+            i + 1,
+            r.undumped.throughput,
+            r.undumped.per_cpu,
+            r.dumped.throughput,
+            r.dumped.per_cpu,
+            r.dumps,
+            r.took / r.dumps as f64 * 1e3
         );
     }
-    let median = super::median(&mut ratios);
-    let (lo, hi) = (ratios[0], ratios[ratios.len() - 1]);
-    println!(
-        "median {median:.3} (range {lo:.3}-{hi:.3}, {} rounds)",
-        ratios.len()
-    );
+    let summary = |what: &str, pick: &dyn Fn(&super::http::DumpRound) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(pick).collect();
+        let m = super::median(&mut v);
+        println!(
+            "{what}: median {m:.3} (range {:.3}-{:.3}, {} rounds)",
+            v[0],
+            v[v.len() - 1],
+            v.len()
+        );
+    };
+    summary("no dump, throughput A/B", &|r| r.undumped.throughput);
+    summary("A dumped, throughput A/B", &|r| r.dumped.throughput);
+    summary("no dump, requests per CPU-second A/B", &|r| r.undumped.per_cpu);
+    summary("A dumped, requests per CPU-second A/B", &|r| r.dumped.per_cpu);
     Ok(())
 }

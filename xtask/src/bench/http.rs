@@ -224,10 +224,29 @@ impl Http {
     }
 }
 
-/// `gprof dump` of a loaded HTTP server, ten times back to back while wrk loads it and its
-/// undumped twin: requests per CPU-second of the dumped copy over the other's, per round
-/// (rounds alternate which copy is dumped), and how long the dumps took.
-pub fn dumped(go: &str, seconds: u64, rounds: usize) -> anyhow::Result<Vec<(f64, f64)>> {
+/// One round of the dump bench: requests per CPU-second of the dumped copy over its twin's,
+/// with no dump (the bench's noise) and with gprof dumping it back to back for the whole load.
+pub struct DumpRound {
+    pub undumped: Ratios,
+    pub dumped: Ratios,
+    /// Dumps taken during the load, and the wall seconds they took together.
+    pub dumps: usize,
+    pub took: f64,
+}
+
+/// The first copy's figures over the second's, both loaded at once.
+#[derive(Clone, Copy, Debug)]
+pub struct Ratios {
+    /// Requests per second: what a stopped target would lose.
+    pub throughput: f64,
+    /// Requests per CPU-second of the server's own: what costs it more work.
+    pub per_cpu: f64,
+}
+
+/// `gprof dump` of a loaded HTTP server, back to back (at least ten) for as long as wrk loads
+/// it and its undumped twin, against a control load of both with no dump. Rounds alternate
+/// which copy is dumped.
+pub fn dumped(go: &str, seconds: u64, rounds: usize) -> anyhow::Result<Vec<DumpRound>> {
     let copies = super::pair("bench/httpserver", go)?;
     let gprof = run::workspace().join("target/release/gprof");
     let mut out = Vec::new();
@@ -239,45 +258,58 @@ pub fn dumped(go: &str, seconds: u64, rounds: usize) -> anyhow::Result<Vec<(f64,
         } else {
             (&first, &second)
         };
-        std::thread::scope(|s| {
-            let warm = s.spawn(|| b.load(1));
-            a.load(1)?;
-            warm.join().expect("wrk thread")
-        })?;
+        // Both loaded at once: each one's requests per CPU-second of its own (where the
+        // scheduler puts the servers on two cores moves their throughputs, not this).
         let cpu = |s: &Server| gprof::threads_cpu_ns(s.child.id()).context("server CPU time");
-        let (cpu_a, cpu_b) = (cpu(a)?, cpu(b)?);
-        let pid = a.child.id().to_string();
-        let (rates, dumps) = std::thread::scope(|s| {
-            let other = s.spawn(|| b.load(seconds));
-            let mine = s.spawn(|| a.load(seconds));
-            // The dumps start a second into the load and run back to back.
-            std::thread::sleep(Duration::from_secs(1));
-            let t0 = std::time::Instant::now();
-            let mut ok = true;
-            for _ in 0..10 {
-                ok &= Command::new(&gprof)
-                    .args(["dump", "--pid", &pid, "-o", "/dev/null"])
-                    .status()
-                    .is_ok_and(|s| s.success());
-            }
-            let took = t0.elapsed().as_secs_f64();
-            (
-                (
-                    mine.join().expect("wrk thread"),
-                    other.join().expect("wrk thread"),
-                ),
-                ok.then_some(took),
-            )
-        });
-        let (rate_a, rate_b) = (rates.0?, rates.1?);
-        let took = dumps.context("gprof dump failed")?;
-        let per_cpu = |rate: f64, s: &Server, before: u64| -> anyhow::Result<f64> {
-            Ok(rate / (cpu(s)?.saturating_sub(before) as f64 / 1e9))
+        let both = |seconds| {
+            let (cpu_a, cpu_b) = (cpu(a)?, cpu(b)?);
+            let (rate_a, rate_b) = std::thread::scope(|s| {
+                let other = s.spawn(|| b.load(seconds));
+                let mine = a.load(seconds);
+                Ok::<_, anyhow::Error>((mine?, other.join().expect("wrk thread")?))
+            })?;
+            let per_cpu = |rate: f64, s: &Server, before: u64| -> anyhow::Result<f64> {
+                Ok(rate * seconds as f64 / (cpu(s)?.saturating_sub(before) as f64 / 1e9))
+            };
+            Ok::<_, anyhow::Error>(Ratios {
+                throughput: rate_a / rate_b,
+                per_cpu: per_cpu(rate_a, a, cpu_a)? / per_cpu(rate_b, b, cpu_b)?,
+            })
         };
-        out.push((
-            per_cpu(rate_a, a, cpu_a)? / per_cpu(rate_b, b, cpu_b)?,
+        // Warm caches and heaps, then the two loads in an order that alternates too.
+        both(seconds)?;
+        let pid = a.child.id().to_string();
+        let dumping = || {
+            std::thread::scope(|s| {
+                let loads = s.spawn(|| both(seconds));
+                let t0 = std::time::Instant::now();
+                let mut n = 0;
+                let mut ok = true;
+                while !loads.is_finished() || n < 10 {
+                    ok &= Command::new(&gprof)
+                        .args(["dump", "--pid", &pid, "-o", "/dev/null"])
+                        .status()
+                        .is_ok_and(|s| s.success());
+                    n += 1;
+                }
+                let took = t0.elapsed().as_secs_f64();
+                (loads.join().expect("load thread"), ok.then_some((n, took)))
+            })
+        };
+        let (undumped, (rates, dumps)) = if round % 4 < 2 {
+            let control = both(seconds)?;
+            (control, dumping())
+        } else {
+            let dumped = dumping();
+            (both(seconds)?, dumped)
+        };
+        let (dumps, took) = dumps.context("gprof dump failed")?;
+        out.push(DumpRound {
+            undumped,
+            dumped: rates?,
+            dumps,
             took,
-        ));
+        });
     }
     Ok(out)
 }

@@ -35,7 +35,7 @@ pub enum Workload {
     Leaks,
     /// The census of a million parked goroutines: under `gprof top`, then the daemon.
     Census,
-    /// `gprof dump`: 100,000 parked goroutines, and a loaded HTTP server dumped ten times.
+    /// `gprof dump`: 100,000 parked goroutines, and a loaded HTTP server dumped back to back.
     Dump,
 }
 
