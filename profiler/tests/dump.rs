@@ -291,7 +291,7 @@ impl Busy {
             std::env::temp_dir().join(format!("gprof-busy-{}-{name}.txt", std::process::id()));
         let parked = Self::PARKED.to_string();
         let child = Command::new(path)
-            .args(["-leak-rate", "2", "-churn-rate", "300", "-gc-every", "2s"])
+            .args(["-leak-rate", "2", "-churn-rate", "3000", "-gc-every", "2s"])
             .args(["-parked", &parked, "-report", "0"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap())
@@ -384,10 +384,22 @@ fn long_waits_and_busy_programs_equal_the_runtimes_dump() {
         let theirs = busy.sigquit();
         let (before, after) = (parse(&first), parse(&second));
         let moved = |g: u64| !after.contains_key(&g) || before.get(&g) != after.get(&g);
-        let (busy_compared, busy_diffs) = differences(&second, &theirs, |g, _| moved(g));
+        // A wait can pass a whole minute between gprof's second dump and the runtime's: such
+        // goroutines are compared with one more minute in the runtime's header.
+        let theirs_parsed = parse(&theirs);
+        let aged: Vec<u64> = after
+            .iter()
+            .filter(|(g, b)| {
+                theirs_parsed
+                    .get(g)
+                    .is_some_and(|t| common::dumps::a_minute_older(b, t))
+            })
+            .map(|(g, _)| *g)
+            .collect();
+        let (busy_compared, busy_diffs) =
+            differences(&second, &theirs, |g, _| moved(g) || aged.contains(&g));
         // Parked and leaked goroutines wait in main.leak for the whole run: every one that
         // gprof saw stand still is in the runtime's dump, and compared.
-        let theirs_parsed = parse(&theirs);
         let long = after
             .iter()
             .filter(|(g, b)| !moved(**g) && b.lines.iter().any(|l| l == "main.leak"))
@@ -401,14 +413,111 @@ fn long_waits_and_busy_programs_equal_the_runtimes_dump() {
         }
         failures.extend(busy_diffs.iter().map(|d| format!("{release} (busy): {d}")));
         table.push(format!(
-            "| {release} | {compared} | {ours_minutes} | {} | {busy_compared} | {} | {} |",
+            "| {release} | {compared} | {ours_minutes} | {} | {busy_compared} | {} | {} | {} |",
             diffs.len(),
             after.len(),
+            aged.len(),
             busy_diffs.len()
         ));
     }
     eprintln!(
-        "{test}:\n| Go | stacks: compared | with \"1 minutes\" | differences | busy: compared | goroutines | differences |\n|---|---|---|---|---|---|---|\n{}",
+        "{test}:\n| Go | stacks: compared | with \"1 minutes\" | differences | busy: compared | goroutines | a minute older in the runtime's | differences |\n|---|---|---|---|---|---|---|---|\n{}",
+        table.join("\n")
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Goroutines that run while they are read (`stacks -movers`: pairs that recurse to a new
+/// depth each time, their stacks grown, moved and shrunk, and wait for each other at the
+/// bottom): a goroutine that moved is read again, or shown as unreadable, never with frames
+/// it did not have. Every mover shown with frames has exactly the chain its code makes:
+/// `main.moverRecurse` at its recursive call down to the wait, then `main.mover`.
+#[test]
+fn goroutines_that_run_while_read_are_read_again_never_misread() {
+    let test = "goroutines_that_run_while_read_are_read_again_never_misread";
+    if !require_root(test) {
+        return;
+    }
+    let mut failures = Vec::new();
+    let mut table = Vec::new();
+    for release in ["1.19", "1.27.3"] {
+        let Some(path) = common::go_target(test, "stacks", release, "plain") else {
+            return;
+        };
+        let p = Stacks::start_with(&path, &format!("{release}-movers"), &["-movers", "4"]);
+        let pid = p.child.id().to_string();
+        let (mut shown, mut reread, mut unreadable) = (0, 0, 0);
+        for round in 0..20 {
+            let system = round % 2 == 1;
+            let out = Command::new(gprof())
+                .args(["dump", "--pid", &pid])
+                .args(if system { &["--system"][..] } else { &[] })
+                .env("GPROF_LOG", "info")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            // "PID N: 30 goroutines, 1 running, 2 unreadable, 8 read twice"
+            let log = String::from_utf8_lossy(&out.stderr).into_owned();
+            let count = |what: &str| -> usize {
+                log.split(", ")
+                    .find_map(|part| part.strip_suffix(what)?.trim().parse().ok())
+                    .unwrap_or_else(|| panic!("no \"{what}\" in {log}"))
+            };
+            reread += count(" read twice\n");
+            unreadable += count(" unreadable");
+            for (id, b) in parse(&String::from_utf8(out.stdout).unwrap()) {
+                // Function lines (the elision line aside), without the runtime's frames and
+                // the `go` statement's wrapper (`main.main.funcN`, `gowrap`).
+                let elided = b.lines.iter().any(|l| l.starts_with("..."));
+                let functions: Vec<&str> = b
+                    .lines
+                    .iter()
+                    .filter(|l| {
+                        !l.starts_with('\t') && !l.starts_with("created by") && !l.starts_with("...")
+                    })
+                    .map(String::as_str)
+                    .filter(|f| {
+                        !f.starts_with("runtime.")
+                            && !f.starts_with("main.main.func")
+                            && !f.contains("gowrap")
+                    })
+                    .collect();
+                if !functions.iter().any(|f| f.starts_with("main.mover")) {
+                    continue;
+                }
+                shown += 1;
+                // main.moverRecurse down to main.mover, which a long stack's cut may hide
+                // (before Go 1.21 the runtime stops at 100 physical frames and says so only
+                // when it printed 100).
+                let recursing = functions
+                    .iter()
+                    .take_while(|f| **f == "main.moverRecurse")
+                    .count();
+                let rest = &functions[recursing..];
+                let cut = elided || recursing >= 90;
+                let chain_ok =
+                    recursing >= 1 && (rest == ["main.mover"] || (cut && rest.is_empty()));
+                // Each moverRecurse frame but the innermost is at the recursive call.
+                let places: Vec<&str> = b
+                    .lines
+                    .windows(2)
+                    .filter(|w| w[0] == "main.moverRecurse")
+                    .map(|w| w[1].split(" +").next().unwrap_or(""))
+                    .collect();
+                let calls_ok = places.len() == recursing
+                    && places.get(1).is_none_or(|call| places[1..].iter().all(|p| p == call));
+                if !chain_ok || !calls_ok {
+                    failures.push(format!("{release}: goroutine {id} misread: {b:?}"));
+                }
+            }
+        }
+        table.push(format!("| {release} | {shown} | {reread} | {unreadable} |"));
+        if reread == 0 {
+            failures.push(format!("{release}: no goroutine was read again in 20 dumps: the test did not test"));
+        }
+    }
+    eprintln!(
+        "{test}:\n| Go | movers shown with frames | read again | shown unreadable |\n|---|---|---|---|\n{}",
         table.join("\n")
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));

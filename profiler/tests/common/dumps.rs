@@ -46,6 +46,42 @@ pub fn parse(text: &str) -> BTreeMap<u64, Block> {
     out
 }
 
+/// The header's `, N minutes` (where it is, and N), if shown.
+fn minutes(header: &str) -> Option<(std::ops::Range<usize>, u64)> {
+    let end = header.find(" minutes")?;
+    let start = header[..end].rfind(", ")?;
+    let n = header[start + 2..end].parse().ok()?;
+    Some((start..end + " minutes".len(), n))
+}
+
+/// The same goroutine, but for a wait that passed a whole minute between the two dumps (the
+/// runtime's taken a moment after gprof's): the headers differ only in one more minute.
+pub fn a_minute_older(ours: &Block, theirs: &Block) -> bool {
+    let strip = |h: &str| match minutes(h) {
+        Some((at, _)) => format!("{}{}", &h[..at.start], &h[at.end..]),
+        None => h.to_string(),
+    };
+    let n = |h: &str| minutes(h).map_or(0, |(_, n)| n);
+    ours.lines == theirs.lines
+        && n(&theirs.header) == n(&ours.header) + 1
+        && strip(&ours.header) == strip(&theirs.header)
+}
+
+#[test]
+fn a_wait_a_minute_older_differs_only_in_its_minutes() {
+    let block = |header: &str| Block {
+        header: header.into(),
+        lines: vec!["main.leak".into()],
+    };
+    assert!(a_minute_older(&block("[chan receive]:"), &block("[chan receive, 1 minutes]:")));
+    assert!(a_minute_older(
+        &block("gp=0x1 m=nil [select, 2 minutes, locked to thread]:"),
+        &block("gp=0x1 m=nil [select, 3 minutes, locked to thread]:")
+    ));
+    assert!(!a_minute_older(&block("[chan receive]:"), &block("[chan receive, 2 minutes]:")));
+    assert!(!a_minute_older(&block("[chan receive]:"), &block("[select, 1 minutes]:")));
+}
+
 pub fn running(b: &Block) -> bool {
     b.header.contains("[running")
 }

@@ -96,6 +96,35 @@ func waitGeneric[T any](v T) T {
 	return b.Wait()
 }
 
+// moverRecurse takes about 512 bytes of stack per level and waits at the bottom: a mover's
+// stack grows (the runtime copies it elsewhere) and is shrunk by the GC while dumps read it.
+//
+//go:noinline
+func moverRecurse(n int, ping chan int, first bool) int {
+	var pad [448]byte
+	pad[n%len(pad)] = byte(n)
+	if n == 0 {
+		if first {
+			ping <- 1
+			<-ping
+		} else {
+			<-ping
+			ping <- 1
+		}
+		return int(pad[0])
+	}
+	return moverRecurse(n-1, ping, first) + int(pad[(n*7)%len(pad)])
+}
+
+// mover recurses to a new depth each time, waiting at the bottom for its partner.
+//
+//go:noinline
+func mover(seed int, ping chan int) {
+	for i := 0; ; i++ {
+		moverRecurse((seed*31+i*17)%300, ping, seed%2 == 0)
+	}
+}
+
 type waiter struct{ name string }
 
 //go:noinline
@@ -103,6 +132,7 @@ func (w waiter) wait() { <-never }
 
 func main() {
 	out := flag.String("out", "", "where SIGUSR1 writes the runtime's own dumps")
+	movers := flag.Int("movers", 0, "pairs of goroutines that recurse to new depths and wait at the bottom for each other, their stacks moving (with a GC every 10 ms that shrinks them)")
 	gc := flag.Bool("gc", false, "run two GCs once every goroutine waits (it dates their waits: a dump a minute later shows \"1 minutes\")")
 	flag.Parse()
 	extra := 0
@@ -152,6 +182,18 @@ func main() {
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond)
+	for i := 0; i < *movers; i++ {
+		ping := make(chan int)
+		go mover(2*i, ping)
+		go mover(2*i+1, ping)
+	}
+	if *movers > 0 {
+		go func() {
+			for range time.Tick(10 * time.Millisecond) {
+				runtime.GC()
+			}
+		}()
+	}
 	if *gc {
 		// Each GC stamps the waits it finds with the previous cycle's start (0 before the
 		// first cycle ends): two stamp them.
