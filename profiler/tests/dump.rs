@@ -455,7 +455,11 @@ fn goroutines_that_run_while_read_are_read_again_never_misread() {
                 .env("GPROF_LOG", "info")
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             // "PID N: 30 goroutines, 1 running, 2 unreadable, 8 read twice"
             let log = String::from_utf8_lossy(&out.stderr).into_owned();
             let count = |what: &str| -> usize {
@@ -473,7 +477,9 @@ fn goroutines_that_run_while_read_are_read_again_never_misread() {
                     .lines
                     .iter()
                     .filter(|l| {
-                        !l.starts_with('\t') && !l.starts_with("created by") && !l.starts_with("...")
+                        !l.starts_with('\t')
+                            && !l.starts_with("created by")
+                            && !l.starts_with("...")
                     })
                     .map(String::as_str)
                     .filter(|f| {
@@ -505,7 +511,9 @@ fn goroutines_that_run_while_read_are_read_again_never_misread() {
                     .map(|w| w[1].split(" +").next().unwrap_or(""))
                     .collect();
                 let calls_ok = places.len() == recursing
-                    && places.get(1).is_none_or(|call| places[1..].iter().all(|p| p == call));
+                    && places
+                        .get(1)
+                        .is_none_or(|call| places[1..].iter().all(|p| p == call));
                 if !chain_ok || !calls_ok {
                     failures.push(format!("{release}: goroutine {id} misread: {b:?}"));
                 }
@@ -513,7 +521,9 @@ fn goroutines_that_run_while_read_are_read_again_never_misread() {
         }
         table.push(format!("| {release} | {shown} | {reread} | {unreadable} |"));
         if reread == 0 {
-            failures.push(format!("{release}: no goroutine was read again in 20 dumps: the test did not test"));
+            failures.push(format!(
+                "{release}: no goroutine was read again in 20 dumps: the test did not test"
+            ));
         }
     }
     eprintln!(

@@ -291,7 +291,9 @@ impl RuntimeReader {
         while start < allgs.len && read < max.max(RUN) {
             let end = (start + RUN).min(allgs.len);
             run.clear();
-            self.read_gs(allgs, start..end, &mut buffers, |_, addr, g| run.push((addr, g)))?;
+            self.read_gs(allgs, start..end, &mut buffers, |_, addr, g| {
+                run.push((addr, g))
+            })?;
             f(&run);
             read += end - start;
             start += stride;

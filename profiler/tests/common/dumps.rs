@@ -73,13 +73,22 @@ fn a_wait_a_minute_older_differs_only_in_its_minutes() {
         header: header.into(),
         lines: vec!["main.leak".into()],
     };
-    assert!(a_minute_older(&block("[chan receive]:"), &block("[chan receive, 1 minutes]:")));
+    assert!(a_minute_older(
+        &block("[chan receive]:"),
+        &block("[chan receive, 1 minutes]:")
+    ));
     assert!(a_minute_older(
         &block("gp=0x1 m=nil [select, 2 minutes, locked to thread]:"),
         &block("gp=0x1 m=nil [select, 3 minutes, locked to thread]:")
     ));
-    assert!(!a_minute_older(&block("[chan receive]:"), &block("[chan receive, 2 minutes]:")));
-    assert!(!a_minute_older(&block("[chan receive]:"), &block("[select, 1 minutes]:")));
+    assert!(!a_minute_older(
+        &block("[chan receive]:"),
+        &block("[chan receive, 2 minutes]:")
+    ));
+    assert!(!a_minute_older(
+        &block("[chan receive]:"),
+        &block("[select, 1 minutes]:")
+    ));
 }
 
 pub fn running(b: &Block) -> bool {

@@ -107,7 +107,11 @@ pub fn run(go: &str, goroutines: u64, http_seconds: u64, rounds: usize) -> anyho
     };
     summary("no dump, throughput A/B", &|r| r.undumped.throughput);
     summary("A dumped, throughput A/B", &|r| r.dumped.throughput);
-    summary("no dump, requests per CPU-second A/B", &|r| r.undumped.per_cpu);
-    summary("A dumped, requests per CPU-second A/B", &|r| r.dumped.per_cpu);
+    summary("no dump, requests per CPU-second A/B", &|r| {
+        r.undumped.per_cpu
+    });
+    summary("A dumped, requests per CPU-second A/B", &|r| {
+        r.dumped.per_cpu
+    });
     Ok(())
 }
