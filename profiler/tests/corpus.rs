@@ -7,11 +7,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Read as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use profiler::inspect::binary::GoBinary;
@@ -171,15 +170,7 @@ impl Idle {
 
     /// SIGQUIT, and the goroutine dump the runtime prints before it exits.
     fn dump(&mut self) -> String {
-        // SAFETY: kill has no memory preconditions.
-        unsafe { libc::kill(self.pid() as i32, libc::SIGQUIT) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let mut text = String::new();
-        let _ = std::fs::File::open(&self.stderr).and_then(|mut f| f.read_to_string(&mut text));
-        text
+        common::dumps::sigquit(&mut self.child, &self.stderr)
     }
 }
 

@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -62,18 +62,7 @@ impl Stacks {
 
     /// SIGQUIT, and the dump the runtime writes before it exits.
     fn sigquit(&mut self) -> String {
-        // SAFETY: kill has no memory preconditions.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGQUIT) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let mut text = String::new();
-        std::fs::File::open(self.dir.join("stderr.txt"))
-            .unwrap()
-            .read_to_string(&mut text)
-            .unwrap();
-        text
+        common::dumps::sigquit(&mut self.child, &self.dir.join("stderr.txt"))
     }
 }
 
@@ -301,13 +290,7 @@ impl Busy {
     }
 
     fn sigquit(&mut self) -> String {
-        // SAFETY: kill has no memory preconditions.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGQUIT) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        common::dumps::sigquit(&mut self.child, &self.stderr)
     }
 }
 

@@ -2,6 +2,19 @@
 //! against the runtime's own).
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Sends SIGQUIT to `child` and returns the goroutine dump the runtime writes to its stderr
+/// (the file at `stderr`) before it exits.
+pub fn sigquit(child: &mut std::process::Child, stderr: &std::path::Path) -> String {
+    // SAFETY: kill has no memory preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGQUIT) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::read_to_string(stderr).unwrap_or_default()
+}
 
 /// One goroutine of a dump: its header after the ID, and its lines with arguments removed.
 #[derive(Debug, PartialEq, Eq)]
