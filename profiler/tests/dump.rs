@@ -516,6 +516,99 @@ fn goroutines_that_run_while_read_are_read_again_never_misread() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Each blocked group names the function its goroutines run (`started`) as the runtime's own
+/// tracebacks and leak reports do: the bottom frame of its goroutines' stacks in
+/// `runtime.Stack`, where the compiler's wrapper for a `go` statement (`F.gowrapN` since Go
+/// 1.22, a closure before, a method value's `-fm`) is not shown but the function it calls is.
+/// Every release, plain and stripped.
+#[test]
+fn groups_name_the_function_they_run_as_the_runtime_does() {
+    let test = "groups_name_the_function_they_run_as_the_runtime_does";
+    if !require_root(test) {
+        return;
+    }
+    let targets: Vec<_> = all_targets("stacks")
+        .into_iter()
+        .filter(|(_, v, _)| v == "plain" || v == "stripped")
+        .collect();
+    assert!(
+        targets.len() >= 16,
+        "{test}: stacks targets: run `cargo xtask test`"
+    );
+    let mut failures = Vec::new();
+    let mut table = Vec::new();
+    for (release, variant, path) in &targets {
+        let p = Stacks::start(path, &format!("{release}-{variant}-started"));
+        let (ok, samples, err) = common::run_gprof(&[
+            "top",
+            "--pid",
+            &p.child.id().to_string(),
+            "--batch",
+            "--interval",
+            "1",
+            "--iterations",
+            "3",
+            "--stuck-after",
+            "1",
+        ]);
+        assert!(ok, "{release}/{variant}: {err}");
+        let (own, _) = p.own_dumps();
+        let own = parse(&own);
+        let last = samples.last().expect("a sample");
+        let (mut compared, mut wrapped) = (0, 0);
+        for g in last["blocked_groups"].as_array().unwrap() {
+            let started = g["started"].as_str().unwrap();
+            let Some(b) = g["example_goroutine"].as_u64().and_then(|id| own.get(&id)) else {
+                continue;
+            };
+            if !g["created_at"].as_str().unwrap().starts_with("main.") || woken(b) {
+                continue;
+            }
+            // The bottom frame shown: the last function line before "created by" (unless the
+            // stack was cut: at 100 frames before Go 1.21, hidden runtime frames included, and
+            // silently when it printed fewer).
+            let functions: Vec<&str> = b
+                .lines
+                .iter()
+                .filter(|l| !l.starts_with('\t') && !l.starts_with("created by"))
+                .map(String::as_str)
+                .collect();
+            if functions.len() >= 90 || functions.iter().any(|l| l.starts_with("...")) {
+                continue;
+            }
+            let bottom = functions.last().copied().unwrap_or("");
+            compared += 1;
+            wrapped += usize::from(
+                [
+                    "main.parkWith",
+                    "main.(*waiter).waitWith",
+                    "main.waiter.wait",
+                ]
+                .contains(&started),
+            );
+            if started != bottom {
+                failures.push(format!(
+                    "{release}/{variant}: group {} runs {started}, the runtime's bottom frame is {bottom}",
+                    g["created_at"]
+                ));
+            }
+        }
+        table.push(format!(
+            "| {release} | {variant} | {compared} | {wrapped} |"
+        ));
+        if compared < 12 || wrapped < 3 {
+            failures.push(format!(
+                "{release}/{variant}: {compared} groups compared, {wrapped} started through a wrapper"
+            ));
+        }
+    }
+    eprintln!(
+        "{test}:\n| Go | build | groups compared | through a wrapper |\n|---|---|---|---|\n{}",
+        table.join("\n")
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// The daemon serves the same dumps for the processes it watches, only when enabled, and
 /// says why it does not for the others.
 #[test]

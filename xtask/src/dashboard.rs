@@ -169,8 +169,8 @@ pub fn dashboard() -> Value {
                 "Stuck goroutines by place",
                 "Where stuck goroutines were created (go statement) and where they wait, over the selected processes; leaking = 1 when the verdict calls the group leaking.",
                 &[
-                    table("topk(20, sum by (created_at, blocked_at, wait_reason) (gprof_goroutines_blocked_stuck{{SEL}}))"),
-                    table("max by (created_at, blocked_at, wait_reason) (gprof_goroutine_group_leaking{{SEL}})"),
+                    table("topk(20, sum by (created_at, started, blocked_at, wait_reason) (gprof_goroutines_blocked_stuck{{SEL}}))"),
+                    table("max by (created_at, started, blocked_at, wait_reason) (gprof_goroutine_group_leaking{{SEL}})"),
                 ],
                 json!({"Value #A": "stuck", "Value #B": "leaking"}),
             ),

@@ -7,6 +7,7 @@ mod dashboard;
 mod demo;
 mod fuzz;
 mod generate;
+mod goker;
 mod gotargets;
 mod run;
 mod toolchain;
@@ -156,18 +157,19 @@ fn test(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// What the tests need: the toolchain and tools, the Go targets built, the corpus downloaded.
-struct TestEnv {
+pub(crate) struct TestEnv {
     targets: std::path::PathBuf,
     corpus: std::path::PathBuf,
     path: std::ffi::OsString,
 }
 
 impl TestEnv {
-    fn prepare() -> anyhow::Result<Self> {
+    pub(crate) fn prepare() -> anyhow::Result<Self> {
         toolchain::ensure_ebpf()?;
         toolchain::ensure_test_tools()?;
         generate::run(true)?;
         let targets = gotargets::build_all()?;
+        goker::build()?;
         // Real third-party Go programs: the binaries we did not build ourselves.
         let corpus = corpus::ensure()?;
         Ok(Self {
@@ -177,7 +179,7 @@ impl TestEnv {
         })
     }
 
-    fn vars(&self) -> Vec<(&'static str, &std::ffi::OsStr)> {
+    pub(crate) fn vars(&self) -> Vec<(&'static str, &std::ffi::OsStr)> {
         vec![
             (gotargets::ENV, self.targets.as_os_str()),
             (corpus::ENV, self.corpus.as_os_str()),

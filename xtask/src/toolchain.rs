@@ -35,6 +35,8 @@ const APT_PACKAGES: &[&str] = &[
     "panicparse",
     // A real terminal for gprof top's screen (tests/dump.rs).
     "tmux",
+    // Applies the fixed variants of the GoKer kernels (testdata/goker/fixes).
+    "patch",
 ];
 
 /// The other architecture gprof must build for (kernel and user side).

@@ -505,6 +505,7 @@ impl BlockedTracker {
             .map(|g| (&g.key, g))
             .map(|(k, g)| BlockedGroup {
                 created_at: k.created_at.label(),
+                started: k.created_at.started.clone(),
                 blocked_at: k.blocked_at.to_string(),
                 wait_reason: if k.leaked {
                     format!("{} (leaked)", k.wait_reason)

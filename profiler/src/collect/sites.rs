@@ -77,6 +77,8 @@ impl SiteName {
 #[derive(Debug)]
 pub struct Symbolizer {
     frames: Option<MemoCode<FrameTable>>,
+    /// The release's `abi.FuncIDWrapper` (a `go` statement's wrapper is named through it).
+    wrapper_func_id: u8,
     names: HashMap<CreationSite, Arc<SiteName>>,
     places: HashMap<u64, Arc<str>>,
 }
@@ -91,9 +93,10 @@ fn unbiased(k: CreationSite, bias: u64) -> CreationSite {
 }
 
 impl Symbolizer {
-    pub fn new(frames: Option<FrameTable>) -> Self {
+    pub fn new(frames: Option<FrameTable>, wrapper_func_id: u8) -> Self {
         Self {
             frames: frames.map(MemoCode::new),
+            wrapper_func_id,
             names: HashMap::new(),
             places: HashMap::new(),
         }
@@ -129,7 +132,7 @@ impl Symbolizer {
             SiteName::other()
         } else {
             self.frames()
-                .and_then(|frames| name(frames, f))
+                .and_then(|frames| name(frames, f, self.wrapper_func_id))
                 .unwrap_or_else(|| SiteName::unknown(f))
         }
     }
@@ -184,15 +187,21 @@ impl Symbolizer {
 }
 
 /// Names a site given as file addresses.
-fn name(frames: &FrameTable, key: CreationSite) -> Option<SiteName> {
+fn name(frames: &FrameTable, key: CreationSite, wrapper_func_id: u8) -> Option<SiteName> {
     // gopc is the return address of the call to newproc, in the innermost function (inlined
     // or not) that holds the go statement.
     let calls = frames.calls(key.gopc)?;
     let at = calls.first()?.clone();
-    let started = frames
+    // The runtime counts a goroutine as its own by the function at its start pc
+    // (`runtime.isSystemGoroutine`), wrapper or not; a reader names it by what it runs.
+    let start: Arc<str> = frames
         .function(key.startpc)
-        .map_or_else(|| format!("{:#x}", key.startpc), |f| f.name.to_string());
-    if started == "runtime.main" {
+        .map_or_else(|| format!("{:#x}", key.startpc).into(), |f| f.name);
+    let started = frames
+        .started_function(key.startpc, wrapper_func_id)
+        .unwrap_or_else(|| start.clone())
+        .to_string();
+    if &*start == "runtime.main" {
         // The main goroutine: the runtime's bootstrap code starts it.
         return Some(SiteName {
             function: "runtime.main".into(),
@@ -202,7 +211,7 @@ fn name(frames: &FrameTable, key: CreationSite) -> Option<SiteName> {
             system: false,
         });
     }
-    let system = started.starts_with("runtime.") && started != "runtime.main";
+    let system = start.starts_with("runtime.");
     Some(SiteName {
         function: at.function,
         file: at.file,

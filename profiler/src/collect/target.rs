@@ -148,7 +148,10 @@ fn plan_unguarded(process: &Process) -> Result<Executable, TargetError> {
         key,
         info: binary.info(),
         plan,
-        symbols: std::sync::Mutex::new(Symbolizer::new(binary.frame_table())),
+        symbols: std::sync::Mutex::new(Symbolizer::new(
+            binary.frame_table(),
+            goruntime::traceback::style(&binary.version).wrapper_func_id,
+        )),
         wait_reasons: goruntime::wait_reasons(&binary.version),
     })
 }

@@ -1062,6 +1062,15 @@ pub fn ends_a_goroutine_stack(function: &str) -> bool {
     STACK_ENDS.contains(&function)
 }
 
+/// Whether the function a goroutine starts in is one the compiler wrote for its `go`
+/// statement rather than the function the statement names: Go 1.22+'s `F.gowrapN` (for `go
+/// f(x)`), a method value's `T.m-fm` (`go t.m`), and before 1.22 the closures `F.funcN` that
+/// `go f(x)` compiled to, marked with the wrapper FuncID (`wrapper_func_id`, per release: see
+/// [`traceback::Style`]). A reader expects the function it calls.
+pub fn is_go_wrapper(function: &str, func_id: u8, wrapper_func_id: u8) -> bool {
+    func_id == wrapper_func_id || function.contains(".gowrap") || function.ends_with("-fm")
+}
+
 /// Runtime globals gprof reads from the target's memory, and the always-linked functions whose
 /// machine code references them (used to find them in stripped binaries).
 pub mod globals {

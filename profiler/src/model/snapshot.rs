@@ -196,6 +196,9 @@ pub struct SiteSnapshot {
 pub struct BlockedGroup {
     /// `function (file:line)` of the `go` statement that created them.
     pub created_at: String,
+    /// The function they run (the one the `go` statement names, through the compiler's
+    /// wrapper): what the runtime's own leak report names a leak by.
+    pub started: String,
     /// `function (file:line)` where they wait: the first call outside the standard library's
     /// waiting and I/O machinery (see `goruntime::is_wait_machinery`).
     pub blocked_at: String,
@@ -430,6 +433,7 @@ pub(crate) fn example() -> ProcessSnapshot {
         }),
         blocked_groups: vec![BlockedGroup {
             created_at: "main.serve (/src/app/main.go:42)".into(),
+            started: "main.serve.func1".into(),
             blocked_at: "main.serve.func1 (/src/app/main.go:47)".into(),
             wait_reason: "chan send".into(),
             goroutines: 1420,

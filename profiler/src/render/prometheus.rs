@@ -328,6 +328,7 @@ pub fn render(snapshot: &DaemonSnapshot, version: &str, usage: SelfUsage) -> Str
                         let mut l = process_labels(r);
                         l.extend(labels(&[
                             ("created_at", &g.created_at),
+                            ("started", &g.started),
                             ("blocked_at", &g.blocked_at),
                             ("wait_reason", &g.wait_reason),
                         ]));
@@ -655,7 +656,7 @@ mod tests {
             format!("gprof_goroutines_stuck{{{labels}}} 1200"),
             format!("gprof_goroutine_confirmed_leak_rate_per_minute{{{labels}}} 1200"),
             format!(
-                "gprof_goroutines_blocked{{{labels},created_at=\"main.serve (/src/app/main.go:42)\",blocked_at=\"main.serve.func1 (/src/app/main.go:47)\",wait_reason=\"chan send\"}} 1420"
+                "gprof_goroutines_blocked{{{labels},created_at=\"main.serve (/src/app/main.go:42)\",started=\"main.serve.func1\",blocked_at=\"main.serve.func1 (/src/app/main.go:47)\",wait_reason=\"chan send\"}} 1420"
             ),
             "gprof_tenant_goroutines_stuck{tenant=\"insure-prod\"} 1200".to_string(),
             "gprof_tenant_goroutine_confirmed_leak_rate_per_minute{tenant=\"insure-prod\"} 1200"

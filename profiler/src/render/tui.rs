@@ -312,6 +312,23 @@ pub fn draw(frame: &mut Frame, view: &TopView) {
     );
 }
 
+/// Where a group waits, in which function it runs when that is not the one it waits in, and
+/// where it was created.
+fn place(g: &crate::model::snapshot::BlockedGroup) -> String {
+    let waits_in_own = g
+        .blocked_at
+        .strip_prefix(g.started.as_str())
+        .is_some_and(|rest| rest.starts_with(" (") || rest.is_empty());
+    if waits_in_own {
+        format!("{}  <- go {}", g.blocked_at, g.created_at)
+    } else {
+        format!(
+            "{}  (in {})  <- go {}",
+            g.blocked_at, g.started, g.created_at
+        )
+    }
+}
+
 /// Blocked goroutines by creation site, place and wait reason: leaking groups first.
 fn draw_stuck(frame: &mut Frame, area: Rect, s: &ProcessSnapshot, selected: usize) {
     let rows = s.blocked_groups.iter().enumerate().map(|(i, g)| {
@@ -328,7 +345,7 @@ fn draw_stuck(frame: &mut Frame, area: Rect, s: &ProcessSnapshot, selected: usiz
             Cell::from(clock(g.oldest_blocked_seconds)),
             Cell::from(format!("{:+.0}/min", g.stuck_growth_per_min)),
             Cell::from(g.wait_reason.clone()),
-            Cell::from(format!("{}  <- go {}", g.blocked_at, g.created_at)),
+            Cell::from(place(g)),
         ])
         .style(style)
     });
@@ -350,7 +367,7 @@ fn draw_stuck(frame: &mut Frame, area: Rect, s: &ProcessSnapshot, selected: usiz
             "oldest",
             "growth",
             "waiting on",
-            "blocked at  <- created at",
+            "blocked at  (in the function they run)  <- created at",
         ])
         .style(Style::default().add_modifier(Modifier::BOLD)),
     )
@@ -579,6 +596,21 @@ mod tests {
         ] {
             assert!(screen.contains(needle), "missing {needle:?} in\n{screen}");
         }
+    }
+
+    #[test]
+    fn a_group_names_the_function_it_runs_where_it_waits_elsewhere() {
+        let mut g = snapshot().blocked_groups[0].clone();
+        assert_eq!(
+            place(&g),
+            "main.serve.func1 (/src/app/main.go:47)  <- go main.serve (/src/app/main.go:42)"
+        );
+        g.started = "main.zooTickerLoop".into();
+        g.blocked_at = "main.tick (/src/app/zoo.go:9)".into();
+        assert_eq!(
+            place(&g),
+            "main.tick (/src/app/zoo.go:9)  (in main.zooTickerLoop)  <- go main.serve (/src/app/main.go:42)"
+        );
     }
 
     #[test]

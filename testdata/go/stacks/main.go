@@ -1,7 +1,8 @@
 // stacks parks goroutines in the shapes a goroutine dump must show: channel, select, mutex,
 // WaitGroup, sleep, a system call, inlined calls, a generic function, a method value, a
-// goroutine locked to its thread, one deep in recursion (past the traceback's elision), and
-// goroutines started by goroutines. It prints "ready" when they all wait, then sits idle
+// goroutine locked to its thread, one deep in recursion (past the traceback's elision),
+// goroutines started by goroutines, and functions started with arguments (through the
+// compiler's wrapper). It prints "ready" when they all wait, then sits idle
 // (for `gprof dump` and then the runtime's own SIGQUIT dump of the same state). With -out
 // DIR, SIGUSR1 writes the runtime's own dumps of the moment there: DIR/stack.txt
 // (runtime.Stack of all goroutines, as debug=2 serves it) and DIR/goroutine.pb.gz (the
@@ -130,6 +131,25 @@ type waiter struct{ name string }
 //go:noinline
 func (w waiter) wait() { <-never }
 
+//go:noinline
+func (w *waiter) waitWith(n int) {
+	if n > 100 {
+		return
+	}
+	<-never
+}
+
+// parkWith is started with arguments: the go statement compiles to a wrapper (F.gowrapN since
+// Go 1.22, a closure before) that calls it.
+//
+//go:noinline
+func parkWith(n int, s string) {
+	if n > len(s)+100 {
+		return
+	}
+	<-never
+}
+
 func main() {
 	out := flag.String("out", "", "where SIGUSR1 writes the runtime's own dumps")
 	movers := flag.Int("movers", 0, "pairs of goroutines that recurse to new depths and wait at the bottom for each other, their stacks moving (with a GC every 10 ms that shrinks them)")
@@ -176,9 +196,11 @@ func main() {
 	for _, f := range starts {
 		go f()
 	}
+	go parkWith(3, "x")
+	go (&waiter{"p"}).waitWith(2)
 	// Let every goroutine reach its wait.
 	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() < len(starts)+2+extra && time.Now().Before(deadline) {
+	for runtime.NumGoroutine() < len(starts)+4+extra && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond)

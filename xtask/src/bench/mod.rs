@@ -37,6 +37,9 @@ pub enum Workload {
     Census,
     /// `gprof dump`: 100,000 parked goroutines, and a loaded HTTP server dumped back to back.
     Dump,
+    /// The leak verdict on GoBench's GoKer kernels beside Go's own detector, and on their
+    /// fixed variants (runs tests/goker.rs for `--goker-seconds` and prints its table).
+    Goker,
 }
 
 #[derive(clap::Args)]
@@ -84,6 +87,9 @@ pub struct Options {
     /// Census: the parts to run ("top", "daemon", or both, comma-separated).
     #[arg(long, default_value = "top,daemon")]
     census_parts: String,
+    /// Seconds the GoKer kernels run under the daemon.
+    #[arg(long, default_value_t = 300)]
+    goker_seconds: u64,
 }
 
 /// How the workload runs in one measurement.
@@ -188,6 +194,28 @@ pub fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// tests/goker.rs for `seconds`, its table printed.
+fn goker(seconds: u64) -> anyhow::Result<()> {
+    let env = crate::TestEnv::prepare()?;
+    let seconds = seconds.to_string();
+    let mut vars = env.vars();
+    vars.push(("GPROF_GOKER_SECONDS", std::ffi::OsStr::new(&seconds)));
+    crate::run::cargo_with_env(
+        &[
+            "test",
+            "--release",
+            "--package",
+            "profiler",
+            "--test",
+            "goker",
+            "--",
+            "--nocapture",
+            "gokers_leaks",
+        ],
+        &vars,
+    )
+}
+
 pub fn run(o: &Options) -> anyhow::Result<()> {
     if o.rounds == 0 {
         bail!("--rounds must be at least 1");
@@ -209,6 +237,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
             Workload::Leaks,
             Workload::Census,
             Workload::Dump,
+            Workload::Goker,
         ];
     }
     for w in workloads {
@@ -229,6 +258,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
                 daemon::run(&o.go, o.daemon_processes.unwrap_or(50), o.daemon_seconds)?
             }
             Workload::Dump => dump::run(&o.go, 100_000, o.http_seconds, o.rounds)?,
+            Workload::Goker => goker(o.goker_seconds)?,
             Workload::Census => census::run(
                 &o.go,
                 o.census_goroutines,

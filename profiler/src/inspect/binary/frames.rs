@@ -10,6 +10,11 @@ use std::os::unix::fs::FileExt;
 
 use super::pclntab::{FLAG_TOPFRAME, FileTable, InlinedCall, Pclntab, TreeAt};
 use super::{Arch, SourceLine};
+use crate::inspect::disasm;
+use crate::inspect::goruntime;
+
+/// Code of a `go` statement's wrapper read at most (a wrapper is a few instructions).
+const MAX_WRAPPER: u64 = 4096;
 
 /// Entries cached per table before the cache is emptied (a bound on memory whatever the
 /// program does).
@@ -174,6 +179,36 @@ impl FrameTable {
         };
         cache.funcs.insert(i, info.clone());
         Some(info)
+    }
+
+    /// The function a goroutine started at `startpc` (a file address) runs, as a reader names
+    /// it: the function there or, when that is the compiler's wrapper for a `go` statement
+    /// ([`goruntime::is_go_wrapper`]), the first function outside the runtime that the wrapper
+    /// runs, inlined into it or called. None when `startpc` is in no function.
+    pub fn started_function(&self, startpc: u64, wrapper_func_id: u8) -> Option<Arc<str>> {
+        let f = self.function(startpc)?;
+        if !goruntime::is_go_wrapper(&f.name, f.func_id, wrapper_func_id) {
+            return Some(f.name);
+        }
+        Some(self.wrapped(&f).unwrap_or(f.name))
+    }
+
+    /// What the wrapper `f` runs (see [`Self::started_function`]).
+    fn wrapped(&self, f: &FuncInfo) -> Option<Arc<str>> {
+        let len = f.end.checked_sub(f.entry)?.min(MAX_WRAPPER) as usize;
+        let code = self.read(f.entry, len)?;
+        let calls = disasm::call_targets(self.arch, &f.name, &code, f.entry).ok()?;
+        calls.iter().find_map(|&(at, target)| {
+            // A call made by a function inlined into the wrapper: that function (the
+            // outermost inlined one).
+            let frames = self.logical(at)?;
+            let function = match frames.len() {
+                0 => return None,
+                1 => self.function(target).filter(|t| t.entry == target)?.name,
+                n => frames[n - 2].function.clone(),
+            };
+            (!function.starts_with("runtime.")).then_some(function)
+        })
     }
 
     /// The calls in progress at the return address `pc` (a file address): the functions

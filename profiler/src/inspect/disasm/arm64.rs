@@ -325,6 +325,24 @@ pub fn global_refs(_name: &str, code: &[u8], entry: u64) -> Result<Vec<GlobalRef
 }
 
 /// Immediate offsets of register-based loads and stores (struct fields).
+/// `BL imm26` instructions (direct calls): (the call's address, its target). A literal pool's
+/// word may read as one: callers check that a target starts a function.
+pub fn call_targets(_name: &str, code: &[u8], entry: u64) -> Result<Vec<(u64, u64)>, DisasmError> {
+    Ok(code
+        .chunks_exact(4)
+        .enumerate()
+        .filter_map(|(i, b)| {
+            let w = u32::from_le_bytes(b.try_into().expect("4 bytes"));
+            let pc = entry + 4 * i as u64;
+            (w & 0xFC00_0000 == 0x9400_0000).then(|| {
+                let target =
+                    pc.wrapping_add((sign_extend(u64::from(w & 0x03FF_FFFF), 26) * 4) as u64);
+                (pc, target)
+            })
+        })
+        .collect())
+}
+
 pub fn displacements(_name: &str, code: &[u8], _entry: u64) -> Result<Vec<u64>, DisasmError> {
     Ok((0..code.len() / 4)
         .filter_map(|i| load_store(word(code, 4 * i)?))

@@ -76,6 +76,7 @@ struct Isa {
     return_sites: Returns,
     global_refs: Scan<GlobalRef>,
     displacements: Scan<u64>,
+    call_targets: Scan<(u64, u64)>,
 }
 
 fn isa(arch: Arch) -> &'static Isa {
@@ -84,12 +85,14 @@ fn isa(arch: Arch) -> &'static Isa {
         return_sites: x86::return_sites,
         global_refs: x86::global_refs,
         displacements: x86::displacements,
+        call_targets: x86::call_targets,
     };
     static ARM64: Isa = Isa {
         entry_site: arm64::entry_site,
         return_sites: arm64::return_sites,
         global_refs: arm64::global_refs,
         displacements: arm64::displacements,
+        call_targets: arm64::call_targets,
     };
     match arch {
         Arch::X86_64 => &X86,
@@ -116,6 +119,17 @@ pub fn return_sites(bin: &GoBinary, f: &Function) -> Result<Vec<ProbePoint>, Dis
 /// The absolute-addressed memory operands of `f` (its globals), in code order.
 pub fn global_refs(bin: &GoBinary, f: &Function) -> Result<Vec<GlobalRef>, DisasmError> {
     (isa(bin.arch).global_refs)(&f.name, bin.code(f)?, f.entry)
+}
+
+/// The direct calls in `code` (the function `name`, at `entry`), in code order: (the call's
+/// address, its target).
+pub fn call_targets(
+    arch: Arch,
+    name: &str,
+    code: &[u8],
+    entry: u64,
+) -> Result<Vec<(u64, u64)>, DisasmError> {
+    (isa(arch).call_targets)(name, code, entry)
 }
 
 /// The displacements of `f`'s register-based memory operands (e.g. struct field offsets).

@@ -209,6 +209,15 @@ pub fn global_refs(name: &str, code: &[u8], entry: u64) -> Result<Vec<GlobalRef>
     Ok(out)
 }
 
+/// Direct near calls (`CALL rel32`): (the call's address, its target).
+pub fn call_targets(name: &str, code: &[u8], entry: u64) -> Result<Vec<(u64, u64)>, DisasmError> {
+    Ok(decode_all(name, code, entry)?
+        .iter()
+        .filter(|i| i.flow_control() == FlowControl::Call && i.op0_kind() == OpKind::NearBranch64)
+        .map(|i| (i.ip(), i.near_branch_target()))
+        .collect())
+}
+
 pub fn displacements(name: &str, code: &[u8], entry: u64) -> Result<Vec<u64>, DisasmError> {
     Ok(decode_all(name, code, entry)?
         .iter()
