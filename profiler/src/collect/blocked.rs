@@ -26,7 +26,7 @@ use crate::inspect::census::{BlockedG, CreationSite};
 use crate::inspect::goruntime::status;
 use crate::inspect::unwind::Start;
 use crate::model::snapshot::BlockedGroup;
-use crate::model::verdict::{LeakHistory, Verdict};
+use crate::model::verdict::{CHECKPOINTS, LeakHistory, Verdict};
 
 /// Groups followed per process at most; goroutines of further groups count in one "other"
 /// group.
@@ -144,6 +144,10 @@ struct Group {
     goroutines: u64,
     stuck: u64,
     oldest: f64,
+    /// Its history's checkpoints at the last count, and how many of its goroutines had been
+    /// stuck since each (the verdict tells a leak from a backlog by them).
+    checkpoints: [f64; CHECKPOINTS],
+    stuck_by: [u64; CHECKPOINTS],
     verdict: Verdict,
     /// One of its goroutines, for a reader to look at: (index in `allgs`, goid).
     example: Option<(u64, u64)>,
@@ -173,6 +177,8 @@ impl Groups {
             goroutines: 0,
             stuck: 0,
             oldest: 0.0,
+            checkpoints: [f64::NEG_INFINITY; CHECKPOINTS],
+            stuck_by: [0; CHECKPOINTS],
             verdict: Verdict::default(),
             example: None,
         };
@@ -449,6 +455,11 @@ impl BlockedTracker {
     fn count(&mut self) -> f64 {
         for g in self.groups.slots.iter_mut().flatten() {
             (g.goroutines, g.stuck, g.oldest, g.example) = (0, 0, 0.0, None);
+            g.stuck_by = [0; CHECKPOINTS];
+            g.checkpoints = g
+                .history
+                .as_ref()
+                .map_or([f64::NEG_INFINITY; CHECKPOINTS], LeakHistory::checkpoints);
         }
         let mut next = f64::INFINITY;
         for (c, chunk) in self.chunks.iter().enumerate() {
@@ -466,6 +477,16 @@ impl BlockedTracker {
                 let stuck = age >= self.stuck_after || leaked;
                 group.stuck += u64::from(stuck);
                 group.oldest = group.oldest.max(age);
+                if stuck {
+                    let since = if leaked {
+                        f64::NEG_INFINITY
+                    } else {
+                        seen + self.stuck_after
+                    };
+                    for (n, &c) in group.stuck_by.iter_mut().zip(&group.checkpoints) {
+                        *n += u64::from(since <= c);
+                    }
+                }
                 if !stuck {
                     next = next.min(seen + self.stuck_after);
                 }
@@ -484,7 +505,8 @@ impl BlockedTracker {
             let (other, leaked) = (group.key.is_other(), group.key.leaked);
             group.verdict = match &mut group.history {
                 Some(h) => {
-                    let mut v = h.push(t, group.stuck as f64 * scale);
+                    let by = group.stuck_by.map(|n| n as f64 * scale);
+                    let mut v = h.push(t, group.stuck as f64 * scale, &by);
                     v.leaking = !other && (v.leaking || (leaked && group.stuck > 0));
                     v
                 }
