@@ -53,33 +53,6 @@ fn the_corpus_covers_every_release_and_build() {
     }
 }
 
-/// Goroutines in a SIGQUIT dump that the runtime does not count as its own: those whose start
-/// function (the frame above `runtime.goexit`) is outside package runtime, or `runtime.main`,
-/// exactly as `runtime.isSystemGoroutine` decides from `g.startpc`.
-fn user_goroutines(dump: &str) -> usize {
-    let mut count = 0;
-    for block in dump.split("\n\ngoroutine ").skip(1) {
-        if block.starts_with("0 ") {
-            continue;
-        }
-        let frames: Vec<&str> = block
-            .lines()
-            .skip(1)
-            .filter(|l| !l.is_empty() && !l.starts_with('\t') && !l.starts_with("created by"))
-            .collect();
-        let start = frames
-            .iter()
-            .position(|f| f.starts_with("runtime.goexit("))
-            .and_then(|i| i.checked_sub(1))
-            .map(|i| frames[i].split('(').next().unwrap_or(""));
-        let system = start.is_some_and(|s| s.starts_with("runtime.") && s != "runtime.main");
-        if !system {
-            count += 1;
-        }
-    }
-    count
-}
-
 #[test]
 fn counts_user_goroutines_by_their_start_function() {
     let dump = "SIGQUIT: quit\n\ngoroutine 0 gp=0x1 m=0 [idle]:\nruntime.futex()\n\tx.s:1\n\n\
@@ -87,7 +60,7 @@ goroutine 1 [chan receive]:\nmain.main()\n\tm.go:5\nruntime.main()\n\tproc.go:1\
 goroutine 2 [force gc (idle)]:\nruntime.gopark(0x0)\n\tproc.go:2\nruntime.forcegchelper()\n\tproc.go:3\nruntime.goexit({})\n\ta.s:1\ncreated by runtime.init.7 in goroutine 1\n\tproc.go:4\n\n\
 goroutine 6 [chan receive]:\nruntime.chanrecv1(0x0)\n\tchan.go:1\nruntime.unique_runtime_registerUniqueMapCleanup.gowrap1()\n\tmgc.go:1\nruntime.goexit({})\n\ta.s:1\ncreated by unique.runtime_registerUniqueMapCleanup in goroutine 1\n\tmgc.go:2\n\n\
 goroutine 7 [select]:\nos/exec.(*Cmd).Start.func2()\n\texec.go:1\nruntime.goexit({})\n\ta.s:1\ncreated by os/exec.(*Cmd).Start in goroutine 1\n\texec.go:2\n";
-    assert_eq!(user_goroutines(dump), 2);
+    assert_eq!(common::dumps::user_goroutines(dump), 2);
 }
 
 /// One corpus program started idle in its own session (it and whatever it starts are killed
@@ -282,7 +255,7 @@ fn real_programs_of_every_release_are_read_exactly() {
             "{id}: no goroutine dump: {}",
             &dump[..dump.len().min(400)]
         );
-        let want = user_goroutines(&dump);
+        let want = common::dumps::user_goroutines(&dump);
         let all = common::dumps::parse(&dump).len();
         drop(idle);
         assert_eq!(

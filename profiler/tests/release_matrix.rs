@@ -109,64 +109,11 @@ fn free_pool_equals_the_runtime_free_lists() {
     }
     let results = run_all(cases(&["plain", "stripped"]), |release, variant| {
         let bin = go_target(test, "freelist", release, variant).expect("built by cargo xtask test");
-        let program = Spawned::start(
-            // GOMAXPROCS grows past allp's capacity (a new array), then shrinks (the same
-            // array, shorter): the readings must follow both.
-            Command::new(&bin).args([
-                "-rounds", "3", "-quiet", "2s", "-burst", "3000", "-procs", "2,5,1",
-            ]),
-        );
+        let program = Spawned::start(Command::new(&bin).args(accuracy::FREELIST_ARGS));
         let pid = program.pid().to_string();
         let (_, samples, err) = run_gprof(&["top", "--batch", "--interval", "0.5", "--pid", &pid]);
         let own = program.snapshot();
-        let quiet: Vec<_> = own.iter().filter(|c| c["phase"] == "quiet").collect();
-        assert_eq!(quiet.len(), 3, "{err}");
-        let mut checked = 0;
-        let mut pools = Vec::new();
-        for q in quiet {
-            let end = own
-                .iter()
-                .find(|c| c["phase"] == "end" && c["round"] == q["round"])
-                .expect("end of the checkpoint");
-            let (t0, t1) = (f(q, "unix"), f(end, "unix"));
-            for s in samples
-                .iter()
-                .filter(|s| f(s, "unix") > t0 + 0.05 && f(s, "unix") < t1 - 0.05)
-            {
-                let pool = f(s, "gfree_pool_size");
-                let system = f(s, "system_goroutines");
-                assert_eq!(
-                    f(s, "goroutines"),
-                    f(q, "num_goroutine"),
-                    "live goroutines at a quiet checkpoint"
-                );
-                assert_eq!(
-                    pool + system,
-                    f(q, "pool_plus_system"),
-                    "pool + system goroutines = allglen - NumGoroutine"
-                );
-                if let Some(p) = q.get("pool") {
-                    assert_eq!(pool, p.as_f64().unwrap(), "pool against runtime/metrics");
-                    assert_eq!(
-                        system,
-                        f(q, "system_goroutines"),
-                        "system goroutines against runtime/metrics"
-                    );
-                }
-                assert_eq!(
-                    f(s, "gomaxprocs"),
-                    f(q, "gomaxprocs"),
-                    "GOMAXPROCS after the round changed it"
-                );
-                checked += 1;
-                pools.push(pool);
-            }
-        }
-        assert!(
-            checked >= 6,
-            "only {checked} samples fell in quiet checkpoints"
-        );
-        pools
+        accuracy::free_pool(&samples, &own, &err)
     });
     let mut failures = Vec::new();
     for (release, variant, r) in &results {

@@ -55,7 +55,12 @@ fn cache_dir() -> PathBuf {
 /// Every program of the corpus at `<cache>/<id>/<path_in_package>`, checked and executable;
 /// returns the cache directory. Only what is missing or wrong is downloaded.
 pub fn ensure() -> anyhow::Result<PathBuf> {
-    let json_path = run::workspace().join("testdata/corpus.json");
+    ensure_file("testdata/corpus.json")
+}
+
+/// [`ensure`] for the entries of another file of the same form (the arm64 programs).
+pub fn ensure_file(file: &str) -> anyhow::Result<PathBuf> {
+    let json_path = run::workspace().join(file);
     let json: Value = serde_json::from_str(
         &std::fs::read_to_string(&json_path)
             .with_context(|| format!("reading {}", json_path.display()))?,
@@ -64,7 +69,7 @@ pub fn ensure() -> anyhow::Result<PathBuf> {
     let entries = json
         .get("entries")
         .and_then(Value::as_array)
-        .context("testdata/corpus.json has no \"entries\" list")?
+        .with_context(|| format!("{file} has no \"entries\" list"))?
         .iter()
         .map(Entry::parse)
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -79,7 +84,7 @@ pub fn ensure() -> anyhow::Result<PathBuf> {
         }
     }
     eprintln!(
-        "xtask: corpus: {} programs in {} ({fetched} unpacked now)",
+        "xtask: {file}: {} programs in {} ({fetched} unpacked now)",
         entries.len(),
         cache.display()
     );

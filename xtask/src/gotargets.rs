@@ -60,7 +60,8 @@ pub const VARIANTS: &[Variant] = &[
         flags: &["-buildmode=pie"],
         ldflags: &[],
     },
-    // Cross-built for arm64: decoded and planned by the tests (nothing runs them here).
+    // Cross-built for arm64: decoded and planned by the tests here, run on the emulated arm64
+    // machine (tests/arm64.rs).
     Variant {
         name: "arm64",
         goarch: Some("arm64"),
@@ -91,6 +92,8 @@ fn variants_of(program: &str) -> &'static [&'static str] {
         ],
         // The dump's test compares every amd64 variant with the runtime's own dump.
         "stacks" => &["plain", "stripped", "trimpath", "cgo", "pie"],
+        // The free-G pool at quiet checkpoints, on the arm64 machine too.
+        "freelist" => &["plain", "stripped", "arm64"],
         _ => &["plain", "stripped"],
     }
 }

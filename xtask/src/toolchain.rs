@@ -37,6 +37,12 @@ const APT_PACKAGES: &[&str] = &[
     "tmux",
     // Applies the fixed variants of the GoKer kernels (testdata/goker/fixes).
     "patch",
+    // The arm64 machine (tests/arm64.rs): the emulator, the cross linker and C library for a
+    // static aarch64 gprof, and cpio for its initramfs.
+    "qemu-system-arm",
+    "gcc-aarch64-linux-gnu",
+    "libc6-dev-arm64-cross",
+    "cpio",
 ];
 
 /// The other architecture gprof must build for (kernel and user side).

@@ -8,10 +8,39 @@ use serde_json::Value;
 
 use super::*;
 
+/// The workload's rates: goroutines leaked and short-lived ones started per second.
+#[derive(Clone, Copy, Debug)]
+pub struct Rates {
+    pub leak_per_s: f64,
+    pub churn_per_s: f64,
+}
+
 /// The workload of the acceptance check: 20 leaked goroutines/s, 2000 short-lived/s, a GC
 /// every 2 s.
-const LEAK_PER_S: f64 = 20.0;
-const CHURN_PER_S: f64 = 2000.0;
+pub const ACCEPTANCE: Rates = Rates {
+    leak_per_s: 20.0,
+    churn_per_s: 2000.0,
+};
+
+impl Rates {
+    /// The workload's arguments for these rates (a GC every 2 s, 1000 goroutines parked,
+    /// a report every 100 ms).
+    pub fn workload_args(&self) -> Vec<String> {
+        [
+            "-leak-rate".to_string(),
+            self.leak_per_s.to_string(),
+            "-churn-rate".to_string(),
+            self.churn_per_s.to_string(),
+        ]
+        .into_iter()
+        .chain(
+            ["-gc-every", "2s", "-report", "100ms", "-parked", "1000"]
+                .into_iter()
+                .map(str::to_string),
+        )
+        .collect()
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Measured {
@@ -40,18 +69,7 @@ pub fn run_with(
         return None;
     }
     let bin = go_target(test, "workload", release, variant)?;
-    let workload = Spawned::start(Command::new(&bin).args([
-        "-leak-rate",
-        &LEAK_PER_S.to_string(),
-        "-churn-rate",
-        &CHURN_PER_S.to_string(),
-        "-gc-every",
-        "2s",
-        "-report",
-        "100ms",
-        "-parked",
-        "1000",
-    ]));
+    let workload = Spawned::start(Command::new(&bin).args(ACCEPTANCE.workload_args()));
     assert!(
         wait_for(Duration::from_secs(5), || workload.snapshot().len() >= 10),
         "{test}: the workload reports nothing"
@@ -75,11 +93,23 @@ pub fn run_with(
     std::thread::sleep(Duration::from_millis(300));
     let own = workload.snapshot();
     drop(workload);
-    let m = check(test, release, &got, &own)?;
+    let m = check(test, release, &got, &own, ACCEPTANCE)?;
     Some((m, got.last().unwrap().clone()))
 }
 
-fn check(test: &str, release: &str, samples: &[Value], own: &[Value]) -> Option<Measured> {
+/// gprof's samples (`top --batch` lines) against the workload's own reports, the workload
+/// running at `rates`; panics with the reason when a figure is off.
+pub fn check(
+    test: &str,
+    release: &str,
+    samples: &[Value],
+    own: &[Value],
+    rates: Rates,
+) -> Option<Measured> {
+    let Rates {
+        leak_per_s,
+        churn_per_s,
+    } = rates;
     // Half a GC cycle per one-second sample, minus the edges.
     let min_cycles = (samples.len() as f64 / 2.0 - 2.0).floor();
     for s in samples {
@@ -108,13 +138,13 @@ fn check(test: &str, release: &str, samples: &[Value], own: &[Value]) -> Option<
 
     let last = samples.last().unwrap();
     let leak = f(last, "goroutine_leak_rate_per_min");
-    let want_leak = LEAK_PER_S * 60.0;
+    let want_leak = leak_per_s * 60.0;
     assert!(
         (leak - want_leak).abs() <= want_leak * 0.05,
         "{test}: leak rate {leak}/min, the workload leaks {want_leak}/min"
     );
     let create = f(last, "goroutine_create_rate_per_s");
-    let want_create = LEAK_PER_S + CHURN_PER_S;
+    let want_create = leak_per_s + churn_per_s;
     assert!(
         (create - want_create).abs() <= want_create * 0.05,
         "{test}: creation rate {create}/s, want {want_create}/s"
@@ -207,7 +237,7 @@ fn check(test: &str, release: &str, samples: &[Value], own: &[Value]) -> Option<
         let census = f(last, "last_gc_stacks_scanned");
         let live = f(last, "goroutines") + f(last, "system_goroutines");
         assert!(
-            (census - live).abs() <= live * 0.05 + 2.0 * 2.0 * LEAK_PER_S,
+            (census - live).abs() <= live * 0.05 + 2.0 * 2.0 * leak_per_s,
             "{test}: census {census}, live {live}"
         );
     }
@@ -251,4 +281,65 @@ fn check(test: &str, release: &str, samples: &[Value], own: &[Value]) -> Option<
         m.pause_ratio
     );
     Some(m)
+}
+
+/// The arguments of `testdata/go/freelist` for [`free_pool`]: three rounds, each a burst of
+/// 3000 goroutines and a 2 s quiet checkpoint, GOMAXPROCS grown past allp's capacity (a new
+/// array), then shrunk (the same array, shorter): the readings must follow both.
+pub const FREELIST_ARGS: &[&str] = &[
+    "-rounds", "3", "-quiet", "2s", "-burst", "3000", "-procs", "2,5,1",
+];
+
+/// gprof's samples of `freelist` against its quiet checkpoints: live goroutines, free-G pool
+/// plus system goroutines (and each against runtime/metrics where the release has them) and
+/// GOMAXPROCS exact; returns the pool sizes seen. `err` is gprof's stderr, for the messages.
+pub fn free_pool(samples: &[Value], own: &[Value], err: &str) -> Vec<f64> {
+    let quiet: Vec<_> = own.iter().filter(|c| c["phase"] == "quiet").collect();
+    assert_eq!(quiet.len(), 3, "{err}");
+    let mut checked = 0;
+    let mut pools = Vec::new();
+    for q in quiet {
+        let end = own
+            .iter()
+            .find(|c| c["phase"] == "end" && c["round"] == q["round"])
+            .expect("end of the checkpoint");
+        let (t0, t1) = (f(q, "unix"), f(end, "unix"));
+        for s in samples
+            .iter()
+            .filter(|s| f(s, "unix") > t0 + 0.05 && f(s, "unix") < t1 - 0.05)
+        {
+            let pool = f(s, "gfree_pool_size");
+            let system = f(s, "system_goroutines");
+            assert_eq!(
+                f(s, "goroutines"),
+                f(q, "num_goroutine"),
+                "live goroutines at a quiet checkpoint"
+            );
+            assert_eq!(
+                pool + system,
+                f(q, "pool_plus_system"),
+                "pool + system goroutines = allglen - NumGoroutine"
+            );
+            if let Some(p) = q.get("pool") {
+                assert_eq!(pool, p.as_f64().unwrap(), "pool against runtime/metrics");
+                assert_eq!(
+                    system,
+                    f(q, "system_goroutines"),
+                    "system goroutines against runtime/metrics"
+                );
+            }
+            assert_eq!(
+                f(s, "gomaxprocs"),
+                f(q, "gomaxprocs"),
+                "GOMAXPROCS after the round changed it"
+            );
+            checked += 1;
+            pools.push(pool);
+        }
+    }
+    assert!(
+        checked >= 6,
+        "only {checked} samples fell in quiet checkpoints"
+    );
+    pools
 }

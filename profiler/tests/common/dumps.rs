@@ -142,3 +142,30 @@ pub fn differences(
     }
     (compared, diffs)
 }
+
+/// Goroutines in a SIGQUIT dump that the runtime does not count as its own: those whose start
+/// function (the frame above `runtime.goexit`) is outside package runtime, or `runtime.main`,
+/// exactly as `runtime.isSystemGoroutine` decides from `g.startpc`.
+pub fn user_goroutines(dump: &str) -> usize {
+    let mut count = 0;
+    for block in dump.split("\n\ngoroutine ").skip(1) {
+        if block.starts_with("0 ") {
+            continue;
+        }
+        let frames: Vec<&str> = block
+            .lines()
+            .skip(1)
+            .filter(|l| !l.is_empty() && !l.starts_with('\t') && !l.starts_with("created by"))
+            .collect();
+        let start = frames
+            .iter()
+            .position(|f| f.starts_with("runtime.goexit("))
+            .and_then(|i| i.checked_sub(1))
+            .map(|i| frames[i].split('(').next().unwrap_or(""));
+        let system = start.is_some_and(|s| s.starts_with("runtime.") && s != "runtime.main");
+        if !system {
+            count += 1;
+        }
+    }
+    count
+}

@@ -4,7 +4,7 @@
 //! A Go function with a frame starts with the stack-bound check
 //! ```text
 //! LDR  X16, [X28, #16]          (g.stackguard0; #24, g.stackguard1, on //go:systemstack)
-//! SUB  X17, SP, #frame          (larger frames only)
+//! SUB  X17, SP, #frame          (larger frames only; MOV X17, SP for small ones up to Go 1.18)
 //! CMP  SP, X16                  (or CMP X17, X16)
 //! B.LS morestack_stub
 //! ```
@@ -31,6 +31,10 @@ enum Insn {
     },
     /// SUB Xd, Xn|SP, #imm
     SubImm {
+        rd: u32,
+    },
+    /// MOV Xd, SP (ADD Xd, SP, #0)
+    MovFromSp {
         rd: u32,
     },
     /// CMP (SUBS XZR, ...), register forms
@@ -65,6 +69,9 @@ fn decode(w: u32, pc: u64) -> Insn {
     if w & 0xFF80_0000 == 0xD100_0000 {
         return Insn::SubImm { rd: w & 31 };
     }
+    if w & 0xFFFF_FFE0 == 0x9100_03E0 {
+        return Insn::MovFromSp { rd: w & 31 };
+    }
     // SUBS XZR, Xn, Xm (shifted register) or SUBS XZR, SP, Xm (extended register).
     if (w & 0xFF20_001F == 0xEB00_001F) || (w & 0xFFE0_001F == 0xEB20_001F) {
         return Insn::Cmp;
@@ -87,6 +94,7 @@ fn text(i: &Insn) -> String {
     match i {
         Insn::LdrImm { rt, rn, offset } => format!("ldr x{rt}, [x{rn}, #{offset}]"),
         Insn::SubImm { rd } => format!("sub x{rd}, ..."),
+        Insn::MovFromSp { rd } => format!("mov x{rd}, sp"),
         Insn::Cmp => "cmp".into(),
         Insn::BCond { cond, target } => {
             format!("b.{} {target:#x}", if *cond == 9 { "ls" } else { "cond" })
@@ -131,7 +139,7 @@ pub fn entry_site(
         };
     }
     let mut i = 1;
-    if let (_, Insn::SubImm { rd: 17 }) = at(i)? {
+    if let (_, Insn::SubImm { rd: 17 } | Insn::MovFromSp { rd: 17 }) = at(i)? {
         i += 1;
     }
     let (_, cmp) = at(i)?;
@@ -398,6 +406,19 @@ mod tests {
         assert_eq!(
             (s.addr, s.placement),
             (0x3d670 + 12, ProbePlacement::StackCheckBranch)
+        );
+    }
+
+    #[test]
+    fn go118_small_frames_compare_a_copy_of_sp() {
+        // go1.18.1 arm64 runtime.newproc1 (esbuild-linux-arm64 0.14.39): ldr x16,[x28,#16];
+        // mov x17,sp; cmp x17,x16; b.ls +0x400; str x30,[sp,#-80]!
+        let mut w = vec![0xf9400b90, 0x910003f1, 0xeb10023f, 0x54002009, 0xf81b0ffe];
+        w.resize(0x410 / 4, 0xd503201f);
+        let s = entry_site("newproc1", &bytes(&w), 0x4e730, Stack::Goroutine).unwrap();
+        assert_eq!(
+            (s.addr, s.placement),
+            (0x4e730 + 16, ProbePlacement::AfterStackCheck)
         );
     }
 
