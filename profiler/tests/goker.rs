@@ -130,6 +130,17 @@ fn group_leak(started: &str, wait_reason: &str) -> String {
     )
 }
 
+/// A group's series line: the process and the group as [`group_leak`] names it.
+fn group_of(line: &str) -> Option<(String, String)> {
+    Some((
+        label_value(line, "pid")?,
+        group_leak(
+            &label_value(line, "started")?,
+            &label_value(line, "wait_reason")?,
+        ),
+    ))
+}
+
 #[test]
 fn expected_leaks_are_read_from_the_trees_test() {
     let src = "\tgokerTestCases := []testCase{\n\t\tmakeFlakyTest(\"Cockroach584\",\n\t\t\t`Cockroach584\\.func2\\(.* \\[sync\\.Mutex\\.Lock\\]`,\n\t\t),\n\t\t// makeTest(testCase{name: \"Kubernetes1321\"},\n\t\t// \t`x`),\n\t\tmakeTest(\"Grpc862\",\n\t\t\t`DialContext_grpc862\\.func2\\(.* \\[chan receive\\]`),\n\t}\n";
@@ -359,17 +370,12 @@ fn gokers_leaks_are_found_and_their_fixes_are_not() {
             .lines()
             .filter(|l| l.starts_with("gprof_goroutine_group_leaking{") && l.ends_with(" 1"))
         {
-            let (Some(pid), Some(started), Some(reason)) = (
-                label_value(line, "pid"),
-                label_value(line, "started"),
-                label_value(line, "wait_reason"),
-            ) else {
+            let Some((pid, leak)) = group_of(line) else {
                 continue;
             };
             let Some(&(i, buggy)) = by_pid.get(&pid) else {
                 continue;
             };
-            let leak = group_leak(&started, &reason);
             if !buggy {
                 if !seen[i].false_verdicts.contains(&leak) {
                     seen[i].false_verdicts.push(leak);
@@ -384,23 +390,18 @@ fn gokers_leaks_are_found_and_their_fixes_are_not() {
             .lines()
             .filter(|l| l.starts_with("gprof_goroutines_blocked_stuck{"))
         {
-            let (Some(pid), Some(started), Some(reason)) = (
-                label_value(line, "pid"),
-                label_value(line, "started"),
-                label_value(line, "wait_reason"),
-            ) else {
+            let Some((pid, leak)) = group_of(line) else {
                 continue;
             };
-            if let Some(&(i, true)) = by_pid.get(&pid) {
-                let leak = group_leak(&started, &reason);
-                if expected[&kernels[i].name].iter().any(|r| r.is_match(&leak)) {
-                    let n: f64 = line
-                        .rsplit(' ')
-                        .next()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0.0);
-                    seen[i].stuck = seen[i].stuck.max(n);
-                }
+            if let Some(&(i, true)) = by_pid.get(&pid)
+                && expected[&kernels[i].name].iter().any(|r| r.is_match(&leak))
+            {
+                let n: f64 = line
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0.0);
+                seen[i].stuck = seen[i].stuck.max(n);
             }
         }
         for line in metrics

@@ -1,7 +1,9 @@
 //! Every supported Go release (1.19, 1.21-1.27) in every build variant (plain, stripped,
 //! -trimpath, cgo with external linking, PIE): live goroutines, leak rate and GC cycles
 //! against the runtime's own figures, and the free-G pool against the runtime's free lists.
-//! Cases run four at a time; every failure is reported, with the table of measured errors.
+//! Cases run four at a time, and the two tests one after the other, so that at most four
+//! programs and their gprofs share the two cores; every failure is reported, with the table
+//! of measured errors.
 
 mod common;
 
@@ -18,6 +20,15 @@ const VARIANTS: &[&str] = &["plain", "stripped", "trimpath", "cgo", "pie"];
 const SAMPLES: u32 = 16;
 const AT_ONCE: usize = 4;
 
+/// Held by each test for its whole run, so that the two tests of this file never overlap.
+static ONE_TEST_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_TEST_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Runs `cases` on [`AT_ONCE`] threads; returns (case, Ok(result) or Err(panic message)).
 fn run_all<T: Send>(
     cases: Vec<(String, String)>,
@@ -28,7 +39,13 @@ fn run_all<T: Send>(
     std::thread::scope(|s| {
         for _ in 0..AT_ONCE {
             s.spawn(|| {
-                while let Some((release, variant)) = queue.lock().unwrap().pop_front() {
+                loop {
+                    // A statement of its own: in a `while let`, the queue's guard would live
+                    // through the body and the cases would run one at a time.
+                    let next = queue.lock().unwrap().pop_front();
+                    let Some((release, variant)) = next else {
+                        break;
+                    };
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         f(&release, &variant)
                     }))
@@ -61,6 +78,7 @@ fn goroutines_leak_and_gc_in_every_release_and_variant() {
     if !require_root(test) {
         return;
     }
+    let _turn = one_test_at_a_time();
     for (r, v) in cases(VARIANTS) {
         go_target(test, "workload", &r, &v).expect("built by cargo xtask test");
     }
@@ -107,6 +125,7 @@ fn free_pool_equals_the_runtime_free_lists() {
     if !require_root(test) {
         return;
     }
+    let _turn = one_test_at_a_time();
     let results = run_all(cases(&["plain", "stripped"]), |release, variant| {
         let bin = go_target(test, "freelist", release, variant).expect("built by cargo xtask test");
         let program = Spawned::start(Command::new(&bin).args(accuracy::FREELIST_ARGS));

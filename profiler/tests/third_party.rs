@@ -98,14 +98,16 @@ fn watch_service(test: &str, cmd: &str, args: &dyn Fn(u16, &std::path::Path) -> 
         );
         max_error = max_error.max((got - nearest.goroutines).abs() / nearest.goroutines);
         max_diff = max_diff.max((got - nearest.goroutines).abs());
-        // GC cycles: where the service's count is the same in every scrape within 300 ms.
-        let around: Vec<f64> = scrapes
+        // GC cycles: where the service's count is the same in every scrape within 300 ms, with
+        // scrapes on both sides of the sample (a cycle that ends after the last scrape before
+        // the sample, with none after it, is in gprof's count and not yet in the service's).
+        let around: Vec<&Scrape> = scrapes
             .iter()
             .filter(|c| (c.unix - t).abs() < 0.3)
-            .map(|c| c.gc_count)
             .collect();
-        if around.len() >= 2 && around.iter().all(|&c| c == around[0]) {
-            cycle_offsets.push(around[0] - f(s, "gc_cycles_total"));
+        let both_sides = around.iter().any(|c| c.unix < t) && around.iter().any(|c| c.unix > t);
+        if both_sides && around.iter().all(|c| c.gc_count == around[0].gc_count) {
+            cycle_offsets.push(around[0].gc_count - f(s, "gc_cycles_total"));
         }
     }
     assert!(cycle_offsets.len() >= 5, "{test}: too few steady samples");

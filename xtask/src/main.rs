@@ -138,9 +138,9 @@ fn test(arch: Option<&str>, args: &[String]) -> anyhow::Result<()> {
         cmd.extend(["--package", "profiler", "--test", "arm64"]);
     }
     cmd.extend(args.iter().map(String::as_str));
-    // Each parser of untrusted input, fuzzed for a minute.
+    // Each parser of untrusted input, fuzzed for half a minute.
     if !only_arm64 {
-        fuzz::run_all(std::time::Duration::from_secs(60))?;
+        fuzz::run_all(std::time::Duration::from_secs(30))?;
     }
     // Tests that could not run (only with GPROF_ALLOW_SKIP=1) write a line here.
     let skip_log = run::workspace().join("target/gprof-skipped-tests.txt");
