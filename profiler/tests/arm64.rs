@@ -95,33 +95,21 @@ section() { echo "=== BEGIN $1"; cat "$2"; echo "=== END $1"; }
 code_at() { while read a; do dd if=/proc/$1/mem bs=4 count=1 skip=$((a / 4)) 2>/dev/null | od -An -tx1 | tr -d ' \n'; echo; done < /p/$2.sites; }
 "#;
 
-/// Runs the workloads `names` at once, each under `gprof top --batch` (its code read while
-/// attached and after); their sections printed once all are done.
-fn accuracy_script(names: &[&str]) -> String {
+/// Runs the workload `name` under `gprof top --batch` (code read while attached and after).
+fn accuracy_script(name: &str) -> String {
     let args = RATES.workload_args().join(" ");
-    let mut out = String::new();
-    for name in names {
-        out += &format!(
-            r#"
-(
-/p/{name} {args} > /tmp/{name}.own 2>/dev/null & P=$!
+    format!(
+        r#"
+/p/{name} {args} > /tmp/own 2>/dev/null & P=$!
 sleep 3
-/gprof top --pid $P --batch --interval 1 --iterations {SAMPLES} --stuck-after 5 --leak-window 30 > /tmp/{name}.got 2> /tmp/{name}.err & G=$!
-sleep 8; code_at $P {name} > /tmp/{name}.during
-wait $G; echo $? > /tmp/{name}.rc
-code_at $P {name} > /tmp/{name}.after
+/gprof top --pid $P --batch --interval 1 --iterations {SAMPLES} --stuck-after 5 --leak-window 30 > /tmp/got 2> /tmp/err & G=$!
+sleep 8; code_at $P {name} > /tmp/during
+wait $G; echo $? > /tmp/rc
+code_at $P {name} > /tmp/after
 sleep 0.3; kill $P; wait $P
-) &
+for f in own got err rc during after; do section "accuracy {name} $f" /tmp/$f; done
 "#
-        );
-    }
-    out += "wait\n";
-    for name in names {
-        out += &format!(
-            "for f in own got err rc during after; do section \"accuracy {name} $f\" /tmp/{name}.$f; done\n"
-        );
-    }
-    out
+    )
 }
 
 /// The free-G pool at freelist's quiet checkpoints.
@@ -366,10 +354,8 @@ fn gprof_runs_on_an_emulated_arm64_machine() {
         .collect();
 
     let mut script = PRELUDE.to_string();
-    // Two at a time (the machine has two cores; each run is mostly waiting).
-    for pair in workloads.chunks(2) {
-        let names: Vec<&str> = pair.iter().map(|(w, _)| w.name.as_str()).collect();
-        script += &accuracy_script(&names);
+    for (w, _) in &workloads {
+        script += &accuracy_script(&w.name);
     }
     script += &free_pool_script("freelist");
     script += &cycles_script("go127-stripped");
