@@ -560,11 +560,8 @@ fn gprof_runs_on_an_emulated_arm64_machine() {
     };
     let (own_a, own_b) = (reports("daemon own_a"), reports("daemon own_b"));
     for (pid, own) in pids.iter().zip([&own_a, &own_b]) {
-        let line = metrics
-            .lines()
-            .find(|l| l.starts_with("gprof_goroutines{") && l.contains(&format!("pid=\"{pid}\"")))
+        let got = common::daemon::series(metrics, "gprof_goroutines", &format!("pid=\"{pid}\""))
             .unwrap_or_else(|| panic!("no gprof_goroutines for {pid}:\n{metrics}"));
-        let got: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
         let truth = f(own.last().unwrap(), "num_goroutine");
         assert!(
             (got - truth).abs() <= (truth * 0.05).max(10.0),

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::daemon::{Daemon, label_value};
+use common::daemon::{Daemon, label_value, series_value};
 use common::{require_root, which};
 use regex::Regex;
 
@@ -396,12 +396,7 @@ fn gokers_leaks_are_found_and_their_fixes_are_not() {
             if let Some(&(i, true)) = by_pid.get(&pid)
                 && expected[&kernels[i].name].iter().any(|r| r.is_match(&leak))
             {
-                let n: f64 = line
-                    .rsplit(' ')
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0.0);
-                seen[i].stuck = seen[i].stuck.max(n);
+                seen[i].stuck = seen[i].stuck.max(series_value(line).unwrap_or(0.0));
             }
         }
         for line in metrics
@@ -409,12 +404,7 @@ fn gokers_leaks_are_found_and_their_fixes_are_not() {
             .filter(|l| l.starts_with("gprof_goroutine_confirmed_leak_rate_per_minute{"))
         {
             if let Some(&(i, true)) = label_value(line, "pid").and_then(|p| by_pid.get(&p)) {
-                let rate: f64 = line
-                    .rsplit(' ')
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0.0);
-                seen[i].rate = seen[i].rate.max(rate);
+                seen[i].rate = seen[i].rate.max(series_value(line).unwrap_or(0.0));
             }
         }
         for (i, k) in kernels.iter().enumerate() {

@@ -14,12 +14,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
 
-struct Scrape {
-    unix: f64,
-    goroutines: f64,
-    gc_count: f64,
-}
-
 fn watch_service(test: &str, cmd: &str, args: &dyn Fn(u16, &std::path::Path) -> Vec<String>) {
     if !require_root(test) {
         return;
@@ -59,18 +53,19 @@ fn watch_service(test: &str, cmd: &str, args: &dyn Fn(u16, &std::path::Path) -> 
             .as_secs_f64();
         if let (Some((200, profile)), Some((200, metrics))) = (profile, http_get(port, "/metrics"))
         {
-            let total = profile
+            let total: f64 = profile
                 .lines()
                 .next()
                 .and_then(|l| l.strip_prefix("goroutine profile: total "))
                 .and_then(|n| n.trim().parse().ok())
                 .expect("goroutine profile header");
-            scrapes.push(Scrape {
-                unix,
-                goroutines: total,
-                gc_count: metric(&metrics, "go_gc_duration_seconds_count")
-                    .expect("go_gc_duration_seconds_count"),
-            });
+            let gc_count = metric(&metrics, "go_gc_duration_seconds_count")
+                .expect("go_gc_duration_seconds_count");
+            scrapes.push(serde_json::json!({
+                "unix": unix,
+                "goroutines": total,
+                "gc_count": gc_count,
+            }));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -86,28 +81,26 @@ fn watch_service(test: &str, cmd: &str, args: &dyn Fn(u16, &std::path::Path) -> 
         let t = f(s, "unix");
         let nearest = scrapes
             .iter()
-            .min_by(|a, b| (a.unix - t).abs().total_cmp(&(b.unix - t).abs()))
+            .min_by(|a, b| {
+                (f(a, "unix") - t)
+                    .abs()
+                    .total_cmp(&(f(b, "unix") - t).abs())
+            })
             .unwrap();
-        let got = f(s, "goroutines");
-        let allowed = (nearest.goroutines * 0.02).max(5.0);
+        let (got, truth) = (f(s, "goroutines"), f(nearest, "goroutines"));
+        let allowed = (truth * 0.02).max(5.0);
         assert!(
-            (got - nearest.goroutines).abs() <= allowed,
-            "{test}: gprof {got}, {cmd}'s goroutine profile says {} ({:.0} ms apart)",
-            nearest.goroutines,
-            (nearest.unix - t).abs() * 1e3
+            (got - truth).abs() <= allowed,
+            "{test}: gprof {got}, {cmd}'s goroutine profile says {truth} ({:.0} ms apart)",
+            (f(nearest, "unix") - t).abs() * 1e3
         );
-        max_error = max_error.max((got - nearest.goroutines).abs() / nearest.goroutines);
-        max_diff = max_diff.max((got - nearest.goroutines).abs());
-        // GC cycles: where the service's count is the same in every scrape within 300 ms, with
-        // scrapes on both sides of the sample (a cycle that ends after the last scrape before
-        // the sample, with none after it, is in gprof's count and not yet in the service's).
-        let around: Vec<&Scrape> = scrapes
-            .iter()
-            .filter(|c| (c.unix - t).abs() < 0.3)
-            .collect();
-        let both_sides = around.iter().any(|c| c.unix < t) && around.iter().any(|c| c.unix > t);
-        if both_sides && around.iter().all(|c| c.gc_count == around[0].gc_count) {
-            cycle_offsets.push(around[0].gc_count - f(s, "gc_cycles_total"));
+        max_error = max_error.max((got - truth).abs() / truth);
+        max_diff = max_diff.max((got - truth).abs());
+        // GC cycles: where the service's count is the same in every scrape within 300 ms, read
+        // on both sides of the sample (a cycle that ends after the last scrape before the
+        // sample, with none after it, is in gprof's count and not yet in the service's).
+        if let Some(count) = stable(&scrapes, "gc_count", t, 0.3) {
+            cycle_offsets.push(count - f(s, "gc_cycles_total"));
         }
     }
     assert!(cycle_offsets.len() >= 5, "{test}: too few steady samples");

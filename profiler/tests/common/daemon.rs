@@ -125,10 +125,14 @@ pub fn series_line<'a>(text: &'a str, name: &str, label: &str) -> Option<&'a str
 
 /// The value of that sample.
 pub fn series(text: &str, name: &str, label: &str) -> Option<f64> {
-    series_line(text, name, label).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    series_line(text, name, label).and_then(series_value)
 }
 
-/// The `pid` label of a process, for [`series`].
+/// The value of one series line of the text format.
+pub fn series_value(line: &str) -> Option<f64> {
+    line.rsplit(' ').next()?.parse().ok()
+}
+
 /// The value of label `name` in one series line of the text format (unescaped: a `\"` does
 /// not end it).
 pub fn label_value(line: &str, name: &str) -> Option<String> {
@@ -146,6 +150,7 @@ pub fn label_value(line: &str, name: &str) -> Option<String> {
     None
 }
 
+/// The `pid` label of a process, for [`series`].
 pub fn pid_label(pid: u32) -> String {
     format!("pid=\"{pid}\"")
 }

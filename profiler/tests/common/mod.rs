@@ -221,17 +221,20 @@ pub fn interpolate(lines: &[Value], key: &str, t: f64) -> Option<f64> {
     Some(va + (vb - va) * (t - ta) / (tb - ta))
 }
 
-/// The value of a step-function `key` at `t` when it is constant over `t ± margin`.
+/// The value of a step-function `key` at `t` when it is constant over `t ± margin`, read on
+/// both sides of `t` (a step just before or after `t` with no reading on that side would
+/// otherwise go unseen) and with readings beyond the margin on both sides.
 pub fn stable(lines: &[Value], key: &str, t: f64, margin: f64) -> Option<f64> {
-    let around: Vec<f64> = lines
+    let around: Vec<(f64, f64)> = lines
         .iter()
-        .filter(|l| (f(l, "unix") - t).abs() <= margin)
-        .map(|l| f(l, key))
+        .map(|l| (f(l, "unix"), f(l, key)))
+        .filter(|(u, _)| (u - t).abs() <= margin)
         .collect();
-    let first = *around.first()?;
+    let first = around.first()?.1;
+    let both_sides = around.iter().any(|(u, _)| *u < t) && around.iter().any(|(u, _)| *u > t);
     let before = lines.iter().any(|l| f(l, "unix") < t - margin);
     let after = lines.iter().any(|l| f(l, "unix") > t + margin);
-    (before && after && around.len() >= 2 && around.iter().all(|&v| v == first)).then_some(first)
+    (before && after && both_sides && around.iter().all(|(_, v)| *v == first)).then_some(first)
 }
 
 /// Polls `cond` until it holds or `timeout` passes.
