@@ -15,9 +15,10 @@
 //!
 //! The kernels differ a thousandfold in cost (some spin for seconds, some leak thousands of
 //! goroutines an instance), and 186 processes share this machine's two cores with the
-//! daemon: each runs in a cgroup of its own held to 3 % of a core, and starts its next
-//! instance only while it has used at most 2.5 % and its live goroutines grew by at most 200
-//! a second (a prolific leak grows steadily instead of filling the memory).
+//! daemon: each runs in a cgroup of its own held to 3 % of a core (one kernel 10 %:
+//! [`QUOTA_EXCEPTIONS`]), and starts its next instance only while it has used at most 2.5 %
+//! and its live goroutines grew by at most 200 a second (a prolific leak grows steadily
+//! instead of filling the memory).
 //!
 //! `GPROF_GOKER_SECONDS` sets how long they run (300 by default: the verdict must come
 //! within 5 minutes); `cargo xtask bench goker` runs it and prints the table of
@@ -167,6 +168,14 @@ const DRIVER_ARGS: &[&str] = &["-every", "1s", "-cpu", "0.025", "-max-growth", "
 /// an expensive instance runs to its end before the driver starts the next (its own limit is
 /// lower), so a fixed kernel's work never piles up for want of CPU.
 const QUOTA_US: u32 = 3000;
+/// Kernels whose processes get a larger quota (both variants and the runtime's copy alike),
+/// and why. The driver's own CPU limit keeps their average at 2.5 % of a core all the same:
+/// the quota shapes only how fast an instance's work is done once started.
+const QUOTA_EXCEPTIONS: &[(&str, u32, &str)] = &[(
+    "Kubernetes58107",
+    10_000,
+    "an instance is 1000 controllers locking 100,000 times each, with a queue of 1,300 runnable goroutines: at 3 % of a core the fixed kernel's workers waiting on RLock grow to 1,600 over 75 s before all go through (once called leaking: no verdict can tell that from a leak within its window); at 10 % they are gone 40 s after the start",
+)];
 
 /// A cgroup per kernel process (v1 `cpu` on this hybrid host, else v2), each held to
 /// [`QUOTA_US`], under one parent made for the test.
@@ -196,13 +205,17 @@ impl Quotas {
         }
     }
 
-    fn limit(&mut self, pid: u32) {
+    fn limit(&mut self, pid: u32, kernel: &str) {
+        let quota = QUOTA_EXCEPTIONS
+            .iter()
+            .find(|(k, _, _)| *k == kernel)
+            .map_or(QUOTA_US, |&(_, q, _)| q);
         let child = common::container::Cgroup::create(&self.parent.path, &pid.to_string());
         if self.v1 {
             std::fs::write(child.path.join("cpu.cfs_period_us"), "100000").unwrap();
-            std::fs::write(child.path.join("cpu.cfs_quota_us"), QUOTA_US.to_string()).unwrap();
+            std::fs::write(child.path.join("cpu.cfs_quota_us"), quota.to_string()).unwrap();
         } else {
-            std::fs::write(child.path.join("cpu.max"), format!("{QUOTA_US} 100000")).unwrap();
+            std::fs::write(child.path.join("cpu.max"), format!("{quota} 100000")).unwrap();
         }
         child.enter(pid);
         self.children.push(child);
@@ -237,7 +250,7 @@ impl Kernel {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            quotas.limit(child.id());
+            quotas.limit(child.id(), name);
             child
         };
         Self {
@@ -361,6 +374,7 @@ fn gokers_leaks_are_found_and_their_fixes_are_not() {
                 l.starts_with("gprof_goroutines_blocked_stuck{")
                     || l.starts_with("gprof_goroutine_group_leaking{")
                     || l.starts_with("gprof_census_age_seconds{")
+                    || l.starts_with("gprof_unwatched_processes{")
             }) {
                 writeln!(trace, "{at:.1} {line}").unwrap();
             }
@@ -421,6 +435,13 @@ fn gokers_leaks_are_found_and_their_fixes_are_not() {
     }
     let instances: Vec<u64> = kernels.iter().map(Kernel::instances).collect();
     let daemon_cpu = daemon.gauge("gprof_daemon_cpu_seconds_total");
+    // Honest programs, however big or busy: none may be given up as forged.
+    let distrusted = daemon
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("no longer watching") || l.contains("census failed"))
+        .map(str::to_string)
+        .collect::<Vec<_>>();
     drop(kernels);
     drop(quotas);
     let _ = std::fs::remove_dir_all(&root);
@@ -456,6 +477,11 @@ fn gokers_leaks_are_found_and_their_fixes_are_not() {
          | kernel | gprof: leaking after | the group | confirmed rate /min | instances /min | most stuck at once | runtime `(leaked)` after | marked in its last profile | fixed variant called leaking |\n|---|---|---|---|---|---|---|---|---|\n{}",
         expected.len(),
         table.join("\n")
+    );
+    assert!(
+        distrusted.is_empty(),
+        "honest kernels given up as forged:\n{}",
+        distrusted.join("\n")
     );
     assert_eq!(false_kernels, 0, "fixed kernels called leaking");
     let missed: Vec<&String> = expected
