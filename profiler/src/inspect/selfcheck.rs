@@ -524,6 +524,14 @@ mod tests {
         }
     }
 
+    /// A dead g (`_Gdead`), as a free list holds it.
+    fn dead() -> GFields {
+        GFields {
+            status: 6,
+            ..Default::default()
+        }
+    }
+
     fn counts(live: i64, pool: i64) -> RuntimeCounts {
         RuntimeCounts {
             allglen: live + pool,
@@ -552,13 +560,7 @@ mod tests {
             }),
         );
         for i in 0..10 {
-            t.add(
-                0x2 + i,
-                Some(GFields {
-                    status: 6,
-                    ..Default::default()
-                }),
-            );
+            t.add(0x2 + i, Some(dead()));
         }
         let r = t.finish(&counts(196, 10), 1.0, 0);
         assert!(r.passed(), "{}", r.describe());
@@ -626,13 +628,7 @@ mod tests {
             t.add(goid * 0x100, Some(live(goid, status::WAITING)));
         }
         for i in 0..2050 {
-            t.add(
-                0x100_0000 + i * 0x200,
-                Some(GFields {
-                    status: 6,
-                    ..Default::default()
-                }),
-            );
+            t.add(0x100_0000 + i * 0x200, Some(dead()));
         }
         let mut c = counts(2000, 100);
         c.ngsys = 0;
