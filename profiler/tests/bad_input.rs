@@ -142,7 +142,10 @@ fn unsupported_releases_and_layouts_that_do_not_fit() {
         ] {
             let target =
                 Spawned::start(Command::new(bin).args(["-report", "100ms", "-churn-rate", "10"]));
-            std::thread::sleep(Duration::from_millis(300));
+            assert!(
+                wait_for(Duration::from_secs(10), || !target.snapshot().is_empty()),
+                "{test}: the program does not report"
+            );
             let e = top(&target.pid().to_string());
             assert!(e.contains(want), "{e}");
             // Untouched: still running, still reporting.

@@ -4,7 +4,7 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::daemon::Daemon;
 use common::*;
@@ -67,8 +67,19 @@ fn hundreds_of_short_lived_processes() {
         c.wait().unwrap();
     }
     let elapsed = started.elapsed();
-    // Two sampling intervals later, nothing of them remains.
-    std::thread::sleep(Duration::from_secs(2));
+    // Two sampling rounds after the last one ended, nothing of them remains.
+    let ended = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        wait_for(Duration::from_secs(10), || metric(
+            &metrics(),
+            "gprof_snapshot_timestamp_seconds"
+        )
+        .is_some_and(|t| t >= ended + 1.0)),
+        "the daemon stopped sampling"
+    );
     let m = metrics();
     for pid in &pids {
         assert!(

@@ -52,8 +52,8 @@ fn survives(test: &str, release: &str, variant: &str) {
 
     let reference = workload(&bin);
     let probed = workload(&bin);
-    std::thread::sleep(Duration::from_secs(1));
     let pid = probed.pid();
+    assert!(wait_go_started(pid), "{test}: the workload did not start");
     let gprof = Spawned::start(Command::new(gprof()).args([
         "top",
         "--batch",

@@ -67,7 +67,25 @@ fn live_screen_quits_on_q_and_restores_the_terminal() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("script");
-    std::thread::sleep(Duration::from_secs(3));
+    // What it draws, read as it comes; q once the screen shows a sample.
+    let drawn = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let (mut out, drawn) = (tui.stdout.take().unwrap(), drawn.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut out, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                drawn.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let shown = |what: &str| String::from_utf8_lossy(&drawn.lock().unwrap()).contains(what);
+    assert!(
+        wait_for(Duration::from_secs(20), || shown("go1.19.8")),
+        "{test}: the screen never showed the target"
+    );
     tui.stdin.as_mut().unwrap().write_all(b"q").unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while tui.try_wait().unwrap().is_none() {
@@ -77,9 +95,10 @@ fn live_screen_quits_on_q_and_restores_the_terminal() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = tui.wait_with_output().unwrap();
-    let screen = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{test}: {screen}");
+    let status = tui.wait().unwrap();
+    reader.join().unwrap();
+    let screen = String::from_utf8_lossy(&drawn.lock().unwrap()).into_owned();
+    assert!(status.success(), "{test}: {screen}");
     assert!(
         screen.contains("\x1b[?1049h"),
         "{test}: never entered the alternate screen"

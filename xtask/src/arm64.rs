@@ -20,6 +20,29 @@ pub const ENV: &str = "GPROF_ARM64";
 const KERNEL_METAPACKAGE: &str = "linux-image-cloud-arm64:arm64";
 const BUSYBOX: &str = "busybox-static:arm64";
 
+/// The emulated machine's qemu arguments, written to `target/arm64/qemu-machine` (one per line)
+/// for everything that boots it: the test, and the clean-root check of `cargo xtask setup`'s
+/// packages (`cleanroot.rs`). No network device: nothing inside needs more than loopback, and
+/// qemu's default NIC needs option ROMs (Debian's ipxe-qemu) that `qemu-system-arm` installed
+/// without recommends leaves out ("failed to find romfile efi-virtio.rom" on a fresh machine).
+pub const QEMU_MACHINE: &[&str] = &[
+    "-M",
+    "virt",
+    "-cpu",
+    "neoverse-n1",
+    "-smp",
+    "2",
+    "-m",
+    "2048",
+    "-nographic",
+    "-no-reboot",
+    "-nic",
+    "none",
+];
+
+/// The file in the machine's directory that holds [`QEMU_MACHINE`].
+pub const QEMU_MACHINE_FILE: &str = "qemu-machine";
+
 fn dir() -> PathBuf {
     run::workspace().join("target/arm64")
 }
@@ -29,7 +52,8 @@ fn downloads() -> PathBuf {
         .join(".cache/gprof/arm64")
 }
 
-/// Everything the machine needs, in `target/arm64/`: `vmlinuz`, `busybox`, `gprof`; returns
+/// Everything the machine needs, in `target/arm64/`: `vmlinuz`, `busybox`, `gprof`, its qemu
+/// arguments (`qemu-machine`); returns
 /// that directory. The third-party programs are ensured in the corpus cache.
 pub fn prepare() -> anyhow::Result<PathBuf> {
     let dir = dir();
@@ -49,6 +73,7 @@ pub fn prepare() -> anyhow::Result<PathBuf> {
         unpack_package(BUSYBOX)?.join("bin/busybox"),
         dir.join("busybox"),
     )?;
+    std::fs::write(dir.join(QEMU_MACHINE_FILE), QEMU_MACHINE.join("\n") + "\n")?;
     build_gprof(&dir)?;
     corpus::ensure_file("testdata/corpus-arm64.json")?;
     Ok(dir)

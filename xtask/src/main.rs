@@ -3,6 +3,7 @@
 
 mod arm64;
 mod bench;
+mod cleanroot;
 mod corpus;
 mod dashboard;
 mod demo;
@@ -184,6 +185,8 @@ impl TestEnv {
         let corpus = corpus::ensure()?;
         // The arm64 machine: its kernel, busybox and gprof built for aarch64.
         let arm64 = arm64::prepare()?;
+        // What setup installs, checked in a clean root: enough for all of the above.
+        cleanroot::ensure(&arm64)?;
         Ok(Self {
             targets,
             corpus,

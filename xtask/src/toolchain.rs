@@ -14,36 +14,76 @@ pub const GO_RELEASES: &[&str] = &[
     "1.19", "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3",
 ];
 
-/// Debian packages the tests use: Go 1.19, Prometheus (a real stripped Go service, and
-/// promtool), Alertmanager, caddy (a real HTTP server), wrk (HTTP load), bpftool (kernel map
-/// checks), util-linux (setpriv, script), git and sqlite3 (to start corpus programs idle).
-const APT_PACKAGES: &[&str] = &[
-    "git",
-    "sqlite3",
-    "golang-1.19-go",
-    "prometheus",
-    "prometheus-alertmanager",
-    "caddy",
-    "wrk",
-    "bpftool",
-    "util-linux",
+/// Debian packages the tests use, each with the commands of it that the build, the tests or
+/// the benchmark run (`tests::every_command_run_is_named` finds every command run in the
+/// sources among these, [`MACHINE_COMMANDS`] and [`ESSENTIAL_COMMANDS`]; the clean-root
+/// check finds each of them in a root made of these packages alone: `cleanroot.rs`).
+pub const APT_PACKAGES: &[(&str, &[&str])] = &[
+    // To start corpus programs idle (lefthook needs a repository, a sqlite front end a file).
+    ("git", &["git"]),
+    ("sqlite3", &["sqlite3"]),
+    ("golang-1.19-go", &["/usr/lib/go-1.19/bin/go"]),
+    // A real stripped Go service, and promtool for the rules' unit tests.
+    ("prometheus", &["prometheus", "promtool"]),
+    ("prometheus-alertmanager", &["prometheus-alertmanager"]),
+    // A real HTTP server, and HTTP load.
+    ("caddy", &["caddy"]),
+    ("wrk", &["wrk"]),
+    // The kernel's maps as the kernel has them.
+    ("bpftool", &["bpftool"]),
+    ("util-linux", &["setpriv", "script", "taskset", "unshare"]),
     // setcap (the least-privilege test gives gprof file capabilities, as the image does).
-    "libcap2-bin",
+    ("libcap2-bin", &["setcap"]),
     // The font of the dashboard picture (tests/dashboard.rs).
-    "fonts-dejavu-core",
+    ("fonts-dejavu-core", &[]),
     // A reader of goroutine dumps, for gprof dump's (tests/dump.rs).
-    "panicparse",
+    ("panicparse", &["panicparse"]),
     // A real terminal for gprof top's screen (tests/dump.rs).
-    "tmux",
+    ("tmux", &["tmux"]),
     // Applies the fixed variants of the GoKer kernels (testdata/goker/fixes).
-    "patch",
+    ("patch", &["patch"]),
     // The arm64 machine (tests/arm64.rs): the emulator, the cross linker and C library for a
     // static aarch64 gprof, and cpio for its initramfs.
-    "qemu-system-arm",
-    "gcc-aarch64-linux-gnu",
-    "libc6-dev-arm64-cross",
-    "cpio",
+    ("qemu-system-arm", &["qemu-system-aarch64"]),
+    ("gcc-aarch64-linux-gnu", &["aarch64-linux-gnu-gcc"]),
+    ("libc6-dev-arm64-cross", &[]),
+    ("cpio", &["cpio"]),
+    // The clean root of the setup check itself (cleanroot.rs).
+    ("mmdebstrap", &["mmdebstrap"]),
 ];
+
+/// What every machine of this kind has before setup (`shared/.../rust.md`: "the machine's
+/// one Rust toolchain, gcc, CPython 3.11 with pip, ... git", Node.js and npm): the commands
+/// of it the sources run, and the Debian packages the clean root stands them in with.
+pub const MACHINE_COMMANDS: &[&str] = &[
+    "cargo", "rustc", "rustup", "python3", "npm", "gcc", "objcopy", "git", "apt-get",
+    "apt-cache", "dpkg", "dpkg-deb", "dpkg-query", "systemctl",
+];
+pub const MACHINE_PACKAGES: &[&str] = &["gcc", "libc6-dev", "binutils", "git", "ca-certificates"];
+
+/// Commands of Debian's essential packages (coreutils, bash, tar, gzip...): in every root.
+pub const ESSENTIAL_COMMANDS: &[&str] = &[
+    "sh", "bash", "true", "sleep", "tar", "gzip", "sha256sum", "find", "chroot", "rm", "timeout",
+];
+
+/// Installs Debian packages as setup does: without their recommends, so that everything the
+/// suite needs is named above. `prefix` runs apt-get elsewhere (`chroot ROOT`).
+pub fn apt_install(prefix: &[&str], packages: &[&str]) -> anyhow::Result<()> {
+    let (program, rest) = match prefix.split_first() {
+        Some((p, rest)) => (*p, rest.to_vec()),
+        None => ("apt-get", Vec::new()),
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(rest);
+    if !prefix.is_empty() {
+        cmd.arg("apt-get");
+    }
+    run::status(
+        cmd.env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(packages),
+    )
+}
 
 /// The other architecture gprof must build for (kernel and user side).
 pub const CROSS_TARGET: &str = "aarch64-unknown-linux-gnu";
@@ -167,7 +207,7 @@ fn dpkg_installed(package: &str) -> bool {
 pub fn ensure_test_tools() -> anyhow::Result<()> {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
-        .copied()
+        .map(|(p, _)| *p)
         .filter(|p| !dpkg_installed(p))
         .collect();
     if !missing.is_empty() {
@@ -177,12 +217,7 @@ pub fn ensure_test_tools() -> anyhow::Result<()> {
             );
         }
         run::status(Command::new("apt-get").arg("update").arg("-qq"))?;
-        run::status(
-            Command::new("apt-get")
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .args(["install", "-y", "-qq", "--no-install-recommends"])
-                .args(&missing),
-        )?;
+        apt_install(&[], &missing)?;
         // The packages start their services; the tests start their own instances.
         for service in [
             "prometheus",
@@ -217,7 +252,7 @@ pub fn ensure_test_tools() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn tools_home() -> PathBuf {
+pub(crate) fn tools_home() -> PathBuf {
     std::env::var_os("GPROF_GO_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| home().join(".cache/gprof"))
@@ -298,4 +333,57 @@ pub fn effective_uid() -> u32 {
                 .and_then(|v| v.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command the tests, the build and the benchmark run (a `Command::new("...")` or
+    /// `which("...")` in their sources) is one that setup installs, one the machine kind has,
+    /// or one of Debian's essential packages: a command named nowhere here would be missing
+    /// on a fresh machine, and the clean-root check would not look for it.
+    #[test]
+    fn every_command_run_is_named() {
+        let named: Vec<&str> = APT_PACKAGES
+            .iter()
+            .flat_map(|(_, c)| c.iter().copied())
+            .chain(MACHINE_COMMANDS.iter().copied())
+            .chain(ESSENTIAL_COMMANDS.iter().copied())
+            .chain(["bpf-linker", "cargo-fuzz", "kubernetes-validate"])
+            .collect();
+        let root = crate::run::workspace();
+        let mut files = Vec::new();
+        let mut dirs = vec![root.join("profiler/tests"), root.join("xtask/src")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    files.push(p);
+                }
+            }
+        }
+        let mut unnamed = Vec::new();
+        let mut found = 0;
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            for opener in ["Command::new(\"", "which(\""] {
+                for (at, _) in text.match_indices(opener) {
+                    let rest = &text[at + opener.len()..];
+                    let command = &rest[..rest.find('"').unwrap()];
+                    found += 1;
+                    if !named.contains(&command) {
+                        unnamed.push(format!("{command} ({})", file.display()));
+                    }
+                }
+            }
+        }
+        assert!(found > 30, "only {found} commands found in the sources");
+        assert!(
+            unnamed.is_empty(),
+            "commands run but named nowhere in toolchain.rs: {unnamed:?}"
+        );
+    }
 }

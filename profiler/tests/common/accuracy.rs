@@ -42,6 +42,16 @@ impl Rates {
     }
 }
 
+/// The rates gprof shows against the workload's: within 1 % (README: the accuracy table
+/// and the release matrix measure 1196.5-1201.0/min for 1200 and 2019.8-2020.3/s for 2020).
+pub const RATE_TOLERANCE: f64 = 0.01;
+/// Live goroutines at each sample against `NumGoroutine` interpolated between the
+/// workload's 100 ms reports (README: "the test allows 2 %"), at least 5.
+pub const LIVE_TOLERANCE: f64 = 0.02;
+/// GC pause totals against the runtime's (README: 1.000-1.045 measured, "the 10 % the check
+/// allows").
+pub const PAUSE_TOLERANCE: f64 = 0.10;
+
 #[derive(Clone, Debug)]
 pub struct Measured {
     pub max_live_error: f64,
@@ -49,6 +59,26 @@ pub struct Measured {
     pub create_per_s: f64,
     pub gc_cycles: f64,
     pub pause_ratio: f64,
+    /// The leak verdict's rate at the last sample (0 when nothing is confirmed).
+    pub confirmed_per_min: f64,
+    /// Seconds from the first sample to the first that calls a group leaking.
+    pub confirmed_after: Option<f64>,
+}
+
+impl Measured {
+    /// Fails unless the workload's leak was confirmed at its rate (within `tolerance`).
+    pub fn assert_confirmed(&self, test: &str, rates: Rates, tolerance: f64) {
+        let want = rates.leak_per_s * 60.0;
+        assert!(
+            self.confirmed_after.is_some(),
+            "{test}: the workload's leak ({want}/min) was never confirmed"
+        );
+        assert!(
+            (self.confirmed_per_min - want).abs() <= want * tolerance,
+            "{test}: confirmed {:.1}/min, the workload leaks {want}/min",
+            self.confirmed_per_min
+        );
+    }
 }
 
 /// Runs the workload under `gprof top --batch` for `samples` one-second samples and checks
@@ -90,7 +120,19 @@ pub fn run_with(
     let (ok, got, err) = run_gprof(&args);
     assert!(ok, "{test}: gprof failed: {err}");
     assert_eq!(got.len(), samples as usize, "{test}: {err}");
-    std::thread::sleep(Duration::from_millis(300));
+    // The workload's reports must reach past gprof's last sample (the checks interpolate
+    // between reports and ask for steady readings 0.25 s either side).
+    let last = f(got.last().unwrap(), "unix");
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            workload
+                .snapshot()
+                .last()
+                .and_then(|r| r["unix"].as_f64())
+                .is_some_and(|t| t > last + 0.3)
+        }),
+        "{test}: the workload stopped reporting"
+    );
     let own = workload.snapshot();
     drop(workload);
     let m = check(test, release, &got, &own, ACCEPTANCE)?;
@@ -128,7 +170,7 @@ pub fn check(
             continue;
         };
         let got = f(s, "goroutines");
-        let allowed = (truth * 0.02).max(5.0);
+        let allowed = (truth * LIVE_TOLERANCE).max(5.0);
         assert!(
             (got - truth).abs() <= allowed,
             "{test}: {got} live goroutines at {t}, the runtime says {truth:.1}"
@@ -140,13 +182,13 @@ pub fn check(
     let leak = f(last, "goroutine_leak_rate_per_min");
     let want_leak = leak_per_s * 60.0;
     assert!(
-        (leak - want_leak).abs() <= want_leak * 0.05,
+        (leak - want_leak).abs() <= want_leak * RATE_TOLERANCE,
         "{test}: leak rate {leak}/min, the workload leaks {want_leak}/min"
     );
     let create = f(last, "goroutine_create_rate_per_s");
     let want_create = leak_per_s + churn_per_s;
     assert!(
-        (create - want_create).abs() <= want_create * 0.05,
+        (create - want_create).abs() <= want_create * RATE_TOLERANCE,
         "{test}: creation rate {create}/s, want {want_create}/s"
     );
 
@@ -222,7 +264,7 @@ pub fn check(
     let truth_pause = (pb - pa) / 1e9;
     let pause_ratio = pause / truth_pause;
     assert!(
-        (pause_ratio - 1.0).abs() <= 0.10,
+        (pause_ratio - 1.0).abs() <= PAUSE_TOLERANCE,
         "{test}: GC pauses {pause:.6} s, the runtime says {truth_pause:.6} s"
     );
     let pauses = f(at(tb), "gc_pauses_total") - f(at(ta), "gc_pauses_total");
@@ -241,7 +283,6 @@ pub fn check(
             "{test}: census {census}, live {live}"
         );
     }
-    assert!(f(last, "gfree_pool_size") >= 0.0);
     // The health score weighs the confirmed leak rate (weight 40, reference 1200/min).
     assert_eq!(last["leak_signal"], "stuck-goroutines", "{test}");
     let confirmed = f(last, "confirmed_leak_rate_per_min");
@@ -250,18 +291,23 @@ pub fn check(
         (penalty - 40.0 * (confirmed / 1200.0).min(1.0)).abs() < 1e-6,
         "{test}: leak penalty {penalty} for a confirmed {confirmed}/min"
     );
-    // Only the leaking statement's goroutines may be called leaking: the 1000 parked from
-    // the start are a stable population, however long they wait.
-    for g in last["blocked_groups"].as_array().unwrap() {
-        if g["leaking"] == true {
-            let (at, created) = (
-                g["blocked_at"].as_str().unwrap(),
-                g["created_at"].as_str().unwrap(),
-            );
-            assert!(
-                at.starts_with("main.leak (") && created.starts_with("main.main.func"),
-                "{test}: a wrong group leaks: {g}"
-            );
+    // Only the leaking statement's goroutines may ever be called leaking: the 1000 parked
+    // from the start are a stable population, however long they wait. (Whether the leak is
+    // confirmed is the caller's to ask: `Measured::assert_confirmed`.)
+    let mut confirmed_after = None;
+    for s in samples {
+        for g in s["blocked_groups"].as_array().unwrap() {
+            if g["leaking"] == true {
+                let (at, created) = (
+                    g["blocked_at"].as_str().unwrap(),
+                    g["created_at"].as_str().unwrap(),
+                );
+                assert!(
+                    at.starts_with("main.leak (") && created.starts_with("main.main.func"),
+                    "{test}: a wrong group leaks: {g}"
+                );
+                confirmed_after.get_or_insert(f(s, "unix") - f(&samples[0], "unix"));
+            }
         }
     }
 
@@ -271,6 +317,8 @@ pub fn check(
         create_per_s: create,
         gc_cycles: cycles,
         pause_ratio,
+        confirmed_per_min: confirmed,
+        confirmed_after,
     };
     eprintln!(
         "{test}: max live error {:.2}%, leak {:.1}/min, creation {:.1}/s, {} GC cycles exact, pause total ratio {:.3}",

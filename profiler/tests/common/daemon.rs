@@ -95,6 +95,10 @@ impl Daemon {
             .join("\n")
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().ok().flatten().is_none()
     }
@@ -153,6 +157,53 @@ pub fn label_value(line: &str, name: &str) -> Option<String> {
 /// The `pid` label of a process, for [`series`].
 pub fn pid_label(pid: u32) -> String {
     format!("pid=\"{pid}\"")
+}
+
+/// The entries of the kernel's creation-site map (`SITES`) of the gprof process `owner`, by
+/// the process (tgid) they count, as bpftool reads them: the kernel's own account, not gprof's.
+pub fn kernel_site_entries(owner: u32) -> std::collections::BTreeMap<u32, usize> {
+    let bpftool = |args: &[&str]| -> Value {
+        let out = Command::new("bpftool")
+            .arg("-j")
+            .args(args)
+            .output()
+            .expect("bpftool (cargo xtask setup installs it)");
+        assert!(
+            out.status.success(),
+            "bpftool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("bpftool's JSON")
+    };
+    let maps = bpftool(&["map", "show"]);
+    let id = maps
+        .as_array()
+        .expect("a list of maps")
+        .iter()
+        .find(|m| {
+            m["name"] == "SITES"
+                && m["pids"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|p| p["pid"] == owner))
+        })
+        .unwrap_or_else(|| panic!("no SITES map of PID {owner}: {maps}"))["id"]
+        .to_string();
+    let mut by_tgid = std::collections::BTreeMap::new();
+    for entry in bpftool(&["map", "dump", "id", &id])
+        .as_array()
+        .expect("the map's entries")
+    {
+        // The key starts with the tgid (profiler_common::SiteKey), little-endian.
+        let bytes: Vec<u8> = entry["key"]
+            .as_array()
+            .expect("a key of bytes")
+            .iter()
+            .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+            .collect();
+        let tgid = u32::from_le_bytes(bytes[..4].try_into().unwrap());
+        *by_tgid.entry(tgid).or_insert(0) += 1;
+    }
+    by_tgid
 }
 
 /// A real Alertmanager on loopback that routes everything nowhere; killed on drop.

@@ -249,6 +249,39 @@ pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// CPU ticks (user + system) a process has used, from /proc/PID/stat.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name, which may hold spaces: fields 14 and 15 (utime, stime).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Waits until a process sits idle (no CPU tick used over half a second), at most `timeout`.
+pub fn wait_idle(pid: u32, timeout: Duration) -> bool {
+    wait_for(timeout, || {
+        let before = cpu_ticks(pid);
+        std::thread::sleep(Duration::from_millis(500));
+        before.is_some() && before == cpu_ticks(pid)
+    })
+}
+
+/// Waits until a Go program's runtime is up (its threads started: the main one, sysmon and
+/// a worker), at most 10 s.
+pub fn wait_go_started(pid: u32) -> bool {
+    wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Threads:"))
+                    .and_then(|n| n.trim().parse::<u32>().ok())
+            })
+            .is_some_and(|n| n >= 3)
+    })
+}
+
 /// A free loopback port (bound, then released for the service under test).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

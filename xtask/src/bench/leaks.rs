@@ -261,9 +261,18 @@ pub fn run(go: &str, stuck_after: u64, seconds: u64) -> anyhow::Result<()> {
         "| scenario | leak (truth, /min) | found after | false verdicts (samples) | confirmed /min (last sample) | error | stuck at the end | cleared after the leak stopped | marked leaked by the runtime |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
+    let (mut latest, mut worst_error, mut false_verdicts) = (f64::NEG_INFINITY, 0.0f64, 0);
     for r in &running {
         let o = evaluate(r, stuck_after as f64);
         let leaks = r.scenario.blocks_at.is_some();
+        false_verdicts += o.false_verdicts;
+        if leaks {
+            // A leak never found is as late as it gets.
+            latest = latest.max(o.found_after.map_or(f64::INFINITY, |t| t - stuck_after as f64));
+            if o.truth > 0.0 && r.scenario.stops_after.is_none() {
+                worst_error = worst_error.max(((o.confirmed - o.truth) / o.truth * 100.0).abs());
+            }
+        }
         let dash = || "-".to_string();
         println!(
             "| {} | {} | {} | {} ({}) | {:.1} | {} | {:.0} | {} | {:.0} |",
@@ -292,6 +301,10 @@ pub fn run(go: &str, stuck_after: u64, seconds: u64) -> anyhow::Result<()> {
             o.runtime_leaked,
         );
     }
+    use super::limits::{FALSE_VERDICTS, LEAK_FOUND, LEAK_RATE, report};
+    report(LEAK_FOUND, latest, None, "the slowest scenario");
+    report(LEAK_RATE, worst_error, None, "");
+    report(FALSE_VERDICTS, false_verdicts as f64, None, "");
     Ok(())
 }
 

@@ -16,6 +16,7 @@ mod gprof;
 mod http;
 mod idle;
 mod leaks;
+pub mod limits;
 
 use anyhow::bail;
 
@@ -244,15 +245,21 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         match w {
             Workload::Churn => {
                 let mut bench = churn::Churn::new(&o.go, o.churn_seconds)?;
-                rounds(o.rounds, &bench.measure(), |mode| bench.run(mode))?
+                rounds(o.rounds, &bench.measure(), limits::CHURN, |mode| {
+                    bench.run(mode)
+                })?
             }
             Workload::Http => {
                 let mut bench = http::Http::new(&o.go, o.http_seconds)?;
-                rounds(o.rounds, &bench.measure(), |mode| bench.run(mode))?
+                rounds(o.rounds, &bench.measure(), limits::HTTP, |mode| {
+                    bench.run(mode)
+                })?
             }
             Workload::Idle => {
                 let mut bench = idle::Idle::new(&o.go, o.idle_seconds)?;
-                rounds(o.rounds, &bench.measure(), |mode| bench.run(mode))?
+                rounds(o.rounds, &bench.measure(), limits::IDLE, |mode| {
+                    bench.run(mode)
+                })?
             }
             Workload::Daemon => {
                 daemon::run(&o.go, o.daemon_processes.unwrap_or(50), o.daemon_seconds)?
@@ -272,13 +279,15 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
             )?,
         }
     }
-    Ok(())
+    limits::verdict()
 }
 
-/// Runs every mode `n` times, rotating the order, and prints the comparison.
+/// Runs every mode `n` times, rotating the order, prints the comparison, and reports the
+/// budget mode's median ratio against `limit`.
 fn rounds(
     n: usize,
     measure: &Measure,
+    limit: limits::Limit,
     mut one: impl FnMut(Mode) -> anyhow::Result<Run>,
 ) -> anyhow::Result<()> {
     println!("\n## {}\n", measure.title);
@@ -312,12 +321,19 @@ fn rounds(
         }
     }
     report(n, measure, &runs);
+    let budget: Vec<f64> = runs
+        .iter()
+        .filter(|(m, _)| *m == Mode::Budget)
+        .map(|(_, r)| r.ratio)
+        .collect();
+    let (median, interval) = limits::median_interval(&budget);
+    limits::report(limit, median, interval, &format!("median of {n} pairs"));
     Ok(())
 }
 
 fn report(n: usize, measure: &Measure, runs: &[(Mode, Run)]) {
     println!(
-        "| mode | {} A/B (median of {n}) | spread (median deviation) | A: {} | probe hits/s | hot probes attached | gprof CPU | gprof peak RSS | gprof's worst error against the runtime |",
+        "| mode | {} A/B (median of {n}) | 95 % interval of the median | A: {} | probe hits/s | hot probes attached | gprof CPU | gprof peak RSS | gprof's worst error against the runtime |",
         measure.ratio, measure.unit
     );
     println!("|---|---|---|---|---|---|---|---|---|");
@@ -331,8 +347,9 @@ fn report(n: usize, measure: &Measure, runs: &[(Mode, Run)]) {
             let mut v: Vec<f64> = rs.iter().filter_map(|r| f(r)).collect();
             (!v.is_empty()).then(|| median(&mut v))
         };
-        let ratio = med(&|r| Some(r.ratio)).unwrap_or(f64::NAN);
-        let spread = med(&|r| Some((r.ratio - ratio).abs())).unwrap_or(f64::NAN);
+        let ratios: Vec<f64> = rs.iter().map(|r| r.ratio).collect();
+        let (ratio, interval) = limits::median_interval(&ratios);
+        let interval = interval.map_or("-".to_string(), |(lo, hi)| format!("{lo:.3}-{hi:.3}"));
         let rss = rs.iter().filter_map(|r| r.gprof_rss).max();
         let mut errors: Vec<(&str, f64)> = Vec::new();
         for r in &rs {
@@ -344,7 +361,7 @@ fn report(n: usize, measure: &Measure, runs: &[(Mode, Run)]) {
             }
         }
         println!(
-            "| {} | {ratio:.3} | ±{spread:.3} | {:.1} | {} | {} | {} | {} | {} |",
+            "| {} | {ratio:.3} | {interval} | {:.1} | {} | {} | {} | {} | {} |",
             mode.label(),
             med(&|r| Some(r.value)).unwrap_or(f64::NAN),
             med(&|r| r.hits_per_s).map_or("-".into(), |h| format!("{h:.0}")),
