@@ -51,7 +51,12 @@ fn machine_dir() -> PathBuf {
 fn machine_args() -> Vec<String> {
     let file = machine_dir().join("qemu-machine");
     std::fs::read_to_string(&file)
-        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask test --arch arm64`)", file.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (run `cargo xtask test --arch arm64`)",
+                file.display()
+            )
+        })
         .lines()
         .map(str::to_string)
         .collect()

@@ -17,9 +17,11 @@ fn over_budget_the_figures_stay_exact() {
         else {
             return;
         };
+        // The budget (0.2 % of a core) over the demand's cost (4,040 hits/s at 2 µs: 0.8 %),
+        // less each window's overhead: 0.180-0.181 in four runs on 2026-12-08.
         let duty = f(&last, "hot_probes_duty");
         assert!(
-            duty > 0.1 && duty < 0.6,
+            duty > 0.15 && duty < 0.25,
             "{test}: hot probes attached {duty} of the time: {last}"
         );
         let sampled: Vec<&str> = last["sampled"]
@@ -131,7 +133,8 @@ fn the_daemon_keeps_churn_within_budget() {
     );
     let own = target.snapshot()[0].clone();
     let want = own["num_goroutine"].as_f64().unwrap();
-    let created = own["goroutines"].as_f64().unwrap() + own["leaked"].as_f64().unwrap();
+    // Its goroutines (the leaked ones among them) and the spawners that started them.
+    let created = own["goroutines"].as_f64().unwrap() + own["spawners"].as_f64().unwrap();
     // A sample taken after the churn ended: it has counted every creation (from the runtime's
     // own goroutine IDs, exact whatever the probes did).
     let mut metrics = String::new();
@@ -157,13 +160,14 @@ fn the_daemon_keeps_churn_within_budget() {
         "{test}: only {} samples during the churn: {duties:?}",
         duties.len()
     );
+    // At most 5 % of the time (0.3-1.2 % measured on 2026-12-08), and at most 3 % of the hits
+    // two per goroutine would make were the probes attached all the time (1.4 % measured).
     assert!(
-        settled.iter().all(|&d| d < 0.2),
-        "{test}: hot probes attached more than a fifth of the time during the churn: {duties:?}"
+        settled.iter().all(|&d| d < 0.05),
+        "{test}: hot probes attached more than 5 % of the time during the churn: {duties:?}"
     );
-    // Two hits per goroutine were it watched all the time; the budget allows a few percent.
     assert!(
-        hits < created * 2.0 * 0.1,
+        hits < created * 2.0 * 0.03,
         "{test}: {hits} probe hits for {created} goroutines"
     );
     // The churn holds its goroutines until stdin closes: the count stands still, and is exact.

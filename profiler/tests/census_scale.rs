@@ -1,8 +1,10 @@
 //! The census at scale: a stripped Go 1.27 program with a million parked goroutines at three
 //! sites (`testdata/go/crowd`), under `gprof top` and then under the daemon beside fifty
-//! small services. The live count stays exact, every goroutine is stuck within
-//! `stuck_after` + 60 s, the groups' counts are exact (all of them fit in the census's
-//! memory limit), gprof stays within 128 MiB, and the small services keep their interval.
+//! small services. The live count stays exact, every goroutine is stuck within 30 s more
+//! than `stuck_after` under `gprof top` and 90 s more under the daemon (the README's bounds),
+//! the groups' counts are exact (all of them fit in the census's memory limit) and estimated within 5 %
+//! under a limit that holds a fifth of them, gprof stays within 64 MiB (the daemon 72 MiB),
+//! and the small services keep their interval.
 
 mod common;
 
@@ -15,17 +17,25 @@ use serde_json::Value;
 
 const PARKED: u64 = 1_000_000;
 const STUCK_AFTER: f64 = 10.0;
-/// How long after blocking (or after attach, for goroutines blocked before) each must be stuck.
-const STUCK_WITHIN: f64 = STUCK_AFTER + 60.0;
-const RSS_LIMIT_KIB: u64 = 128 * 1024;
+/// How long after blocking (or after attach, for goroutines blocked before) each must be
+/// stuck: under `gprof top` (measured on 2026-12-08: 23 s after they parked, twice)...
+const STUCK_WITHIN_TOP: f64 = STUCK_AFTER + 30.0;
+/// ...and under the daemon beside fifty small services, from its start (56-85 s in five
+/// runs: its first census of the million takes 2.2-2.4 s of CPU beside them, over 40-50 s of
+/// rounds at the census's 2 % of a core).
+const STUCK_WITHIN_DAEMON: f64 = STUCK_AFTER + 90.0;
+/// Peak resident memory: `gprof top` (55 MiB measured), the daemon (63 MiB).
+const RSS_LIMIT_TOP_KIB: u64 = 64 * 1024;
+const RSS_LIMIT_DAEMON_KIB: u64 = 72 * 1024;
 const SMALL: usize = 50;
 /// The census memory limit of the sampled run, and its samples: 8 MiB follow 209,715
 /// goroutines (40 bytes each), so one in 8 of the million is followed.
 const SAMPLED_MEMORY_MIB: u64 = 8;
 const SAMPLED_SAMPLES: u32 = 20;
 /// The groups' estimated counts against the truth (each estimate rests on about 41,700
-/// goroutines followed: a binomial spread of 0.5 %).
-const SAMPLED_TOLERANCE: f64 = 0.03;
+/// goroutines followed: a binomial spread of 0.5 %; the hash of the g's address spreads a
+/// little wider: -1.3 % to +1.2 % in two runs).
+const SAMPLED_TOLERANCE: f64 = 0.05;
 
 /// Peak RSS (VmHWM) of a live process, in KiB.
 fn peak_rss_kib(pid: u32) -> Option<u64> {
@@ -115,7 +125,7 @@ fn a_million_parked_goroutines() {
         stuck_at.map(|t| t - parked_by)
     );
     assert!(
-        stuck_at.is_some_and(|t| t - parked_by <= STUCK_WITHIN),
+        stuck_at.is_some_and(|t| t - parked_by <= STUCK_WITHIN_TOP),
         "stuck at {stuck_at:?}, parked by {parked_by}"
     );
     let last = samples.last().unwrap();
@@ -141,7 +151,7 @@ fn a_million_parked_goroutines() {
         .collect();
     assert!(ages.iter().all(|&a| a <= 60.0), "census ages {ages:?}");
     assert!(
-        peak <= RSS_LIMIT_KIB,
+        peak <= RSS_LIMIT_TOP_KIB,
         "gprof top's RSS peaked at {peak} KiB"
     );
 
@@ -229,7 +239,7 @@ fn a_million_parked_goroutines() {
     let mut all_stuck = None;
     let mut missing = 0;
     let mut watched_all = false;
-    while started.elapsed() < Duration::from_secs(100) {
+    while started.elapsed() < Duration::from_secs_f64(STUCK_WITHIN_DAEMON + 10.0) {
         let m = daemon.metrics();
         if let Some(n) = series(&m, "gprof_goroutines", &crowd_label) {
             assert_eq!(n, live, "the daemon's count of crowd");
@@ -264,7 +274,7 @@ fn a_million_parked_goroutines() {
         daemon.log_text()
     );
     assert!(
-        all_stuck.is_some_and(|t| t <= STUCK_WITHIN),
+        all_stuck.is_some_and(|t| t <= STUCK_WITHIN_DAEMON),
         "stuck after {all_stuck:?}\n{}",
         daemon.log_text()
     );
@@ -274,7 +284,7 @@ fn a_million_parked_goroutines() {
         "rounds took up to {worst_round} s and began up to {worst_late} s late"
     );
     assert!(
-        peak_rss <= (RSS_LIMIT_KIB * 1024) as f64,
+        peak_rss <= (RSS_LIMIT_DAEMON_KIB * 1024) as f64,
         "daemon RSS {peak_rss}"
     );
 }

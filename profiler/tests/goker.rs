@@ -76,12 +76,10 @@ const NOT_FOUND_EVERY_TIME: &[NotFoundEveryTime] = &[
         kernel: "Cockroach2448",
         why: "an instance leaks 1000 goroutines at once, and its last pairs spin until they deadlock, so the driver starts the next only every 1 to 4 minutes: steps of 1000, which the verdict calls jumps until three of them fall in one horizon",
         holds: |s| {
-            (s.stuck >= 1000.0)
-                .then_some(())
-                .ok_or(format!(
-                    "gprof shows its group stuck by the thousand: {} stuck",
-                    s.stuck
-                ))
+            (s.stuck >= 1000.0).then_some(()).ok_or(format!(
+                "gprof shows its group stuck by the thousand: {} stuck",
+                s.stuck
+            ))
         },
     },
 ];

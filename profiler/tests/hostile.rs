@@ -175,15 +175,15 @@ fn lying_tenants_are_unwatched_and_floods_bounded() {
     // Its quota, in the kernel's own map: 512 sites, its "other" key, and at most one more
     // per CPU (each CPU counts the entries it made; a count read stale lets one more in).
     let entries = common::daemon::kernel_site_entries(daemon.pid());
-    let flooder = entries
-        .get(&tenants["sites"].pid())
-        .copied()
-        .unwrap_or(0);
+    let flooder = entries.get(&tenants["sites"].pid()).copied().unwrap_or(0);
     let cpus = std::thread::available_parallelism().unwrap().get();
     let quota = profiler_common::MAX_SITES_PER_PROC as usize + 1 + cpus;
     assert!(
         flooder >= profiler_common::MAX_SITES_PER_PROC as usize && flooder <= quota,
         "the flooding process holds {flooder} entries of the kernel's site map (quota {quota}): {entries:?}"
+    );
+    eprintln!(
+        "the site flood holds {flooder} entries of the kernel's map (quota {quota}), {refused} refused"
     );
     let flood = pid_label(tenants["gcflood"].pid());
     assert!(series(&m, "gprof_kernel_records_throttled_total", &flood).unwrap() > 0.0);

@@ -25,6 +25,13 @@ fn leaking(sample: &Value) -> Vec<&Value> {
         .collect()
 }
 
+/// The acceptance case's verdict: within this many seconds of the start (stuck after 10 s,
+/// then a 60 s window's horizon; six runs here: 55-56 s)...
+const CONFIRMED_WITHIN: f64 = 60.0;
+/// ...at the program's own rate of abandoned workers within this share (the leak is random:
+/// 0.5 % of requests; six runs here: -9 % to +8 %).
+const RATE_TOLERANCE: f64 = 0.15;
+
 /// `gprof top --batch` on `pid` for `seconds` one-second samples with `--stuck-after 10`.
 fn watch(pid: u32, seconds: u32) -> Spawned {
     Spawned::start(Command::new(gprof()).args([
@@ -74,13 +81,16 @@ fn check_leak(case: &str, started: f64, samples: &[Value], truth: &[Value]) {
     let p = &last_truth["positions"];
     let send = format!("main.go:{})", p["send"]["line"]);
     let go = format!("main.go:{})", p["go"]["line"]);
-    // Found within 70 s, at the send, created at the go statement.
+    // Found within a minute, at the send, created at the go statement.
     let found = samples
         .iter()
         .find(|s| !leaking(s).is_empty())
         .unwrap_or_else(|| panic!("{case}: never confirmed: {:#?}", samples.last()));
     let after = f(found, "unix") - started;
-    assert!(after <= 70.0, "{case}: confirmed after {after:.0} s");
+    assert!(
+        after <= CONFIRMED_WITHIN,
+        "{case}: confirmed after {after:.0} s"
+    );
     for s in samples {
         for g in leaking(s) {
             // Nothing else is ever called leaking.
@@ -102,7 +112,7 @@ fn check_leak(case: &str, started: f64, samples: &[Value], truth: &[Value]) {
     let want = leaked(t - 10.0) - leaked(t - 70.0);
     let got = f(last, "confirmed_leak_rate_per_min");
     assert!(
-        (got - want).abs() <= 0.35 * want,
+        (got - want).abs() <= RATE_TOLERANCE * want,
         "{case}: confirmed {got:.1}/min, the program abandoned {want:.1}/min"
     );
     // The health score weighs that rate (reference 1200/min, weight 40).

@@ -313,7 +313,8 @@ fn executable_replaced_on_disk() {
     };
     let before = created(old.pid());
     assert!(
-        wait_for(Duration::from_secs(10), || created(old.pid()) > before + 10.0),
+        wait_for(Duration::from_secs(10), || created(old.pid())
+            > before + 10.0),
         "the old executable's probes stopped counting"
     );
     let attached = daemon.gauge("gprof_attached_executables");

@@ -151,30 +151,10 @@ fn newest_deb(archives: &Path, stem: &str) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("no {stem}_*_arm64.deb in {}", archives.display()))
 }
 
-/// gprof for aarch64, linked statically (the machine has no C library of its own).
+/// gprof for aarch64, linked statically (the machine has no C library of its own): the
+/// image's binary.
 fn build_gprof(dir: &Path) -> anyhow::Result<()> {
-    let target = toolchain::CROSS_TARGET;
-    run::cargo_with_env(
-        &[
-            "build",
-            "--release",
-            "--package",
-            "profiler",
-            "--target",
-            target,
-        ],
-        &[
-            (
-                "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
-                "aarch64-linux-gnu-gcc".as_ref(),
-            ),
-            (
-                "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-                "-C target-feature=+crt-static".as_ref(),
-            ),
-        ],
-    )?;
-    let built = run::workspace().join(format!("target/{target}/release/gprof"));
+    let built = crate::image::static_gprof(toolchain::CROSS_TARGET, "aarch64-linux-gnu-gcc")?;
     std::fs::copy(&built, dir.join("gprof"))
         .with_context(|| format!("copying {}", built.display()))?;
     Ok(())

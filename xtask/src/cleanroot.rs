@@ -96,7 +96,11 @@ fn check(machine: &Path) -> anyhow::Result<()> {
     let root_str = root.to_str().context("the root's path")?;
     let in_root = ["chroot", root_str];
     std::fs::copy("/etc/resolv.conf", root.join("etc/resolv.conf")).ok();
-    run::status(Command::new("chroot").arg(&root).args(["apt-get", "update", "-qq"]))?;
+    run::status(
+        Command::new("chroot")
+            .arg(&root)
+            .args(["apt-get", "update", "-qq"]),
+    )?;
     toolchain::apt_install(&in_root, toolchain::MACHINE_PACKAGES)?;
     let packages: Vec<&str> = toolchain::APT_PACKAGES.iter().map(|(p, _)| *p).collect();
     toolchain::apt_install(&in_root, &packages)?;
@@ -120,7 +124,10 @@ fn check(machine: &Path) -> anyhow::Result<()> {
         boot.display()
     )))?;
     std::fs::copy(machine.join("vmlinuz"), boot.join("vmlinuz"))?;
-    std::fs::write(boot.join("qemu-machine"), arm64::QEMU_MACHINE.join("\n") + "\n")?;
+    std::fs::write(
+        boot.join("qemu-machine"),
+        arm64::QEMU_MACHINE.join("\n") + "\n",
+    )?;
     std::fs::write(root.join("check.sh"), script())?;
     std::fs::create_dir_all(root.join("gobins"))?;
 
@@ -176,8 +183,10 @@ fn script() -> String {
             toolchain::MACHINE_COMMANDS
                 .iter()
                 .copied()
-                // The machine's own Rust, CPython and Node.js are not Debian's.
-                .filter(|c| !["cargo", "rustc", "rustup", "python3", "npm"].contains(c)),
+                // The machine's own Rust, CPython, Node.js and systemd are not Debian's here.
+                .filter(|c| {
+                    !["cargo", "rustc", "rustup", "python3", "npm", "systemctl"].contains(c)
+                }),
         )
         .collect();
     let releases: Vec<&str> = toolchain::GO_RELEASES

@@ -11,6 +11,7 @@ mod fuzz;
 mod generate;
 mod goker;
 mod gotargets;
+mod image;
 mod run;
 mod toolchain;
 
@@ -44,6 +45,9 @@ enum Command {
     Targets,
     /// Start a Go program that leaks goroutines and open `gprof top` on it.
     Demo,
+    /// Build gprof's container image (amd64 and arm64) as an OCI image layout, without a
+    /// container engine: target/image/oci and target/image/gprof-oci.tar.
+    Image,
     /// Regenerate the files derived from others (PrometheusRule, config checksum).
     Generate {
         /// Only check that they are up to date.
@@ -84,6 +88,7 @@ fn run_command() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo => demo::run(),
+        Command::Image => image::build().map(|_| ()),
         Command::Bench(o) => bench::run(&o),
         Command::Generate { check } => generate::run(check),
         Command::Picture => picture(),
@@ -129,9 +134,11 @@ fn test(arch: Option<&str>, args: &[String]) -> anyhow::Result<()> {
         );
     }
     let env = TestEnv::prepare()?;
+    // Every test binary runs even when one fails, so that a run shows every failure.
     let mut cmd = vec![
         "test",
         "--release",
+        "--no-fail-fast",
         "--workspace",
         "--exclude",
         "profiler-ebpf",

@@ -33,7 +33,7 @@ pub const APT_PACKAGES: &[(&str, &[&str])] = &[
     ("bpftool", &["bpftool"]),
     ("util-linux", &["setpriv", "script", "taskset", "unshare"]),
     // setcap (the least-privilege test gives gprof file capabilities, as the image does).
-    ("libcap2-bin", &["setcap"]),
+    ("libcap2-bin", &["setcap", "getcap"]),
     // The font of the dashboard picture (tests/dashboard.rs).
     ("fonts-dejavu-core", &[]),
     // A reader of goroutine dumps, for gprof dump's (tests/dump.rs).
@@ -50,20 +50,46 @@ pub const APT_PACKAGES: &[(&str, &[&str])] = &[
     ("cpio", &["cpio"]),
     // The clean root of the setup check itself (cleanroot.rs).
     ("mmdebstrap", &["mmdebstrap"]),
+    // The container image, read and run without a container engine (tests/image.rs).
+    ("skopeo", &["skopeo"]),
+    ("umoci", &["umoci"]),
+    ("runc", &["runc"]),
 ];
 
 /// What every machine of this kind has before setup (`shared/.../rust.md`: "the machine's
 /// one Rust toolchain, gcc, CPython 3.11 with pip, ... git", Node.js and npm): the commands
 /// of it the sources run, and the Debian packages the clean root stands them in with.
 pub const MACHINE_COMMANDS: &[&str] = &[
-    "cargo", "rustc", "rustup", "python3", "npm", "gcc", "objcopy", "git", "apt-get",
-    "apt-cache", "dpkg", "dpkg-deb", "dpkg-query", "systemctl",
+    "cargo",
+    "rustc",
+    "rustup",
+    "python3",
+    "npm",
+    "gcc",
+    "objcopy",
+    "git",
+    "apt-get",
+    "apt-cache",
+    "dpkg",
+    "dpkg-deb",
+    "dpkg-query",
+    "systemctl",
 ];
 pub const MACHINE_PACKAGES: &[&str] = &["gcc", "libc6-dev", "binutils", "git", "ca-certificates"];
 
 /// Commands of Debian's essential packages (coreutils, bash, tar, gzip...): in every root.
 pub const ESSENTIAL_COMMANDS: &[&str] = &[
-    "sh", "bash", "true", "sleep", "tar", "gzip", "sha256sum", "find", "chroot", "rm", "timeout",
+    "sh",
+    "bash",
+    "true",
+    "sleep",
+    "tar",
+    "gzip",
+    "sha256sum",
+    "find",
+    "chroot",
+    "rm",
+    "timeout",
 ];
 
 /// Installs Debian packages as setup does: without their recommends, so that everything the
@@ -339,8 +365,8 @@ pub fn effective_uid() -> u32 {
 mod tests {
     use super::*;
 
-    /// Every command the tests, the build and the benchmark run (a `Command::new("...")` or
-    /// `which("...")` in their sources) is one that setup installs, one the machine kind has,
+    /// Every command the tests, the build and the benchmark run (a literal name given to
+    /// `Command::new` or `which` in their sources) is one that setup installs, one the machine kind has,
     /// or one of Debian's essential packages: a command named nowhere here would be missing
     /// on a fresh machine, and the clean-root check would not look for it.
     #[test]

@@ -26,6 +26,19 @@ pub struct HotLoad {
     pub hits: u64,
     /// Cores the process used (CPU seconds per second); None when unknown.
     pub cpu_cores: Option<f64>,
+    /// What the censuses finished since the last sample cost the process (estimated: see
+    /// [`crate::config::params::OverheadBudget::cost_per_g_read`]), paid from the same budget.
+    pub census_cost: Duration,
+}
+
+/// The share of a process's budget its census may take: the rest is the hot probes'.
+pub const CENSUS_SHARE: f64 = 0.5;
+
+/// The budget of a process using `cpu_cores` (None: unknown, counted as one core), in cores;
+/// None without a limit.
+pub fn process_limit(config: &OverheadBudget, cpu_cores: Option<f64>) -> Option<f64> {
+    let fraction = config.process_cpu_share?;
+    Some(fraction * cpu_cores.unwrap_or(1.0).clamp(MIN_CORES, 1.0))
 }
 
 /// The budget is relative to the process's CPU time down to this share of a core: below it,
@@ -128,15 +141,16 @@ impl DutyCycle {
     /// Called once per sampling interval with the hot probes' load since the last call
     /// (with several processes, the busiest's). Returns whether they must be attached now.
     pub fn step(&mut self, now: Instant, interval: Duration, load: HotLoad) -> bool {
-        let Some(fraction) = self.config.process_cpu_share else {
+        let Some(limit) = process_limit(&self.config, load.cpu_cores) else {
             self.state = State::On;
             return true;
         };
-        let cores = load.cpu_cores.unwrap_or(1.0).clamp(MIN_CORES, 1.0);
-        let limit = fraction * cores;
         self.limit = Some(limit);
-        // How long the hits counted since the last step take to pay for at the budget's rate.
-        let payback = Duration::from_secs_f64(self.cost(load.hits as f64) / limit);
+        // How long the hits counted since the last step, and the censuses, take to pay for at
+        // the budget's rate.
+        let payback = Duration::from_secs_f64(
+            (self.cost(load.hits as f64) + load.census_cost.as_secs_f64()) / limit,
+        );
         let over = match load.demand_per_s {
             Some(rate) => {
                 let cost = self.cost(rate);
@@ -330,7 +344,34 @@ mod tests {
             cpu_cores: None,
             demand_per_s: Some(demand),
             hits,
+            census_cost: Duration::ZERO,
         }
+    }
+
+    #[test]
+    fn a_census_is_paid_from_the_same_budget() {
+        let t = Instant::now();
+        // Over budget: a window of one interval, then off until its 70 ms of hits are paid at
+        // 1 % of a core (7 s); a census that cost the process 10 ms more adds 1 s.
+        let demand = 100_000.0;
+        let paced = |census_ms: u64| {
+            let mut b = DutyCycle::new(config(), true);
+            let charged = HotLoad {
+                census_cost: Duration::from_millis(census_ms),
+                ..load(demand, demand as u64)
+            };
+            assert!(!b.step(t, SECOND, charged));
+            (1..2000u64)
+                .map(|i| t + Duration::from_millis(10 * i))
+                .find(|&at| b.step(at, SECOND, load(demand, 0)))
+                .map(|at| at - t)
+                .unwrap()
+        };
+        let (without, with) = (paced(0), paced(10));
+        assert!(
+            with.abs_diff(without + SECOND) <= Duration::from_millis(20),
+            "{without:?} then {with:?}"
+        );
     }
 
     #[test]

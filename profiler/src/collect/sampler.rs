@@ -132,7 +132,7 @@ impl<T> Sampler<T> {
             scope,
             s.windows,
             s.health,
-            s.budget.process_cpu_share.is_some(),
+            s.budget,
         )?;
         let key = target.exe;
         if !self.hot.contains_key(&key) {
@@ -409,6 +409,7 @@ impl<T> Sampler<T> {
                 e.0.cpu_cores = load.cpu_cores;
             }
             e.0.hits = e.0.hits.max(load.hits);
+            e.0.census_cost = e.0.census_cost.max(load.census_cost);
             e.1 &= s.target.has_exact_counts();
         }
         for (key, (load, exact)) in per_exe {

@@ -19,10 +19,11 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::attach::kernel::{AttachScope, ExeKey, Kernel, KernelError};
-use crate::collect::budget::HotLoad;
+use crate::collect::budget::{CENSUS_SHARE, HotLoad, process_limit};
 use crate::collect::collector::{CensusStatus, HotProbes, Identity, ProcessCollector, Reading};
 use crate::collect::sites::Symbolizer;
 use crate::config::params::HealthModel;
+use crate::config::params::OverheadBudget;
 use crate::config::params::Windows;
 use crate::inspect::binary::{BinaryError, ExecutableInfo, GoBinary};
 use crate::inspect::plan::{self, PlanError, ProbePlan};
@@ -185,6 +186,11 @@ pub struct Target {
     census_failures_in_a_row: u32,
     /// How long a quiet process's last census may stand in for a new one.
     census_refresh: Duration,
+    /// The overhead budget the census shares with the hot probes.
+    budget: OverheadBudget,
+    /// How long after the last census began the next may begin: what the last cost the
+    /// process, paid at its census share of the budget.
+    census_pace: Duration,
     /// What a census checks the gs against.
     expect: selfcheck::Expect,
     /// The census under way (it runs in slices, between samples: see [`Self::census_slice`]).
@@ -255,16 +261,17 @@ struct Quiet {
 impl Target {
     /// Starts watching: reads the runtime's globals, adds the process to the kernel filter and
     /// attaches the probes to its executable (unless already attached for another process).
-    /// `limit_hot`: the hot probes are under a budget, so they wait for its first estimate
-    /// when the runtime's counts can be read (else they start attached: counts need them).
+    /// Under a `budget`, the hot probes wait for its first estimate when the runtime's counts
+    /// can be read (else they start attached: counts need them), and the census is paced.
     pub fn attach(
         kernel: &mut Kernel,
         inspected: &Inspected,
         scope: AttachScope,
         windows: Windows,
         health: HealthModel,
-        limit_hot: bool,
+        budget: OverheadBudget,
     ) -> Result<Self, TargetError> {
+        let limit_hot = budget.process_cpu_share.is_some();
         let Inspected { process, exe } = inspected;
         let plan = &exe.plan;
         let pid = process.pid();
@@ -391,6 +398,8 @@ impl Target {
             census_errors: 0,
             census_failures_in_a_row: 0,
             census_refresh: Duration::from_secs_f64(windows.stuck_after_seconds / 10.0),
+            budget,
+            census_pace: Duration::ZERO,
             expect,
             pass: None,
             last: None,
@@ -667,7 +676,7 @@ impl Target {
                 && self
                     .last
                     .as_ref()
-                    .is_none_or(|l| l.began.elapsed() >= spacing))
+                    .is_none_or(|l| l.began.elapsed() >= spacing.max(self.census_pace)))
     }
 
     /// Seconds since the census shown began (how stale the blocked goroutines are), or since
@@ -879,6 +888,18 @@ impl Target {
             pass.census.blocked,
             self.collector.tracked(),
         );
+        // What it cost the process: the gs it may soon write, read (see `cost_per_g_read`);
+        // charged to its budget, and the next census waits until it is paid at its share.
+        let hot_gs = pass.census.dead + pass.census.live.saturating_sub(pass.census.blocked);
+        let cost = self
+            .budget
+            .cost_per_g_read
+            .saturating_mul(hot_gs.min(u32::MAX as u64) as u32);
+        self.hot_load.census_cost += cost;
+        self.census_pace = process_limit(&self.budget, self.hot_load.cpu_cores)
+            .map_or(Duration::ZERO, |limit| {
+                Duration::from_secs_f64(cost.as_secs_f64() / (CENSUS_SHARE * limit))
+            });
         self.last = Some(Finished {
             began: pass.began,
             t0: pass.t0,
@@ -951,6 +972,8 @@ impl Target {
         };
         let last = self.last_hot.replace(now);
         self.hot_load.hits = last.map_or(0, |l| now.hits.saturating_sub(l.hits));
+        // Charged to this round's budget step, once.
+        self.hot_load.census_cost = Duration::ZERO;
         let dt = last.map_or(0.0, |l| now_ns.saturating_sub(l.ns) as f64 / 1e9);
         let Some(last) = last.filter(|_| dt > 0.0) else {
             self.hot_load.demand_per_s = None;

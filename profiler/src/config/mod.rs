@@ -211,6 +211,9 @@ pub struct BudgetSettings {
     /// What each sampling window costs beyond its counted hits, as time at the full rate.
     #[serde(default = "BudgetSettings::default_window_overhead")]
     pub window_overhead: Dur,
+    /// What the census costs a process per g it reads that the process may soon write.
+    #[serde(default = "BudgetSettings::default_cost_per_g_read")]
+    pub cost_per_g_read: Dur,
 }
 
 impl BudgetSettings {
@@ -228,6 +231,9 @@ impl BudgetSettings {
     fn default_window_overhead() -> Dur {
         Dur(crate::config::params::OverheadBudget::default().window_overhead)
     }
+    fn default_cost_per_g_read() -> Dur {
+        Dur(crate::config::params::OverheadBudget::default().cost_per_g_read)
+    }
 
     pub fn config(&self) -> crate::config::params::OverheadBudget {
         crate::config::params::OverheadBudget {
@@ -235,6 +241,7 @@ impl BudgetSettings {
             cost_per_hit: self.cost_per_hit.0,
             max_off: self.max_off.0,
             window_overhead: self.window_overhead.0,
+            cost_per_g_read: self.cost_per_g_read.0,
         }
     }
 }
@@ -246,6 +253,7 @@ impl Default for BudgetSettings {
             cost_per_hit: Self::default_cost(),
             max_off: Self::default_max_off(),
             window_overhead: Self::default_window_overhead(),
+            cost_per_g_read: Self::default_cost_per_g_read(),
         }
     }
 }

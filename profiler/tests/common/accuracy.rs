@@ -48,9 +48,11 @@ pub const RATE_TOLERANCE: f64 = 0.01;
 /// Live goroutines at each sample against `NumGoroutine` interpolated between the
 /// workload's 100 ms reports (README: "the test allows 2 %"), at least 5.
 pub const LIVE_TOLERANCE: f64 = 0.02;
-/// GC pause totals against the runtime's (README: 1.000-1.045 measured, "the 10 % the check
-/// allows").
+/// GC pause totals against the runtime's: within 10 %, or 10 µs a pause where that is more
+/// (README: gprof's pause begins at the probe, a few µs before the runtime reads its clock
+/// in Go 1.22-1.25; short runs of short pauses, 14 of 40 µs, measured 1.17 once).
 pub const PAUSE_TOLERANCE: f64 = 0.10;
+pub const PAUSE_SLACK_SECONDS: f64 = 10e-6;
 
 #[derive(Clone, Debug)]
 pub struct Measured {
@@ -263,11 +265,12 @@ pub fn check(
     let pause = f(at(tb), "gc_pause_seconds_total") - f(at(ta), "gc_pause_seconds_total");
     let truth_pause = (pb - pa) / 1e9;
     let pause_ratio = pause / truth_pause;
+    let pauses = f(at(tb), "gc_pauses_total") - f(at(ta), "gc_pauses_total");
     assert!(
-        (pause_ratio - 1.0).abs() <= PAUSE_TOLERANCE,
+        (pause - truth_pause).abs()
+            <= (truth_pause * PAUSE_TOLERANCE).max(pauses * PAUSE_SLACK_SECONDS),
         "{test}: GC pauses {pause:.6} s, the runtime says {truth_pause:.6} s"
     );
-    let pauses = f(at(tb), "gc_pauses_total") - f(at(ta), "gc_pauses_total");
     assert!(
         pauses >= 2.0 * cycles,
         "{test}: {pauses} pauses for {cycles} cycles"

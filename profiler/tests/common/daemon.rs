@@ -175,18 +175,24 @@ pub fn kernel_site_entries(owner: u32) -> std::collections::BTreeMap<u32, usize>
         );
         serde_json::from_slice(&out.stdout).expect("bpftool's JSON")
     };
+    // The maps the process holds: its descriptors' `map_id` (fdinfo), by name (bpftool).
+    let held: Vec<u64> = std::fs::read_dir(format!("/proc/{owner}/fdinfo"))
+        .expect("the daemon's fdinfo")
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("map_id:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect();
     let maps = bpftool(&["map", "show"]);
     let id = maps
         .as_array()
         .expect("a list of maps")
         .iter()
-        .find(|m| {
-            m["name"] == "SITES"
-                && m["pids"]
-                    .as_array()
-                    .is_some_and(|p| p.iter().any(|p| p["pid"] == owner))
-        })
-        .unwrap_or_else(|| panic!("no SITES map of PID {owner}: {maps}"))["id"]
+        .find(|m| m["name"] == "SITES" && m["id"].as_u64().is_some_and(|id| held.contains(&id)))
+        .unwrap_or_else(|| panic!("no SITES map held by PID {owner} (maps {held:?}): {maps}"))["id"]
         .to_string();
     let mut by_tgid = std::collections::BTreeMap::new();
     for entry in bpftool(&["map", "dump", "id", &id])

@@ -124,22 +124,26 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    /// Fails (with every difference) unless the dumps agree and at most `not_compared`
-    /// goroutines of the runtime's dump went uncompared (moving, running or newer).
-    pub fn assert_equal(&self, what: &str, not_compared: usize) {
-        assert!(
-            self.diffs.is_empty(),
-            "{what}: the dumps differ:\n{}",
-            self.diffs.join("\n")
-        );
-        assert!(
-            self.compared + not_compared >= self.theirs,
-            "{what}: only {} of the runtime's {} goroutines compared ({} moving or running, {} newer)",
-            self.compared,
-            self.theirs,
-            self.not_compared,
-            self.newer
-        );
+    /// Whether the dumps agree, with at most `uncompared` goroutines of the runtime's dump
+    /// left uncompared (moving, running or newer); the reason when not.
+    pub fn check(&self, uncompared: usize) -> Result<(), String> {
+        if !self.diffs.is_empty() {
+            return Err(format!("the dumps differ:\n{}", self.diffs.join("\n")));
+        }
+        if self.compared + uncompared < self.theirs {
+            return Err(format!(
+                "only {} of the runtime's {} goroutines compared ({} moving or running, {} newer)",
+                self.compared, self.theirs, self.not_compared, self.newer
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fails the test unless [`Self::check`] passes.
+    pub fn assert_equal(&self, what: &str, uncompared: usize) {
+        if let Err(e) = self.check(uncompared) {
+            panic!("{what}: {e}");
+        }
     }
 }
 
@@ -164,8 +168,9 @@ pub fn compare(
             if born_after(*id, want) {
                 c.newer += 1;
             } else {
-                c.diffs
-                    .push(format!("goroutine {id} missing from gprof's dump: {want:?}"));
+                c.diffs.push(format!(
+                    "goroutine {id} missing from gprof's dump: {want:?}"
+                ));
             }
             continue;
         };
@@ -182,8 +187,9 @@ pub fn compare(
     }
     for (id, got) in ours.iter().filter(|(id, _)| !theirs.contains_key(id)) {
         if !moving(*id, got) {
-            c.diffs
-                .push(format!("goroutine {id} is not in the runtime's dump: {got:?}"));
+            c.diffs.push(format!(
+                "goroutine {id} is not in the runtime's dump: {got:?}"
+            ));
         }
     }
     c
@@ -225,14 +231,15 @@ goroutine 9 [running]:\n\tgoroutine running on other thread; stack unavailable\n
     // Shown otherwise: a difference, unless it moved.
     let other = all.replace("m.go:9", "m.go:10");
     assert_eq!(compare(&other, runtime, none, none).diffs.len(), 1);
-    assert!(compare(&other, runtime, |g, _| g == 7, none).diffs.is_empty());
-    // Too few compared: the assertion fails.
-    let c = compare(all, runtime, |g, _| g == 7, none);
     assert!(
-        std::panic::catch_unwind(|| c.assert_equal("t", 0)).is_err(),
-        "two of three compared passed for all"
+        compare(&other, runtime, |g, _| g == 7, none)
+            .diffs
+            .is_empty()
     );
-    c.assert_equal("t", 2);
+    // Too few compared: the check fails.
+    let c = compare(all, runtime, |g, _| g == 7, none);
+    assert!(c.check(0).is_err(), "one of three compared passed for all");
+    assert!(c.check(2).is_ok());
 }
 
 /// Goroutines in a SIGQUIT dump that the runtime does not count as its own: those whose start

@@ -22,6 +22,9 @@ pub struct Churn {
     copies: [PathBuf; 2],
     go: String,
     seconds: u64,
+    /// Runs so far: every other one watches the other file (so that a difference between
+    /// the two copies cancels out).
+    runs: usize,
 }
 
 /// One copy, waiting for the start signal.
@@ -70,6 +73,7 @@ impl Churn {
             copies: super::pair("churn", go)?,
             go: go.into(),
             seconds,
+            runs: 0,
         })
     }
 
@@ -85,8 +89,10 @@ impl Churn {
     }
 
     pub fn run(&mut self, mode: Mode) -> anyhow::Result<Run> {
-        let mut a = Copy::start(&self.copies[0], self.seconds)?;
-        let mut b = Copy::start(&self.copies[1], self.seconds)?;
+        self.runs += 1;
+        let (a, b) = if self.runs.is_multiple_of(2) { (1, 0) } else { (0, 1) };
+        let mut a = Copy::start(&self.copies[a], self.seconds)?;
+        let mut b = Copy::start(&self.copies[b], self.seconds)?;
         let attached = match mode.gprof_args() {
             Some(args) => Some(Attached::start(a.0.id(), "0.2", args, Some("0"))?),
             None => None,

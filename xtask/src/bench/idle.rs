@@ -15,6 +15,8 @@ pub struct Idle {
     copies: [PathBuf; 2],
     go: String,
     seconds: u64,
+    /// Runs so far: every other one watches the other file.
+    runs: usize,
 }
 
 struct Service {
@@ -52,6 +54,7 @@ impl Idle {
             copies: super::pair("workload", go)?,
             go: go.into(),
             seconds,
+            runs: 0,
         })
     }
 
@@ -67,8 +70,10 @@ impl Idle {
     }
 
     pub fn run(&mut self, mode: Mode) -> anyhow::Result<Run> {
-        let a = Service::start(&self.copies[0])?;
-        let b = Service::start(&self.copies[1])?;
+        self.runs += 1;
+        let (a, b) = if self.runs.is_multiple_of(2) { (1, 0) } else { (0, 1) };
+        let a = Service::start(&self.copies[a])?;
+        let b = Service::start(&self.copies[b])?;
         std::thread::sleep(Duration::from_millis(500));
         let attached = match mode.gprof_args() {
             Some(args) => Some(Attached::start(a.child.id(), "1", args, None)?),

@@ -268,7 +268,10 @@ pub fn run(go: &str, stuck_after: u64, seconds: u64) -> anyhow::Result<()> {
         false_verdicts += o.false_verdicts;
         if leaks {
             // A leak never found is as late as it gets.
-            latest = latest.max(o.found_after.map_or(f64::INFINITY, |t| t - stuck_after as f64));
+            latest = latest.max(
+                o.found_after
+                    .map_or(f64::INFINITY, |t| t - stuck_after as f64),
+            );
             if o.truth > 0.0 && r.scenario.stops_after.is_none() {
                 worst_error = worst_error.max(((o.confirmed - o.truth) / o.truth * 100.0).abs());
             }
