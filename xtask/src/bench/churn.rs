@@ -90,7 +90,11 @@ impl Churn {
 
     pub fn run(&mut self, mode: Mode) -> anyhow::Result<Run> {
         self.runs += 1;
-        let (a, b) = if self.runs.is_multiple_of(2) { (1, 0) } else { (0, 1) };
+        let (a, b) = if self.runs.is_multiple_of(2) {
+            (1, 0)
+        } else {
+            (0, 1)
+        };
         let mut a = Copy::start(&self.copies[a], self.seconds)?;
         let mut b = Copy::start(&self.copies[b], self.seconds)?;
         let attached = match mode.gprof_args() {

@@ -71,7 +71,11 @@ impl Idle {
 
     pub fn run(&mut self, mode: Mode) -> anyhow::Result<Run> {
         self.runs += 1;
-        let (a, b) = if self.runs.is_multiple_of(2) { (1, 0) } else { (0, 1) };
+        let (a, b) = if self.runs.is_multiple_of(2) {
+            (1, 0)
+        } else {
+            (0, 1)
+        };
         let a = Service::start(&self.copies[a])?;
         let b = Service::start(&self.copies[b])?;
         std::thread::sleep(Duration::from_millis(500));
